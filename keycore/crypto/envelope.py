@@ -34,7 +34,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keycore import errors
 from keycore.crypto.formats import (
     DOCUMENT_ID_BYTES,
+    EDEK_V1_AAD_BYTES,
+    EDEK_V1_BYTES,
+    EDEK_V1_NONCE_END,
+    EDEK_V1_PREFIX_BYTES,
     FIELD_V1_HEADER,
+    FIELD_V1_MIN_BYTES,
     FIELD_V1_NONCE_END,
     KCV_BYTES,
     KCV_MESSAGE,
@@ -133,18 +138,26 @@ def _wrap_dek(handle: TenantKeyHandle, document_id: bytes, dek: bytes, nonce: by
 
 def _unwrap_dek(handle: TenantKeyHandle, edek: bytes) -> tuple[bytes, bytes]:
     """(document id, DEK) from ``edek``, authenticated against ``handle``."""
-    parts = unpack_edek(edek)
-    if parts.key_version != handle.version:
-        raise errors.AuthenticationFailed(
-            f"The EDEK was wrapped by tenant key version {parts.key_version}, not version {handle.version}."
-        )
+    # The common case is one comparison: a v1 EDEK whose first 6 bytes (kind, version,
+    # key version) are those of this handle. Anything else takes the explaining path.
+    if type(edek) is not bytes or len(edek) != EDEK_V1_BYTES or edek[:EDEK_V1_PREFIX_BYTES] != handle._edek_prefix:
+        parts = unpack_edek(edek)  # MalformedData unless it is a v1 EDEK
+        if parts.key_version != handle.version:
+            raise errors.AuthenticationFailed(
+                f"The EDEK was wrapped by tenant key version {parts.key_version}, not version {handle.version}."
+            )
+        edek = bytes(edek)
     try:
-        dek = handle._aead.decrypt(parts.nonce, parts.wrapped_dek, parts.aad_prefix + handle.tenant_uid)
+        dek = handle._aead.decrypt(
+            edek[EDEK_V1_AAD_BYTES:EDEK_V1_NONCE_END],
+            edek[EDEK_V1_NONCE_END:],
+            edek[:EDEK_V1_AAD_BYTES] + handle.tenant_uid,
+        )
     except InvalidTag:
         raise errors.AuthenticationFailed(
             "The EDEK does not authenticate under this tenant key: it was altered or belongs to another tenant."
         ) from None
-    return parts.document_id, dek
+    return edek[EDEK_V1_PREFIX_BYTES:EDEK_V1_AAD_BYTES], dek
 
 
 def encrypt_document(handle: TenantKeyHandle, fields: Mapping[str, bytes]) -> tuple[bytes, dict[str, bytes]]:
@@ -189,7 +202,8 @@ def decrypt_document(handle: TenantKeyHandle, edek: bytes, fields: Mapping[str, 
             if not isinstance(blob, bytes | bytearray | memoryview):
                 raise errors.MalformedData(f"Field {name!r}: expected bytes, got {type(blob).__name__}.", field=name)
             blob = bytes(blob)
-        check_field_header(blob, name)
+        if len(blob) < FIELD_V1_MIN_BYTES or blob[:2] != FIELD_V1_HEADER:
+            check_field_header(blob, name)  # raises, saying what is wrong
         body = blob[FIELD_V1_NONCE_END:] if len(blob) <= _COPY_LIMIT else memoryview(blob)[FIELD_V1_NONCE_END:]
         try:
             out[name] = decrypt(blob[2:FIELD_V1_NONCE_END], body, aad)

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import struct
 from typing import NamedTuple
@@ -110,11 +111,14 @@ LOCAL_KEK_ID_DOMAIN = b"keycore/local-kek-id/v1"
 
 #: kind, version, key_version: the part of the header fixed per tenant key version
 EDEK_V1_PREFIX = struct.Struct(">BBI")
+EDEK_V1_PREFIX_BYTES = EDEK_V1_PREFIX.size  # 6
 #: the whole EDEK, unpacked in one call
 EDEK_V1_LAYOUT = struct.Struct(f">BBI{DOCUMENT_ID_BYTES}s{NONCE_BYTES}s{KEY_BYTES + TAG_BYTES}s")
 EDEK_V1_BYTES = EDEK_V1_LAYOUT.size  # 82
 #: bytes of the EDEK that go into its associated data (everything before the nonce)
-EDEK_V1_AAD_BYTES = EDEK_V1_PREFIX.size + DOCUMENT_ID_BYTES  # 22
+EDEK_V1_AAD_BYTES = EDEK_V1_PREFIX_BYTES + DOCUMENT_ID_BYTES  # 22
+EDEK_V1_NONCE_END = EDEK_V1_AAD_BYTES + NONCE_BYTES  # 34
+_KEY_VERSION = struct.Struct(">I")
 
 # -- field v1 ------------------------------------------------------------------
 
@@ -215,12 +219,15 @@ def parse_edek(edek: bytes) -> EdekHeader:
 
 def edek_key_version(edek: bytes) -> int:
     """Which tenant key version wrapped ``edek`` (so the caller knows which key to fetch)."""
+    if type(edek) is bytes and len(edek) == EDEK_V1_BYTES and edek[0] == EDEK_KIND and edek[1] == EDEK_V1:
+        return _KEY_VERSION.unpack_from(edek, 2)[0]
     return unpack_edek(edek).key_version
 
 
 # -- fields ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # documents repeat a few names; errors are not cached
 def field_name_bytes(name: object) -> bytes:
     """A field name as it goes into associated data; ``InvalidInput`` if it cannot be one."""
     if not isinstance(name, str):
