@@ -41,6 +41,7 @@ from keycore.crypto.formats import (
     FIELD_V1_HEADER,
     FIELD_V1_MIN_BYTES,
     FIELD_V1_NONCE_END,
+    HEADER_BYTES,
     KCV_BYTES,
     KCV_MESSAGE,
     KEY_BYTES,
@@ -206,12 +207,14 @@ def decrypt_document(handle: TenantKeyHandle, edek: bytes, fields: Mapping[str, 
             check_field_header(blob, name)  # raises, saying what is wrong
         body = blob[FIELD_V1_NONCE_END:] if len(blob) <= _COPY_LIMIT else memoryview(blob)[FIELD_V1_NONCE_END:]
         try:
-            out[name] = decrypt(blob[2:FIELD_V1_NONCE_END], body, aad)
+            out[name] = decrypt(blob[HEADER_BYTES:FIELD_V1_NONCE_END], body, aad)
         except InvalidTag:
             raise errors.AuthenticationFailed(
                 f"Field {name!r} does not authenticate: it was altered, or it belongs to another document or field.",
                 field=name,
             ) from None
+        except OverflowError:  # over 2 GiB: nothing encrypt_document could have written
+            raise errors.MalformedData(f"Field {name!r} is too large to be a KeyCore field.", field=name) from None
     return out
 
 
