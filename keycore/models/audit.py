@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from keycore.models.tenants import Tenant
+from keycore.querysets import TenantScopedQuerySet
+
+
+class EventChain(models.Model):
+    """The head of one hash chain: ``vendor`` for vendor-wide events, ``tenant:<id>`` per tenant.
+
+    Appending locks this row, so a chain has one writer at a time and no gaps.
+    """
+
+    key = models.CharField(max_length=40, unique=True)
+    seq = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default="0" * 64)
+
+
+class AuditEvent(models.Model):
+    """An admin action, written in the same transaction as the change it describes.
+
+    ``changes`` maps field → [before, after] and never holds a secret. Each row
+    carries the hash of the previous row of its chain (tamper evidence).
+    """
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
+    chain = models.CharField(max_length=40)
+    seq = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    action = models.CharField(max_length=64)
+    actor_user = models.ForeignKey("keycore.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_api_key = models.ForeignKey(
+        "keycore.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200)
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=300, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_chain_seq")]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="audit_tenant_created"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_created"),
+            models.Index(fields=["-created_at"], name="audit_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_label}"
+
+
+class KeyUseEvent(models.Model):
+    """Key use (encrypt, decrypt, rekey…) counted per minute and per who/what/result.
+
+    Rows are appended by each process's recorder when it flushes (at most every
+    second), so one minute may have several rows for the same key; readers sum.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="key_use_events")
+    minute = models.DateTimeField()
+    operation = models.CharField(max_length=16)
+    label = models.CharField(max_length=100, blank=True)
+    requesting_id = models.CharField(max_length=200, blank=True)
+    source_ip = models.CharField(max_length=64, blank=True)
+    result = models.CharField(max_length=40)
+    count = models.PositiveIntegerField()
+    key_version = models.PositiveIntegerField(null=True, blank=True)
+    chain = models.CharField(max_length=40, blank=True)
+    seq = models.BigIntegerField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-minute", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-minute"], name="keyuse_tenant_minute"),
+            models.Index(fields=["tenant", "operation", "-minute"], name="keyuse_tenant_op_minute"),
+        ]

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import uuid
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Upper
+from django.utils import timezone
+
+from keycore.querysets import TenantScopedQuerySet
+from keycore.roles import TenantRole, VendorRole
+
+EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+external_id_validator = RegexValidator(
+    EXTERNAL_ID_PATTERN,
+    "Use 1–128 letters, digits, dots, dashes or underscores, starting with a letter or digit.",
+)
+
+
+class TenantStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    OFFBOARDING = "offboarding", "Offboarding"
+    OFFBOARDED = "offboarded", "Offboarded"
+
+
+class KeyOwnership(models.TextChoices):
+    VENDOR = "vendor", "Vendor-provided"
+    TENANT = "tenant", "Own KMS"
+
+
+class Health(models.TextChoices):
+    UNKNOWN = "unknown", "Not checked yet"
+    OK = "ok", "Healthy"
+    FAILING = "failing", "Failing"
+
+
+class Tenant(models.Model):
+    """A customer of the vendor. Addressed by ``external_id`` (the vendor's own id).
+
+    ``key_ownership``, ``primary_provider`` and ``health`` are kept in step with
+    the primary configuration by the key services, so that the tenants list can
+    filter 100k+ rows on indexed columns without joins.
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    external_id = models.CharField(max_length=128, unique=True, validators=[external_id_validator])
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE)
+    key_ownership = models.CharField(max_length=8, choices=KeyOwnership.choices, default=KeyOwnership.VENDOR)
+    primary_provider = models.CharField(max_length=32, default="local")
+    health = models.CharField(max_length=8, choices=Health.choices, default=Health.UNKNOWN)
+    require_mfa = models.BooleanField(default=False, help_text="Every member must use MFA.")
+    key_rotation_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Create a new tenant-key version this often (empty: only on demand)."
+    )
+    event_retention_days = models.PositiveIntegerField(default=365)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    #: offboarding: vendor-provided keys may be crypto-shredded after this moment
+    shred_after = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            models.Index(fields=["name", "id"], name="tenant_name_id"),
+            models.Index(Upper("name"), "id", name="tenant_uname_id"),
+            models.Index(fields=["status", "name", "id"], name="tenant_status_name"),
+            models.Index(fields=["key_ownership", "name", "id"], name="tenant_owner_name"),
+            models.Index(fields=["health", "name", "id"], name="tenant_health_name"),
+            models.Index(fields=["created_at", "id"], name="tenant_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.external_id})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == TenantStatus.ACTIVE
+
+
+class Membership(models.Model):
+    """A user's role in one tenant. A user may belong to several tenants."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey("keycore.User", on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=TenantRole.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique")]
+        ordering = ["user__email"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} as {self.role}"
+
+
+class InvitationAudience(models.TextChoices):
+    TENANT = "tenant", "Tenant member"
+    VENDOR = "vendor", "Vendor staff"
+
+
+class Invitation(models.Model):
+    """A single-use, expiring invitation to join a tenant (or the vendor's staff).
+
+    Only a SHA-256 of the token is stored; the token itself travels in the email link.
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    audience = models.CharField(max_length=8, choices=InvitationAudience.choices, default=InvitationAudience.TENANT)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=TenantRole.choices + VendorRole.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey("keycore.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by_label = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    send_count = models.PositiveIntegerField(default=0)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey("keycore.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "email"], name="invitation_tenant_email")]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} as {self.role}"
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"

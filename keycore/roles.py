@@ -1,0 +1,56 @@
+"""Who may do what: the roles of both audiences and their capabilities, in one place.
+
+Both portals and the REST API ask these functions; no view compares role names
+itself. Capabilities are verbs on the product, not on pages.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class VendorRole(models.TextChoices):
+    ADMIN = "admin", "Administrator"
+    OPERATOR = "operator", "Operator"
+    AUDITOR = "auditor", "Auditor"
+
+
+class TenantRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Administrator"
+    AUDITOR = "auditor", "Auditor"
+
+
+class Cap(models.TextChoices):
+    READ = "read", "Read"
+    WRITE = "write", "Change tenants, keys and jobs"
+    MANAGE_STAFF = "manage_staff", "Manage staff"
+    MANAGE_API_KEYS = "manage_api_keys", "Manage API keys"
+    MANAGE_MEMBERS = "manage_members", "Manage members"
+    MANAGE_KEYS = "manage_keys", "Manage keys"
+    MANAGE_SETTINGS = "manage_settings", "Manage tenant settings"
+
+
+VENDOR_CAPS: dict[str, frozenset[str]] = {
+    VendorRole.ADMIN: frozenset({Cap.READ, Cap.WRITE, Cap.MANAGE_STAFF, Cap.MANAGE_API_KEYS}),
+    VendorRole.OPERATOR: frozenset({Cap.READ, Cap.WRITE}),
+    VendorRole.AUDITOR: frozenset({Cap.READ}),
+}
+
+TENANT_CAPS: dict[str, frozenset[str]] = {
+    TenantRole.OWNER: frozenset({Cap.READ, Cap.MANAGE_MEMBERS, Cap.MANAGE_KEYS, Cap.MANAGE_SETTINGS}),
+    TenantRole.ADMIN: frozenset({Cap.READ, Cap.MANAGE_MEMBERS, Cap.MANAGE_KEYS}),
+    TenantRole.AUDITOR: frozenset({Cap.READ}),
+}
+
+#: roles whose holders must have MFA enrolled (when KEYCORE_REQUIRE_ADMIN_MFA is on)
+VENDOR_ROLES_REQUIRING_MFA = frozenset({VendorRole.ADMIN})
+TENANT_ROLES_REQUIRING_MFA = frozenset({TenantRole.OWNER, TenantRole.ADMIN})
+
+
+def vendor_can(role: str | None, cap: str) -> bool:
+    return role is not None and cap in VENDOR_CAPS.get(role, frozenset())
+
+
+def tenant_can(role: str | None, cap: str) -> bool:
+    return role is not None and cap in TENANT_CAPS.get(role, frozenset())
