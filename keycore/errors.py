@@ -27,8 +27,12 @@ class KeyCoreError(Exception):
     http_status = 500
     retryable = False
 
-    def __init__(self, detail: str | None = None, **context: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, field_errors: dict[str, list[str]] | None = None, **context: Any
+    ) -> None:
         self.detail = detail or self.title
+        #: field name → messages, for forms and the API's problem details ("__all__" for the whole form)
+        self.field_errors = field_errors or {}
         self.context = context
         super().__init__(self.detail)
 
@@ -45,10 +49,6 @@ class InvalidInput(KeyCoreError):
     code = "invalid-input"
     title = "Invalid input"
     http_status = 400
-
-    def __init__(self, detail: str | None = None, *, field_errors: dict[str, list[str]] | None = None, **context: Any):
-        super().__init__(detail, **context)
-        self.field_errors = field_errors or {}
 
 
 class NotFound(KeyCoreError):

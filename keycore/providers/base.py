@@ -95,6 +95,8 @@ class KeyProvider(abc.ABC):
     vendor_may_create: ClassVar[bool] = True
     #: whether tenants may bring a configuration of this kind
     tenant_may_create: ClassVar[bool] = True
+    #: whether the periodic health check should call this KMS (not for keys KeyCore holds itself)
+    periodic_health_check: ClassVar[bool] = True
 
     def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
         self.settings = dict(settings)
@@ -135,7 +137,9 @@ class KeyProvider(abc.ABC):
             elif f.kind == "bool":
                 value = value in (True, "true", "True", "1", "on", 1)
             elif f.kind == "choice" and value not in {c for c, _ in f.choices}:
-                problems.setdefault(f.name, []).append(f"{f.label}: choose one of {', '.join(c for c, _ in f.choices)}.")
+                problems.setdefault(f.name, []).append(
+                    f"{f.label}: choose one of {', '.join(c for c, _ in f.choices)}."
+                )
                 continue
             (clean_secrets if f.secret else clean_settings)[f.name] = value
         if problems:
@@ -181,7 +185,9 @@ class KeyProvider(abc.ABC):
             return HealthResult(False, exc.detail, (time.perf_counter() - started) * 1000, exc.code)
         elapsed = (time.perf_counter() - started) * 1000
         if not hmac.compare_digest(back, probe):
-            return HealthResult(False, "The KMS returned a different key than it wrapped.", elapsed, "kms-misconfigured")
+            return HealthResult(
+                False, "The KMS returned a different key than it wrapped.", elapsed, "kms-misconfigured"
+            )
         return HealthResult(True, f"Wrap and unwrap succeeded ({self.describe()}).", elapsed)
 
     def close(self) -> None:  # noqa: B027 - optional hook

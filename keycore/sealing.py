@@ -1,0 +1,33 @@
+"""Secrets at rest: sealed with the operator's root key, bound to the row they belong to."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+from django.conf import settings
+
+from keycore.crypto.rootkey import RootKeyring, parse_root_key
+
+CONFIG_SECRETS = "kms-config-secrets"
+
+
+@cache
+def root_keyring() -> RootKeyring:
+    current = parse_root_key(settings.KEYCORE_ROOT_KEY)
+    previous = [parse_root_key(text) for text in settings.KEYCORE_ROOT_KEY_PREVIOUS]
+    return RootKeyring(current, previous)
+
+
+def seal_secrets(config, secrets: dict[str, str]) -> None:
+    """Seal ``secrets`` into ``config.sealed_secrets`` (not saved); remember which names are set."""
+    blob = json.dumps(secrets, sort_keys=True).encode()
+    config.sealed_secrets = root_keyring().seal(blob, purpose=CONFIG_SECRETS, context=str(config.uid))
+    config.secret_fields_set = sorted(secrets)
+
+
+def unseal_secrets(config) -> dict[str, str]:
+    if not config.sealed_secrets:
+        return {}
+    blob = root_keyring().unseal(bytes(config.sealed_secrets), purpose=CONFIG_SECRETS, context=str(config.uid))
+    return json.loads(blob)

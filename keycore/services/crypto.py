@@ -1,0 +1,256 @@
+"""The crypto service: encrypt, decrypt and rekey documents for a tenant named on every call.
+
+This is the one code path of the vendor's applications (through the REST API)
+and of the portals and jobs (in process). Which key protects a tenant is this
+module's business: it resolves the tenant, takes its current tenant key from
+the in-process cache (unwrapping through the KMS on a miss), runs the envelope
+crypto, and counts the use as a security event. Every failure is a typed error
+from :mod:`keycore.errors`; batch forms report them per item.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from keycore import errors
+from keycore.crypto.cache import TenantKeyCache
+from keycore.crypto.envelope import TenantKeyHandle, decrypt_document, edek_key_version, encrypt_document, rewrap_edek
+from keycore.models import Tenant
+from keycore.models.tenants import TenantStatus
+from keycore.services import keyuse
+from keycore.services.keys import current_key_version, read_epoch, unwrap_tenant_key
+
+MAX_FIELDS = 1000
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CallMeta:
+    """Who asks and why; every call carries it and it reaches the security events."""
+
+    requesting_id: str
+    label: str = ""
+    source_ip: str = ""
+    object_id: str = ""
+    request_id: str = ""
+    custom: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRef:
+    """What the hot path needs of a tenant, cached per process (dropped on any epoch change)."""
+
+    pk: int
+    uid: uuid.UUID
+    external_id: str
+    status: str
+    current_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Encrypted:
+    edek: bytes
+    fields: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item of a batch: ``value`` when it worked, ``error`` (typed) when it did not."""
+
+    value: Any = None
+    error: errors.KeyCoreError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+_tenants: TenantKeyCache | None = None
+
+
+def _tenant_cache() -> TenantKeyCache:
+    global _tenants
+    if _tenants is None:
+        _tenants = TenantKeyCache(
+            ttl=min(60.0, settings.KEYCORE_KEY_CACHE_TTL),
+            max_entries=settings.KEYCORE_KEY_CACHE_SIZE,
+            epoch_source=read_epoch,
+            epoch_interval=settings.KEYCORE_REVOCATION_POLL,
+        )
+    return _tenants
+
+
+def clear_tenant_cache() -> None:
+    if _tenants is not None:
+        _tenants.clear()
+
+
+def resolve_tenant(external_id: str) -> TenantRef:
+    """The tenant by its external id; TenantNotFound or TenantInactive otherwise."""
+    if not isinstance(external_id, str) or not external_id:
+        raise errors.InvalidInput("Name the tenant (its external id).", field_errors={"tenant": ["Required."]})
+    cache = _tenant_cache()
+    ref = cache.get(external_id)
+    if ref is None:
+        generation = cache.generation
+        tenant = Tenant.objects.filter(external_id=external_id).only("pk", "uid", "external_id", "status").first()
+        if tenant is None:
+            raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
+        try:
+            version = current_key_version(tenant)
+        except errors.KeyUnavailable:
+            version = None
+        ref = TenantRef(tenant.pk, tenant.uid, tenant.external_id, tenant.status, version)
+        cache.put(external_id, ref, generation=generation)
+    if ref.status != TenantStatus.ACTIVE:
+        raise errors.TenantInactive(f"Tenant {external_id} is {ref.status}; its data cannot be used.")
+    return ref
+
+
+def _record(ref: TenantRef, operation: str, meta: CallMeta, result: str, version: int | None, count: int = 1) -> None:
+    keyuse.record(
+        ref.pk,
+        operation,
+        result,
+        label=meta.label,
+        requesting_id=meta.requesting_id,
+        source_ip=meta.source_ip,
+        key_version=version,
+        count=count,
+    )
+
+
+def _check_meta(meta: CallMeta) -> None:
+    if not meta.requesting_id or not str(meta.requesting_id).strip():
+        raise errors.InvalidInput(
+            "Say who asks: requesting_id is required on every crypto call.",
+            field_errors={"requesting_id": ["Required."]},
+        )
+
+
+def _check_fields(fields: Mapping[str, bytes]) -> None:
+    if not isinstance(fields, Mapping):
+        raise errors.InvalidInput(
+            "fields must map field names to bytes.", field_errors={"fields": ["Expected an object."]}
+        )
+    if len(fields) > MAX_FIELDS:
+        raise errors.InvalidInput(
+            f"At most {MAX_FIELDS} fields per document.", field_errors={"fields": ["Too many fields."]}
+        )
+
+
+def _handle(ref: TenantRef, version: int) -> TenantKeyHandle:
+    return unwrap_tenant_key(ref, version)
+
+
+def crypto_encrypt(*, tenant: str, fields: Mapping[str, bytes], meta: CallMeta) -> Encrypted:
+    """Encrypt a document (field name → bytes) under the tenant's current key."""
+    _check_meta(meta)
+    _check_fields(fields)
+    ref = resolve_tenant(tenant)
+    version = ref.current_version
+    try:
+        if version is None:
+            raise errors.KeyUnavailable(f"Tenant {tenant} has no active tenant key.")
+        edek, out = encrypt_document(_handle(ref, version), fields)
+    except errors.KeyCoreError as exc:
+        _record(ref, "encrypt", meta, exc.code, version)
+        raise
+    _record(ref, "encrypt", meta, "ok", version)
+    return Encrypted(edek, out)
+
+
+def crypto_decrypt(*, tenant: str, edek: bytes, fields: Mapping[str, bytes], meta: CallMeta) -> dict[str, bytes]:
+    """Decrypt a document; the EDEK names the tenant-key version it needs."""
+    _check_meta(meta)
+    _check_fields(fields)
+    ref = resolve_tenant(tenant)
+    version: int | None = None
+    try:
+        version = edek_key_version(edek)
+        plain = decrypt_document(_handle(ref, version), edek, fields)
+    except errors.KeyCoreError as exc:
+        _record(ref, "decrypt", meta, exc.code, version)
+        raise
+    _record(ref, "decrypt", meta, "ok", version)
+    return plain
+
+
+def crypto_rekey(
+    *, tenant: str, edeks: Sequence[bytes], meta: CallMeta, new_tenant: str | None = None
+) -> list[ItemResult]:
+    """Rewrap EDEKs to the current key of ``tenant`` (or of ``new_tenant``, moving data between tenants).
+
+    Field ciphertexts are untouched. Results are per EDEK, in order.
+    """
+    _check_meta(meta)
+    if len(edeks) > MAX_BATCH:
+        raise errors.InvalidInput(f"At most {MAX_BATCH} EDEKs per call.", field_errors={"edeks": ["Too many."]})
+    source = resolve_tenant(tenant)
+    target = resolve_tenant(new_tenant) if new_tenant and new_tenant != tenant else source
+    if target.current_version is None:
+        raise errors.KeyUnavailable(f"Tenant {target.external_id} has no active tenant key.")
+    new_handle = _handle(target, target.current_version)
+    results: list[ItemResult] = []
+    ok = 0
+    for edek in edeks:
+        version = None
+        try:
+            version = edek_key_version(edek)
+            results.append(ItemResult(rewrap_edek(edek, _handle(source, version), new_handle)))
+            ok += 1
+        except errors.KeyCoreError as exc:
+            _record(source, "rekey", meta, exc.code, version)
+            results.append(ItemResult(error=exc))
+    if ok:
+        _record(source, "rekey", meta, "ok", None, count=ok)
+        if target is not source:
+            _record(target, "rekey_in", meta, "ok", target.current_version, count=ok)
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptItem:
+    tenant: str
+    fields: Mapping[str, bytes]
+    meta: CallMeta
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptItem:
+    tenant: str
+    edek: bytes
+    fields: Mapping[str, bytes]
+    meta: CallMeta
+
+
+def crypto_batch_encrypt(items: Sequence[EncryptItem]) -> list[ItemResult]:
+    """Encrypt up to MAX_BATCH documents (any tenants); one failure does not stop the others."""
+    if len(items) > MAX_BATCH:
+        raise errors.InvalidInput(f"At most {MAX_BATCH} items per batch.", field_errors={"items": ["Too many."]})
+    out = []
+    for item in items:
+        try:
+            out.append(ItemResult(crypto_encrypt(tenant=item.tenant, fields=item.fields, meta=item.meta)))
+        except errors.KeyCoreError as exc:
+            out.append(ItemResult(error=exc))
+    return out
+
+
+def crypto_batch_decrypt(items: Sequence[DecryptItem]) -> list[ItemResult]:
+    if len(items) > MAX_BATCH:
+        raise errors.InvalidInput(f"At most {MAX_BATCH} items per batch.", field_errors={"items": ["Too many."]})
+    out = []
+    for item in items:
+        try:
+            out.append(
+                ItemResult(crypto_decrypt(tenant=item.tenant, edek=item.edek, fields=item.fields, meta=item.meta))
+            )
+        except errors.KeyCoreError as exc:
+            out.append(ItemResult(error=exc))
+    return out

@@ -1,0 +1,638 @@
+"""Key services: KMS configurations, tenant keys, their wraps, and the in-process key cache.
+
+Rules that live here and nowhere else:
+
+* every tenant has exactly one primary configuration (a partial unique index
+  enforces "at most one"; these services never leave "none");
+* a tenant key is wrapped under the primary configuration when created, and may
+  carry wraps under several configurations during a transition;
+* a tenant key with a wrap under a *disabled* or *revoked* configuration cannot be
+  used at all — a tenant's kill switch must not be sidestepped by an older wrap;
+* a vendor may not make a vendor-provided key primary while the tenant's own key
+  is primary, unless the tenant is suspended or offboarding;
+* every change that must empty key caches bumps the revocation epoch in the same
+  transaction; every process polls it at most once per ``KEYCORE_REVOCATION_POLL``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from keycore import errors
+from keycore.crypto.cache import TenantKeyCache
+from keycore.crypto.envelope import TenantKeyHandle, key_check_value, new_tenant_key
+from keycore.models import KeyHistoryEntry, KmsConfig, RevocationEpoch, Tenant, TenantKey, TenantKeyWrap
+from keycore.models.keys import BLOCKING_STATES, UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction
+from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.providers.base import HealthResult, KeyProvider, WrapContext
+from keycore.providers.registry import get_provider_class
+from keycore.sealing import seal_secrets, unseal_secrets
+from keycore.services.audit import Actor, audit_record
+
+log = logging.getLogger(__name__)
+
+# --- revocation epoch and caches ---------------------------------------------------
+
+
+def read_epoch() -> int:
+    value = RevocationEpoch.objects.filter(pk=1).values_list("value", flat=True).first()
+    return value or 0
+
+
+def bump_epoch() -> None:
+    """Make every process drop its cached keys and tenant lookups within the poll interval."""
+    updated = RevocationEpoch.objects.filter(pk=1).update(value=F("value") + 1, changed_at=timezone.now())
+    if not updated:
+        RevocationEpoch.objects.get_or_create(pk=1, defaults={"value": 1})
+    # this process need not wait for its own poll
+    transaction.on_commit(clear_caches)
+
+
+_caches_lock = threading.Lock()
+_key_cache: TenantKeyCache | None = None
+_providers: dict[int, tuple[Any, KeyProvider]] = {}
+
+
+def key_cache() -> TenantKeyCache:
+    global _key_cache
+    if _key_cache is None:
+        with _caches_lock:
+            if _key_cache is None:
+                _key_cache = TenantKeyCache(
+                    ttl=settings.KEYCORE_KEY_CACHE_TTL,
+                    max_entries=settings.KEYCORE_KEY_CACHE_SIZE,
+                    epoch_source=read_epoch,
+                    epoch_interval=settings.KEYCORE_REVOCATION_POLL,
+                )
+    return _key_cache
+
+
+def clear_caches() -> None:
+    from keycore.services.crypto import clear_tenant_cache
+
+    key_cache().clear()
+    clear_tenant_cache()
+    with _caches_lock:
+        old = list(_providers.values())
+        _providers.clear()
+    for _, provider in old:
+        try:
+            provider.close()
+        except Exception:
+            log.debug("closing a provider failed", exc_info=True)
+
+
+# --- providers -----------------------------------------------------------------------
+
+
+def wrap_context(config: KmsConfig, tenant: Tenant, version: int = 0) -> WrapContext:
+    return WrapContext(
+        tenant_uid=tenant.uid.hex,
+        tenant_external_id=tenant.external_id,
+        config_uid=config.uid.hex,
+        key_version=version,
+    )
+
+
+def provider_for(config: KmsConfig) -> KeyProvider:
+    """The provider instance of a configuration, built once per process and configuration version."""
+    stamp = (config.updated_at, bytes(config.sealed_secrets or b""))
+    cached = _providers.get(config.pk)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    cls = get_provider_class(config.provider)
+    provider = cls(config.settings, unseal_secrets(config), timeout=settings.KEYCORE_KMS_TIMEOUT)
+    with _caches_lock:
+        _providers[config.pk] = (stamp, provider)
+    return provider
+
+
+def describe_config(config: KmsConfig) -> str:
+    """A non-secret one-liner of where the key lives."""
+    try:
+        cls = get_provider_class(config.provider)
+        return cls(config.settings, {}, timeout=settings.KEYCORE_KMS_TIMEOUT).describe()
+    except Exception:
+        return config.provider
+
+
+# --- configurations --------------------------------------------------------------------
+
+
+def _history(tenant: Tenant, config: KmsConfig | None, action: str, actor: Actor, detail: str = "") -> None:
+    KeyHistoryEntry.objects.create(
+        tenant=tenant,
+        kms_config=config,
+        config_name=config.name if config else "",
+        config_owner=config.owner if config else "",
+        config_provider=config.provider if config else "",
+        action=action,
+        detail=detail[:300],
+        actor_label=actor.label[:200],
+    )
+
+
+def _sync_tenant_summary(tenant: Tenant) -> None:
+    """Keep the tenants list's denormalised columns in step with the primary configuration."""
+    primary = KmsConfig.objects.filter(tenant=tenant, is_primary=True).first()
+    if primary is None:
+        return
+    ownership = KeyOwnership.TENANT if primary.owner == ConfigOwner.TENANT else KeyOwnership.VENDOR
+    failing = KmsConfig.objects.filter(tenant=tenant, health=Health.FAILING).exclude(
+        state__in=[ConfigState.RETIRED, ConfigState.DESTROYED]
+    )
+    health = Health.FAILING if failing.exists() else primary.health
+    Tenant.objects.filter(pk=tenant.pk).update(
+        key_ownership=ownership, primary_provider=primary.provider, health=health
+    )
+    tenant.key_ownership, tenant.primary_provider, tenant.health = ownership, primary.provider, health
+
+
+def kms_config_test_connection(
+    *, tenant: Tenant, provider: str, settings_: dict[str, Any], secrets: dict[str, str], uid=None
+) -> HealthResult:
+    """Check a configuration before it is saved: reachable, credentials accepted, wrap and unwrap work."""
+    cls = get_provider_class(provider)
+    clean_settings, clean_secrets = cls.clean(settings_, secrets)
+    instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+    try:
+        context = WrapContext(tenant.uid.hex, tenant.external_id, (uid.hex if uid else "new"), 0)
+        return instance.check(context)
+    finally:
+        instance.close()
+
+
+@dataclass(frozen=True)
+class ConfigInput:
+    provider: str
+    name: str
+    settings: dict[str, Any]
+    secrets: dict[str, str]
+    rate_limit: int = 0
+
+
+def kms_config_create(
+    *,
+    tenant: Tenant,
+    owner: str,
+    data: ConfigInput,
+    actor: Actor,
+    make_primary: bool = False,
+    skip_check: bool = False,
+) -> KmsConfig:
+    """Add a configuration after testing it. The first one of a tenant becomes primary.
+
+    A configuration is only saved when a wrap and unwrap through it succeed
+    (``skip_check`` exists for the local provider, whose key KeyCore generates).
+    """
+    cls = get_provider_class(data.provider)
+    if owner == ConfigOwner.TENANT and not cls.tenant_may_create:
+        raise errors.InvalidInput(
+            f"{cls.label} keys are provided by the vendor.", field_errors={"provider": ["Not available."]}
+        )
+    if owner == ConfigOwner.VENDOR and not cls.vendor_may_create:
+        raise errors.InvalidInput(f"{cls.label} keys can only be brought by the tenant.")
+    clean_settings, clean_secrets = cls.clean(data.settings, data.secrets)
+    clean_secrets = {**cls.generate_secrets(), **clean_secrets}
+    name = (data.name or "").strip() or cls.label
+    config = KmsConfig(
+        tenant=tenant,
+        owner=owner,
+        provider=data.provider,
+        name=name[:120],
+        settings=clean_settings,
+        rate_limit=max(0, int(data.rate_limit or 0)),
+        created_by=actor.user if actor.user is not None and actor.user.pk else None,
+        state=ConfigState.ACTIVE,
+    )
+    if not skip_check:
+        instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+        try:
+            result = instance.check(wrap_context(config, tenant))
+        finally:
+            instance.close()
+        if not result.ok:
+            raise errors.InvalidInput(
+                f"Test connection failed: {result.detail}",
+                field_errors={"__all__": [result.detail]},
+                code_hint=result.error_code,
+            )
+        config.health, config.health_detail = Health.OK, result.detail[:500]
+        config.health_checked_at = config.last_success_at = timezone.now()
+        config.health_latency_ms = result.latency_ms
+    seal_secrets(config, clean_secrets)
+    with transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        has_primary = KmsConfig.objects.filter(tenant=tenant, is_primary=True).exists()
+        config.is_primary = not has_primary
+        config.save()
+        _history(tenant, config, HistoryAction.CREATED, actor, describe_config(config))
+        audit_record(
+            actor=actor,
+            action="kms_config.created",
+            tenant=tenant,
+            target=config,
+            changes={
+                "provider": [None, config.provider],
+                "owner": [None, owner],
+                "settings": [None, clean_settings],
+                "secrets": [None, "(set)" if clean_secrets else "(none)"],
+            },
+        )
+        if config.is_primary:
+            _history(tenant, config, HistoryAction.MADE_PRIMARY, actor, "first configuration of the tenant")
+            _sync_tenant_summary(tenant)
+    if make_primary and not config.is_primary:
+        kms_config_make_primary(config=config, actor=actor)
+        config.refresh_from_db()
+    return config
+
+
+def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], actor: Actor) -> KmsConfig:
+    """Replace credentials (write-only: the old ones are never shown, only overwritten) after a test."""
+    cls = get_provider_class(config.provider)
+    merged = {**unseal_secrets(config), **{k: v for k, v in secrets.items() if v}}
+    clean_settings, clean_secrets = cls.clean(config.settings, merged)
+    instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+    try:
+        result = instance.check(wrap_context(config, config.tenant))
+    finally:
+        instance.close()
+    if not result.ok:
+        raise errors.InvalidInput(f"Test connection failed: {result.detail}", field_errors={"__all__": [result.detail]})
+    with transaction.atomic():
+        seal_secrets(config, clean_secrets)
+        config.save(update_fields=["sealed_secrets", "secret_fields_set", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="kms_config.secrets_replaced",
+            tenant=config.tenant,
+            target=config,
+            changes={"secrets": ["(set)", "(replaced)"]},
+        )
+        bump_epoch()
+    return config
+
+
+def _set_state(config: KmsConfig, state: str, actor: Actor, action: str, history: str, detail: str = "") -> KmsConfig:
+    before = config.state
+    config.state = state
+    config.state_changed_at = timezone.now()
+    config.save(update_fields=["state", "state_changed_at", "updated_at"])
+    _history(config.tenant, config, history, actor, detail)
+    audit_record(actor=actor, action=action, tenant=config.tenant, target=config, changes={"state": [before, state]})
+    bump_epoch()
+    return config
+
+
+def _locked(config: KmsConfig) -> KmsConfig:
+    return KmsConfig.objects.select_for_update().select_related("tenant").get(pk=config.pk)
+
+
+def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool = False):
+    """Make ``config`` the tenant's primary key and start the job that moves tenant keys under it.
+
+    The previous primary becomes decrypt-only (never deleted) until the job has
+    rewrapped every tenant key. Returns the started rekey job.
+    """
+    from keycore.services.jobs import job_start_rewrap
+
+    with transaction.atomic():
+        config = _locked(config)
+        tenant = config.tenant
+        if config.is_primary:
+            raise errors.Conflict(f"{config.name} is already the primary key.")
+        if config.state not in (ConfigState.ACTIVE, ConfigState.DECRYPT_ONLY):
+            raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}; re-enable it first.")
+        old = KmsConfig.objects.select_for_update().filter(tenant=tenant, is_primary=True).first()
+        if (
+            by_vendor
+            and config.owner == ConfigOwner.VENDOR
+            and old is not None
+            and old.owner == ConfigOwner.TENANT
+            and tenant.status == TenantStatus.ACTIVE
+        ):
+            raise errors.PermissionDenied(
+                "The tenant's own key is primary: a vendor-provided key can only replace it while the tenant is "
+                "suspended or offboarding."
+            )
+        if old is not None:
+            old.is_primary = False
+            if old.state == ConfigState.ACTIVE:
+                old.state = ConfigState.DECRYPT_ONLY
+                old.state_changed_at = timezone.now()
+            old.save(update_fields=["is_primary", "state", "state_changed_at", "updated_at"])
+        config.is_primary = True
+        config.state = ConfigState.ACTIVE
+        config.state_changed_at = timezone.now()
+        config.save(update_fields=["is_primary", "state", "state_changed_at", "updated_at"])
+        _history(tenant, config, HistoryAction.MADE_PRIMARY, actor, f"replacing {old.name}" if old else "")
+        audit_record(
+            actor=actor,
+            action="kms_config.made_primary",
+            tenant=tenant,
+            target=config,
+            changes={"primary": [str(old.uid) if old else None, str(config.uid)]},
+        )
+        _sync_tenant_summary(tenant)
+        bump_epoch()
+        job = job_start_rewrap(tenant=tenant, source=old, target=config, actor=actor)
+    return job
+
+
+def kms_config_decrypt_only(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    with transaction.atomic():
+        config = _locked(config)
+        if config.is_primary:
+            raise errors.Conflict("The primary key cannot be decrypt-only; make another key primary first.")
+        if config.state != ConfigState.ACTIVE:
+            raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}.")
+        return _set_state(
+            config, ConfigState.DECRYPT_ONLY, actor, "kms_config.decrypt_only", HistoryAction.DECRYPT_ONLY
+        )
+
+
+def kms_config_disable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    with transaction.atomic():
+        config = _locked(config)
+        if config.state not in UNWRAP_STATES:
+            raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}.")
+        return _set_state(
+            config,
+            ConfigState.DISABLED,
+            actor,
+            "kms_config.disabled",
+            HistoryAction.DISABLED,
+            "tenant keys wrapped under it cannot be used until re-enabled",
+        )
+
+
+def kms_config_revoke(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    """The kill switch: every tenant key wrapped under this key stops working everywhere within seconds."""
+    with transaction.atomic():
+        config = _locked(config)
+        if config.state in (ConfigState.REVOKED, ConfigState.DESTROYED):
+            raise errors.Conflict(f"{config.name} is already {config.get_state_display().lower()}.")
+        return _set_state(
+            config,
+            ConfigState.REVOKED,
+            actor,
+            "kms_config.revoked",
+            HistoryAction.REVOKED,
+            "encrypt and decrypt refused for data under this key",
+        )
+
+
+def kms_config_reenable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    """Undo disable/revoke. The primary key comes back active; any other comes back decrypt-only."""
+    with transaction.atomic():
+        config = _locked(config)
+        if config.state not in BLOCKING_STATES:
+            raise errors.Conflict(f"{config.name} is not disabled or revoked.")
+        state = ConfigState.ACTIVE if config.is_primary else ConfigState.DECRYPT_ONLY
+        return _set_state(config, state, actor, "kms_config.reenabled", HistoryAction.REENABLED)
+
+
+def kms_config_retire(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    """Stop using a vendor-provided key for good: only once no tenant key depends on it alone."""
+    with transaction.atomic():
+        config = _locked(config)
+        if config.owner != ConfigOwner.VENDOR:
+            raise errors.PermissionDenied(
+                "Only vendor-provided keys can be retired; the tenant disables or revokes its own."
+            )
+        if config.is_primary:
+            raise errors.Conflict("The primary key cannot be retired; make another key primary first.")
+        if config.state in (ConfigState.RETIRED, ConfigState.DESTROYED):
+            raise errors.Conflict(f"{config.name} is already {config.get_state_display().lower()}.")
+        sole = _keys_wrapped_only_under(config)
+        if sole:
+            raise errors.Conflict(
+                f"{len(sole)} tenant key version(s) are wrapped only under {config.name}; "
+                "wait for the rekey job to move them, then retire."
+            )
+        TenantKeyWrap.objects.filter(kms_config=config).delete()
+        return _set_state(config, ConfigState.RETIRED, actor, "kms_config.retired", HistoryAction.RETIRED)
+
+
+def kms_config_destroy(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    """Crypto-shred a vendor-provided key: its sealed KEK and credentials and its wraps are deleted.
+
+    Tenant keys left with no wrap become unrecoverable and are marked destroyed;
+    so does every piece of data under them.
+    """
+    with transaction.atomic():
+        config = _locked(config)
+        if config.owner != ConfigOwner.VENDOR:
+            raise errors.PermissionDenied("KeyCore cannot destroy a tenant's own key; the tenant does that in its KMS.")
+        if config.is_primary and config.tenant.status not in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED):
+            raise errors.Conflict("The primary key of an active tenant cannot be destroyed.")
+        orphaned = _keys_wrapped_only_under(config)
+        TenantKeyWrap.objects.filter(kms_config=config).delete()
+        now = timezone.now()
+        TenantKey.objects.filter(pk__in=orphaned).update(state="destroyed", destroyed_at=now)
+        config.sealed_secrets = None
+        config.secret_fields_set = []
+        config.save(update_fields=["sealed_secrets", "secret_fields_set", "updated_at"])
+        if config.is_primary:
+            config.state = ConfigState.REVOKED  # a primary cannot be 'destroyed'; nothing under it can be read
+            config.save(update_fields=["state", "updated_at"])
+            _history(config.tenant, config, HistoryAction.DESTROYED, actor, f"{len(orphaned)} tenant key(s) shredded")
+            audit_record(
+                actor=actor,
+                action="kms_config.destroyed",
+                tenant=config.tenant,
+                target=config,
+                changes={"state": ["primary", "shredded"]},
+            )
+            bump_epoch()
+            return config
+        return _set_state(
+            config,
+            ConfigState.DESTROYED,
+            actor,
+            "kms_config.destroyed",
+            HistoryAction.DESTROYED,
+            f"{len(orphaned)} tenant key(s) shredded",
+        )
+
+
+def _keys_wrapped_only_under(config: KmsConfig) -> list[int]:
+    """Ids of live tenant keys whose only usable wrap is under ``config``."""
+    ids = list(
+        TenantKeyWrap.objects.filter(kms_config=config)
+        .exclude(tenant_key__state="destroyed")
+        .values_list("tenant_key_id", flat=True)
+    )
+    if not ids:
+        return []
+    covered = set(
+        TenantKeyWrap.objects.filter(tenant_key_id__in=ids, kms_config__state__in=UNWRAP_STATES)
+        .exclude(kms_config=config)
+        .values_list("tenant_key_id", flat=True)
+    )
+    return [i for i in ids if i not in covered]
+
+
+def kms_config_record_health(*, config: KmsConfig, result: HealthResult) -> None:
+    """Store the outcome of a health check (periodic or on demand) for the portals."""
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "health": Health.OK if result.ok else Health.FAILING,
+        "health_detail": result.detail[:500],
+        "health_checked_at": now,
+        "health_latency_ms": result.latency_ms,
+    }
+    fields["last_success_at" if result.ok else "last_failure_at"] = now
+    with transaction.atomic():
+        KmsConfig.objects.filter(pk=config.pk).update(**fields)
+        _sync_tenant_summary(config.tenant)
+
+
+def kms_config_check(*, config: KmsConfig) -> HealthResult:
+    """Run a health check now (wrap and unwrap a probe through the KMS) and record it."""
+    try:
+        provider = provider_for(config)
+        result = provider.check(wrap_context(config, config.tenant))
+    except errors.KeyCoreError as exc:
+        result = HealthResult(False, exc.detail, 0.0, exc.code)
+    kms_config_record_health(config=config, result=result)
+    return result
+
+
+# --- tenant keys -------------------------------------------------------------------------
+
+
+def tenant_key_create(*, tenant: Tenant, actor: Actor, primary: KmsConfig | None = None) -> TenantKey:
+    """A new tenant-key version, wrapped under the primary configuration; new data uses it."""
+    with transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        primary = primary or KmsConfig.objects.get(tenant=tenant, is_primary=True)
+        if primary.state != ConfigState.ACTIVE:
+            raise errors.KeyUnavailable(f"The primary key {primary.name} is {primary.get_state_display().lower()}.")
+        version = (TenantKey.objects.filter(tenant=tenant).aggregate(v=Max("version"))["v"] or 0) + 1
+        raw = new_tenant_key()
+        wrapped = provider_for(primary).wrap(raw, wrap_context(primary, tenant, version))
+        key = TenantKey.objects.create(tenant=tenant, version=version, check_value=key_check_value(raw))
+        TenantKeyWrap.objects.create(tenant_key=key, kms_config=primary, wrapped=wrapped, verified_at=timezone.now())
+        if version > 1:
+            _history(tenant, primary, HistoryAction.KEY_ROTATED, actor, f"tenant key v{version}")
+        audit_record(
+            actor=actor,
+            action="tenant_key.created",
+            tenant=tenant,
+            target=key,
+            target_repr=f"tenant key v{version}",
+            changes={"version": [None, version]},
+        )
+        bump_epoch()
+    key_cache().put((tenant.pk, version), TenantKeyHandle(tenant.uid.bytes, version, raw))
+    return key
+
+
+def current_key_version(tenant: Tenant) -> int:
+    version = TenantKey.objects.filter(tenant=tenant, state="active").aggregate(v=Max("version"))["v"]
+    if version is None:
+        raise errors.KeyUnavailable(f"Tenant {tenant.external_id} has no active tenant key.")
+    return version
+
+
+def unwrap_tenant_key(tenant, version: int) -> TenantKeyHandle:
+    """The tenant key of ``version``, from the cache or through a KMS (and then cached).
+
+    ``tenant`` is a Tenant or anything with its ``pk``, ``uid`` and ``external_id``.
+    Raises KeyRevoked / KeyDisabled when a configuration it is wrapped under is
+    revoked / disabled, KeyDestroyed when the version is gone, and the KMS's own
+    typed error when no usable wrap could be unwrapped.
+    """
+    cache = key_cache()
+    handle = cache.get((tenant.pk, version))
+    if handle is not None:
+        return handle
+    # a revocation that lands while we fetch must win: put() drops the entry if the cache was emptied meanwhile
+    generation = cache.generation
+    key = TenantKey.objects.filter(tenant_id=tenant.pk, version=version).first()
+    if key is None:
+        raise errors.AuthenticationFailed(
+            f"No tenant key v{version} exists for tenant {tenant.external_id}: "
+            "the data belongs to another tenant or is corrupt."
+        )
+    handle = TenantKeyHandle(tenant.uid.bytes, version, unwrap_raw(tenant, key))
+    cache.put((tenant.pk, version), handle, generation=generation)
+    return handle
+
+
+def unwrap_raw(tenant, key: TenantKey) -> bytes:
+    """Unwrap ``key`` through its usable wraps (primary first), verified against its check value.
+
+    Only jobs that rewrap keys call this directly; everything else goes through
+    :func:`unwrap_tenant_key` and its cache.
+    """
+    version = key.version
+    if key.state == "destroyed":
+        raise errors.KeyDestroyed(
+            f"Tenant key v{version} of {tenant.external_id} was destroyed; data under it is gone."
+        )
+    wraps = list(
+        TenantKeyWrap.objects.filter(tenant_key=key)
+        .select_related("kms_config")
+        .order_by("-kms_config__is_primary", "-id")
+    )
+    for wrap in wraps:
+        if wrap.kms_config.state == ConfigState.REVOKED:
+            raise errors.KeyRevoked(
+                f"The key {wrap.kms_config.name} of tenant {tenant.external_id} is revoked: "
+                "data under it cannot be encrypted or decrypted until it is re-enabled."
+            )
+        if wrap.kms_config.state == ConfigState.DISABLED:
+            raise errors.KeyDisabled(f"The key {wrap.kms_config.name} of tenant {tenant.external_id} is disabled.")
+    usable = [w for w in wraps if w.kms_config.state in UNWRAP_STATES]
+    if not usable:
+        raise errors.KeyDestroyed(f"Tenant key v{version} of {tenant.external_id} has no usable wrap left.")
+    first_error: errors.KeyCoreError | None = None
+    for wrap in usable:
+        try:
+            raw = provider_for(wrap.kms_config).unwrap(
+                bytes(wrap.wrapped), wrap_context(wrap.kms_config, tenant, version)
+            )
+        except errors.KeyCoreError as exc:
+            log.warning(
+                "unwrap of tenant key v%s of tenant %s via %s failed: %s",
+                version,
+                tenant.pk,
+                wrap.kms_config.uid,
+                exc.code,
+            )
+            first_error = first_error or exc
+            continue
+        if not hmac.compare_digest(key_check_value(raw), bytes(key.check_value)):
+            first_error = first_error or errors.KmsMisconfigured(
+                f"The KMS behind {wrap.kms_config.name} returned a different key than was wrapped."
+            )
+            continue
+        return raw
+    assert first_error is not None
+    raise first_error
+
+
+def wrap_tenant_key(*, key: TenantKey, raw: bytes, config: KmsConfig) -> TenantKeyWrap:
+    """Wrap a tenant key under ``config`` and verify the new wrap (unwrap and compare) before saving it."""
+    context = wrap_context(config, key.tenant, key.version)
+    provider = provider_for(config)
+    wrapped = provider.wrap(raw, context)
+    back = provider.unwrap(wrapped, context)
+    if not hmac.compare_digest(back, raw):
+        raise errors.KmsMisconfigured(f"Verification of the new wrap under {config.name} failed.")
+    wrap, _ = TenantKeyWrap.objects.update_or_create(
+        tenant_key=key, kms_config=config, defaults={"wrapped": wrapped, "verified_at": timezone.now()}
+    )
+    return wrap

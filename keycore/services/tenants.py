@@ -1,0 +1,504 @@
+"""Tenant services: tenants, members and invitations. Writes only; reads are in selectors."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from keycore import errors
+from keycore.models import Invitation, Membership, Tenant, User, VendorStaff
+from keycore.models.keys import ConfigOwner
+from keycore.models.tenants import InvitationAudience, TenantStatus, external_id_validator
+from keycore.roles import TenantRole, VendorRole
+from keycore.services.audit import Actor, audit_record, diff
+from keycore.services.keys import ConfigInput, bump_epoch, kms_config_create, tenant_key_create
+
+# --- tenants ---------------------------------------------------------------------------
+
+
+def validate_external_id(value: str) -> str:
+    value = (value or "").strip()
+    try:
+        external_id_validator(value)
+    except ValidationError as exc:
+        raise errors.InvalidInput(exc.messages[0], field_errors={"external_id": exc.messages}) from exc
+    return value
+
+
+def validate_name(value: str) -> str:
+    value = " ".join((value or "").split())
+    if not value:
+        raise errors.InvalidInput("A name is required.", field_errors={"name": ["A name is required."]})
+    if len(value) > 200:
+        raise errors.InvalidInput("The name is too long.", field_errors={"name": ["At most 200 characters."]})
+    return value
+
+
+@dataclass(frozen=True)
+class AdminInvite:
+    email: str
+    role: str = TenantRole.OWNER
+
+
+def tenant_create(
+    *, external_id: str, name: str, actor: Actor, admins: list[AdminInvite] | tuple = (), send: bool = True
+) -> Tenant:
+    """Create a tenant with a working key from the first moment.
+
+    In one transaction: the tenant, its vendor-provided (local) configuration,
+    which becomes primary, its first tenant key, invitations for its first
+    admins, and the audit events. Invitation emails go out after commit.
+    """
+    external_id = validate_external_id(external_id)
+    name = validate_name(name)
+    for invite in admins:
+        _validate_invite(invite.email, invite.role, audience=InvitationAudience.TENANT)
+    try:
+        with transaction.atomic():
+            tenant = Tenant.objects.create(external_id=external_id, name=name, status_changed_at=timezone.now())
+            audit_record(
+                actor=actor,
+                action="tenant.created",
+                tenant=tenant,
+                target=tenant,
+                changes={"external_id": [None, external_id], "name": [None, name]},
+            )
+            config = kms_config_create(
+                tenant=tenant,
+                owner=ConfigOwner.VENDOR,
+                data=ConfigInput(provider="local", name="Vendor-provided key", settings={}, secrets={}),
+                actor=actor,
+            )
+            tenant_key_create(tenant=tenant, actor=actor, primary=config)
+            for invite in admins:
+                invitation_create(tenant=tenant, email=invite.email, role=invite.role, actor=actor, send=send)
+    except IntegrityError as exc:
+        if Tenant.objects.filter(external_id=external_id).exists():
+            raise errors.Conflict(
+                f"A tenant with external id {external_id!r} already exists.",
+                field_errors={"external_id": ["Already in use."]},
+            ) from exc
+        raise
+    tenant.refresh_from_db()
+    return tenant
+
+
+def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
+    """Change a tenant's name and settings (``external_id`` is immutable: the vendor's apps address it)."""
+    allowed = {"name", "key_rotation_days", "event_retention_days", "require_mfa"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise errors.InvalidInput(f"Cannot change {', '.join(sorted(unknown))}.")
+    if "name" in changes:
+        changes["name"] = validate_name(changes["name"])
+    if changes.get("key_rotation_days") is not None and not 1 <= int(changes["key_rotation_days"]) <= 3650:
+        raise errors.InvalidInput(
+            "Rotation period must be 1–3650 days.", field_errors={"key_rotation_days": ["1–3650 days."]}
+        )
+    if "event_retention_days" in changes and not 1 <= int(changes["event_retention_days"]) <= 3650:
+        raise errors.InvalidInput(
+            "Retention must be 1–3650 days.", field_errors={"event_retention_days": ["1–3650 days."]}
+        )
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        before = {k: getattr(tenant, k) for k in changes}
+        for key, value in changes.items():
+            setattr(tenant, key, value)
+        tenant.save()
+        delta = diff(before, changes)
+        if delta:
+            audit_record(actor=actor, action="tenant.updated", tenant=tenant, target=tenant, changes=delta)
+    return tenant
+
+
+_TRANSITIONS = {
+    "suspend": ({TenantStatus.ACTIVE}, TenantStatus.SUSPENDED),
+    "reactivate": ({TenantStatus.SUSPENDED, TenantStatus.OFFBOARDING}, TenantStatus.ACTIVE),
+    "offboard": ({TenantStatus.ACTIVE, TenantStatus.SUSPENDED}, TenantStatus.OFFBOARDING),
+}
+
+
+def tenant_set_status(*, tenant: Tenant, transition: str, actor: Actor, reason: str = "") -> Tenant:
+    """Suspend, reactivate or offboard a tenant. Crypto for a tenant that is not active is refused.
+
+    Offboarding starts a grace period (``KEYCORE_OFFBOARD_GRACE_DAYS``) after which the
+    tenant's vendor-provided keys may be crypto-shredded.
+    """
+    if transition not in _TRANSITIONS:
+        raise errors.InvalidInput(f"Unknown action {transition!r}.")
+    allowed_from, target = _TRANSITIONS[transition]
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if tenant.status not in allowed_from:
+            raise errors.Conflict(f"{tenant.name} is {tenant.get_status_display().lower()}; cannot {transition}.")
+        before = tenant.status
+        tenant.status = target
+        tenant.status_changed_at = timezone.now()
+        tenant.shred_after = (
+            timezone.now() + timedelta(days=settings.KEYCORE_OFFBOARD_GRACE_DAYS)
+            if target == TenantStatus.OFFBOARDING
+            else None
+        )
+        tenant.save(update_fields=["status", "status_changed_at", "shred_after", "updated_at"])
+        changes = {"status": [before, target]}
+        if reason:
+            changes["reason"] = [None, reason[:300]]
+        audit_record(actor=actor, action=f"tenant.{transition}", tenant=tenant, target=tenant, changes=changes)
+        bump_epoch()
+    return tenant
+
+
+def tenant_shred(*, tenant: Tenant, actor: Actor, force: bool = False) -> int:
+    """Crypto-shred an offboarding tenant's vendor-provided keys (after the grace period unless forced)."""
+    from keycore.models import KmsConfig
+    from keycore.models.keys import ConfigState
+    from keycore.services.keys import kms_config_destroy
+
+    tenant = Tenant.objects.get(pk=tenant.pk)
+    if tenant.status not in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED):
+        raise errors.Conflict("Only an offboarding tenant's keys can be shredded.")
+    if not force and tenant.shred_after and tenant.shred_after > timezone.now():
+        raise errors.Conflict(f"The grace period runs until {tenant.shred_after:%Y-%m-%d %H:%M} UTC.")
+    count = 0
+    with transaction.atomic():
+        configs = (
+            KmsConfig.objects.for_tenant(tenant).filter(owner=ConfigOwner.VENDOR).exclude(state=ConfigState.DESTROYED)
+        )
+        for config in configs:
+            kms_config_destroy(config=config, actor=actor)
+            count += 1
+        Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.OFFBOARDED, status_changed_at=timezone.now())
+        audit_record(
+            actor=actor,
+            action="tenant.shredded",
+            tenant=tenant,
+            target=tenant,
+            changes={"status": [tenant.status, TenantStatus.OFFBOARDED], "configs_destroyed": [None, count]},
+        )
+    return count
+
+
+# --- invitations ----------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _validate_invite(email: str, role: str, *, audience: str) -> str:
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise errors.InvalidInput(
+            f"{email or 'An empty address'} is not a valid email address.",
+            field_errors={"email": ["Enter a valid email address."]},
+        ) from exc
+    roles = TenantRole.values if audience == InvitationAudience.TENANT else VendorRole.values
+    if role not in roles:
+        raise errors.InvalidInput(
+            f"Unknown role {role!r}.", field_errors={"role": [f"Choose one of {', '.join(roles)}."]}
+        )
+    return email
+
+
+def invitation_create(
+    *, email: str, role: str, actor: Actor, tenant: Tenant | None = None, send: bool = True
+) -> tuple[Invitation, str]:
+    """Invite someone to a tenant (or, without a tenant, to the vendor's staff).
+
+    Returns the invitation and the one-time token (only its hash is stored). A
+    pending invitation for the same address is revoked and replaced.
+    """
+    audience = InvitationAudience.TENANT if tenant is not None else InvitationAudience.VENDOR
+    email = _validate_invite(email, role, audience=audience)
+    if tenant is not None and Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
+        raise errors.Conflict(
+            f"{email} is already a member of {tenant.name}.", field_errors={"email": ["Already a member."]}
+        )
+    if tenant is None and VendorStaff.objects.filter(user__email__iexact=email, is_active=True).exists():
+        raise errors.Conflict(f"{email} is already on the vendor's staff.", field_errors={"email": ["Already staff."]})
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        Invitation.objects.filter(
+            tenant=tenant, audience=audience, email=email, accepted_at__isnull=True, revoked_at__isnull=True
+        ).update(revoked_at=now)
+        invitation = Invitation.objects.create(
+            audience=audience,
+            tenant=tenant,
+            email=email,
+            role=role,
+            token_hash=_token_hash(token),
+            created_by=actor.user if actor.user is not None and actor.user.pk else None,
+            created_by_label=actor.label[:200],
+            expires_at=now + timedelta(hours=settings.KEYCORE_INVITATION_TTL_HOURS),
+        )
+        audit_record(
+            actor=actor,
+            action="invitation.created",
+            tenant=tenant,
+            target=invitation,
+            target_repr=f"{email} as {role}",
+            changes={"email": [None, email], "role": [None, role]},
+        )
+        if send:
+            transaction.on_commit(lambda: _send_invitation(invitation, token))
+    return invitation, token
+
+
+def invitation_resend(*, invitation: Invitation, actor: Actor) -> tuple[Invitation, str]:
+    """Send a fresh link (the old link stops working) and restart the expiry clock."""
+    if invitation.state in ("accepted", "revoked"):
+        raise errors.Conflict(f"This invitation was {invitation.state}; create a new one.")
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        invitation.token_hash = _token_hash(token)
+        invitation.expires_at = timezone.now() + timedelta(hours=settings.KEYCORE_INVITATION_TTL_HOURS)
+        invitation.save(update_fields=["token_hash", "expires_at"])
+        audit_record(
+            actor=actor,
+            action="invitation.resent",
+            tenant=invitation.tenant,
+            target=invitation,
+            target_repr=f"{invitation.email} as {invitation.role}",
+        )
+        transaction.on_commit(lambda: _send_invitation(invitation, token))
+    return invitation, token
+
+
+def invitation_revoke(*, invitation: Invitation, actor: Actor) -> Invitation:
+    if invitation.state != "pending" and invitation.state != "expired":
+        raise errors.Conflict(f"This invitation was already {invitation.state}.")
+    with transaction.atomic():
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action="invitation.revoked",
+            tenant=invitation.tenant,
+            target=invitation,
+            target_repr=f"{invitation.email} as {invitation.role}",
+        )
+    return invitation
+
+
+def invitation_url(token: str) -> str:
+    return settings.KEYCORE_BASE_URL + reverse("invitation_accept", args=[token])
+
+
+def _send_invitation(invitation: Invitation, token: str) -> None:
+    context = {
+        "invitation": invitation,
+        "url": invitation_url(token),
+        "tenant": invitation.tenant,
+        "ttl_hours": settings.KEYCORE_INVITATION_TTL_HOURS,
+    }
+    subject = (
+        f"You are invited to manage {invitation.tenant.name}'s encryption keys"
+        if invitation.tenant
+        else "You are invited to the KeyCore vendor portal"
+    )
+    send_mail(
+        subject=settings.ACCOUNT_EMAIL_SUBJECT_PREFIX + subject,
+        message=render_to_string("emails/invitation.txt", context),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+    Invitation.objects.filter(pk=invitation.pk).update(
+        last_sent_at=timezone.now(), send_count=invitation.send_count + 1
+    )
+
+
+def invitation_lookup(token: str) -> Invitation:
+    """The invitation for a link, or a typed error that explains why it cannot be used."""
+    invitation = Invitation.objects.select_related("tenant").filter(token_hash=_token_hash(token or "")).first()
+    if invitation is None:
+        raise errors.NotFound(
+            "This invitation link is not valid. It may have been replaced by a newer one; ask for a new invitation."
+        )
+    if invitation.accepted_at:
+        raise errors.Conflict("This invitation has already been used. Sign in to continue.")
+    if invitation.revoked_at:
+        raise errors.Conflict("This invitation was withdrawn. Ask the person who invited you for a new one.")
+    if invitation.expires_at <= timezone.now():
+        raise errors.Conflict("This invitation has expired. Ask the person who invited you to send it again.")
+    if invitation.tenant is not None and invitation.tenant.status in (
+        TenantStatus.OFFBOARDING,
+        TenantStatus.OFFBOARDED,
+    ):
+        raise errors.Conflict("This tenant is being offboarded; the invitation can no longer be used.")
+    return invitation
+
+
+def invitation_accept(*, token: str, user: User, actor: Actor) -> Invitation:
+    """Turn an invitation into a membership (or a staff role) for ``user``, once."""
+    with transaction.atomic():
+        invitation = invitation_lookup(token)
+        invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        if invitation.accepted_at:
+            raise errors.Conflict("This invitation has already been used.")
+        if invitation.email.lower() != user.email.lower():
+            raise errors.PermissionDenied(
+                f"This invitation is for {invitation.email}; you are signed in as {user.email}."
+            )
+        if invitation.audience == InvitationAudience.TENANT:
+            if VendorStaff.objects.filter(user=user, is_active=True).exists():
+                raise errors.PermissionDenied("Vendor staff accounts cannot join a tenant; use a separate account.")
+            membership, _ = Membership.objects.get_or_create(
+                tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
+            )
+            audit_record(
+                actor=actor,
+                action="member.joined",
+                tenant=invitation.tenant,
+                target=membership,
+                target_repr=f"{user.email} as {membership.role}",
+                changes={"role": [None, membership.role]},
+            )
+        else:
+            if Membership.objects.filter(user=user).exists():
+                raise errors.PermissionDenied(
+                    "Tenant member accounts cannot join the vendor's staff; use a separate account."
+                )
+            staff, _ = VendorStaff.objects.update_or_create(
+                user=user, defaults={"role": invitation.role, "is_active": True, "invited_by": invitation.created_by}
+            )
+            audit_record(
+                actor=actor,
+                action="staff.joined",
+                target=staff,
+                target_repr=f"{user.email} as {staff.role}",
+                changes={"role": [None, staff.role]},
+            )
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by"])
+    return invitation
+
+
+# --- members -------------------------------------------------------------------------
+
+
+def _owners(tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role=TenantRole.OWNER).count()
+
+
+def membership_set_role(*, membership: Membership, role: str, actor: Actor) -> Membership:
+    if role not in TenantRole.values:
+        raise errors.InvalidInput(f"Unknown role {role!r}.", field_errors={"role": ["Unknown role."]})
+    with transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=membership.tenant_id)
+        membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
+        if membership.role == TenantRole.OWNER and role != TenantRole.OWNER and _owners(membership.tenant) <= 1:
+            raise errors.Conflict("The last owner cannot be demoted; make someone else owner first.")
+        before = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit_record(
+            actor=actor,
+            action="member.role_changed",
+            tenant=membership.tenant,
+            target=membership,
+            target_repr=membership.user.email,
+            changes={"role": [before, role]},
+        )
+    return membership
+
+
+def membership_remove(*, membership: Membership, actor: Actor) -> None:
+    with transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=membership.tenant_id)
+        membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
+        if membership.role == TenantRole.OWNER and _owners(membership.tenant) <= 1:
+            raise errors.Conflict("The last owner cannot be removed; make someone else owner first.")
+        audit_record(
+            actor=actor,
+            action="member.removed",
+            tenant=membership.tenant,
+            target=membership,
+            target_repr=membership.user.email,
+            changes={"role": [membership.role, None]},
+        )
+        membership.delete()
+
+
+# --- vendor staff ----------------------------------------------------------------------
+
+
+def staff_create(*, email: str, role: str, actor: Actor, password: str | None = None) -> VendorStaff:
+    """Create (or promote) a vendor staff account directly; used by the operator's management command."""
+    email = _validate_invite(email, role, audience=InvitationAudience.VENDOR)
+    with transaction.atomic():
+        user = User.objects.filter(email__iexact=email).first()
+        if user is None:
+            user = User.objects.create_user(email=email, password=password)
+        elif password:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        if Membership.objects.filter(user=user).exists():
+            raise errors.Conflict(f"{email} is a tenant member; vendor staff need a separate account.")
+        from allauth.account.models import EmailAddress
+
+        EmailAddress.objects.update_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
+        staff, created = VendorStaff.objects.update_or_create(user=user, defaults={"role": role, "is_active": True})
+        audit_record(
+            actor=actor,
+            action="staff.created" if created else "staff.updated",
+            target=staff,
+            target_repr=f"{email} as {role}",
+            changes={"role": [None, role]},
+        )
+    return staff
+
+
+def staff_set_role(*, staff: VendorStaff, role: str, actor: Actor) -> VendorStaff:
+    if role not in VendorRole.values:
+        raise errors.InvalidInput(f"Unknown role {role!r}.", field_errors={"role": ["Unknown role."]})
+    with transaction.atomic():
+        staff = VendorStaff.objects.select_for_update().select_related("user").get(pk=staff.pk)
+        if staff.role == VendorRole.ADMIN and role != VendorRole.ADMIN and _active_admins() <= 1:
+            raise errors.Conflict("The last vendor administrator cannot be demoted.")
+        before = staff.role
+        staff.role = role
+        staff.save(update_fields=["role"])
+        audit_record(
+            actor=actor,
+            action="staff.role_changed",
+            target=staff,
+            target_repr=staff.user.email,
+            changes={"role": [before, role]},
+        )
+    return staff
+
+
+def staff_deactivate(*, staff: VendorStaff, actor: Actor) -> VendorStaff:
+    with transaction.atomic():
+        staff = VendorStaff.objects.select_for_update().select_related("user").get(pk=staff.pk)
+        if staff.role == VendorRole.ADMIN and _active_admins() <= 1:
+            raise errors.Conflict("The last vendor administrator cannot be removed.")
+        staff.is_active = False
+        staff.save(update_fields=["is_active"])
+        audit_record(
+            actor=actor,
+            action="staff.deactivated",
+            target=staff,
+            target_repr=staff.user.email,
+            changes={"active": [True, False]},
+        )
+    return staff
+
+
+def _active_admins() -> int:
+    return VendorStaff.objects.filter(role=VendorRole.ADMIN, is_active=True, user__is_active=True).count()
