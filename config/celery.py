@@ -1,0 +1,20 @@
+"""The Celery app. Settings come from Django's settings (CELERY_*)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("keycore")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def schedule_periodic_tasks(sender, **kwargs):
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        settings.KEYCORE_HEALTH_CHECK_INTERVAL, sender.signature("keycore.tasks.check_kms_health"), name="kms-health"
+    )

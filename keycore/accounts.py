@@ -1,0 +1,74 @@
+"""django-allauth adaptation: sign-up only through an invitation, and the invitation proves the address."""
+
+from __future__ import annotations
+
+import base64
+
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.mfa.adapter import DefaultMFAAdapter
+from django.urls import reverse
+
+INVITATION_SESSION_KEY = "keycore_invitation_token"
+
+
+class AccountAdapter(DefaultAccountAdapter):
+    def is_open_for_signup(self, request) -> bool:
+        """Nobody signs up uninvited: KeyCore accounts come from invitations."""
+        from keycore import errors
+        from keycore.services.tenants import invitation_lookup
+
+        token = request.session.get(INVITATION_SESSION_KEY)
+        if not token:
+            return False
+        try:
+            invitation_lookup(token)
+        except errors.KeyCoreError:
+            return False
+        return True
+
+    def clean_email(self, email: str) -> str:
+        """At sign-up, the address must be the one the invitation was sent to."""
+        from django import forms
+
+        from keycore import errors
+        from keycore.services.tenants import invitation_lookup
+
+        request = getattr(self, "request", None)
+        token = request.session.get(INVITATION_SESSION_KEY) if request is not None else None
+        if token and request.path.startswith(reverse("account_signup")):
+            try:
+                invitation = invitation_lookup(token)
+            except errors.KeyCoreError as exc:
+                raise forms.ValidationError(exc.detail) from exc
+            if invitation.email.lower() != (email or "").lower():
+                raise forms.ValidationError(f"Use the address this invitation was sent to ({invitation.email}).")
+        return email
+
+    def get_login_redirect_url(self, request) -> str:
+        if request.session.get(INVITATION_SESSION_KEY):
+            return reverse("invitation_accept", args=[request.session[INVITATION_SESSION_KEY]])
+        return super().get_login_redirect_url(request)
+
+    def get_signup_redirect_url(self, request) -> str:
+        return self.get_login_redirect_url(request)
+
+
+class MFAAdapter(DefaultMFAAdapter):
+    """TOTP secrets and recovery-code seeds are sealed with the root key, never stored in the clear."""
+
+    PURPOSE = "mfa-secret"
+    MARKER = "kcsealed:"
+
+    def encrypt(self, text: str) -> str:
+        from keycore.sealing import root_keyring
+
+        sealed = root_keyring().seal(text.encode(), purpose=self.PURPOSE, context="allauth")
+        return self.MARKER + base64.b64encode(sealed).decode()
+
+    def decrypt(self, encrypted_text: str) -> str:
+        from keycore.sealing import root_keyring
+
+        if not encrypted_text.startswith(self.MARKER):
+            raise ValueError("An MFA secret is not sealed.")
+        blob = base64.b64decode(encrypted_text[len(self.MARKER) :])
+        return root_keyring().unseal(blob, purpose=self.PURPOSE, context="allauth").decode()

@@ -1,0 +1,8 @@
+from django.conf import settings
+
+
+def keycore(request):
+    return {
+        "KEYCORE_DEMO": settings.DEBUG,
+        "KEYCORE_REQUIRE_ADMIN_MFA": settings.KEYCORE_REQUIRE_ADMIN_MFA,
+    }

@@ -1,0 +1,104 @@
+"""Sign-ins, failed sign-ins and MFA changes become audit events; invitations verify the address."""
+
+from __future__ import annotations
+
+from allauth.account.signals import password_changed, password_reset, user_logged_in, user_signed_up
+from allauth.mfa.signals import authentication_failed, authenticator_added, authenticator_removed, authenticator_reset
+from django.contrib.auth.signals import user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+from keycore.services.audit import Actor, audit_record
+
+
+def _actor(request, user=None) -> Actor:
+    actor = Actor.from_request(request) if request is not None else Actor(label="anonymous")
+    if user is not None and actor.user is None:
+        actor = Actor.for_user(user, source_ip=actor.source_ip, user_agent=actor.user_agent)
+    return actor
+
+
+@receiver(user_logged_in)
+def on_login(sender, request, user, **kwargs):
+    audit_record(actor=_actor(request, user), action="auth.signed_in", target=user, target_repr=user.email)
+
+
+@receiver(user_logged_out)
+def on_logout(sender, request, user, **kwargs):
+    if user is not None:
+        audit_record(actor=_actor(request, user), action="auth.signed_out", target=user, target_repr=user.email)
+
+
+@receiver(user_login_failed)
+def on_login_failed(sender, credentials, request=None, **kwargs):
+    email = str(credentials.get("email") or credentials.get("username") or "")[:200]
+    audit_record(actor=_actor(request), action="auth.sign_in_failed", target_type="user", target_repr=email)
+
+
+@receiver(user_signed_up)
+def on_signup(sender, request, user, **kwargs):
+    """An invitation link reached this address: count it as verified, then accept the invitation."""
+    from allauth.account.models import EmailAddress
+
+    from keycore import errors
+    from keycore.accounts import INVITATION_SESSION_KEY
+    from keycore.services.tenants import invitation_accept, invitation_lookup
+
+    audit_record(actor=_actor(request, user), action="auth.signed_up", target=user, target_repr=user.email)
+    token = request.session.get(INVITATION_SESSION_KEY) if request is not None else None
+    if not token:
+        return
+    try:
+        invitation = invitation_lookup(token)
+    except errors.KeyCoreError:
+        return
+    if invitation.email.lower() == user.email.lower():
+        EmailAddress.objects.filter(user=user, email__iexact=user.email).update(verified=True, primary=True)
+        invitation_accept(token=token, user=user, actor=_actor(request, user))
+        request.session.pop(INVITATION_SESSION_KEY, None)
+
+
+@receiver(authenticator_added)
+def on_mfa_added(sender, request, authenticator, **kwargs):
+    audit_record(
+        actor=_actor(request, authenticator.user),
+        action="mfa.added",
+        target=authenticator.user,
+        target_repr=authenticator.user.email,
+        changes={"type": [None, authenticator.type]},
+    )
+
+
+@receiver(authenticator_removed)
+def on_mfa_removed(sender, request, authenticator, **kwargs):
+    audit_record(
+        actor=_actor(request, authenticator.user),
+        action="mfa.removed",
+        target=authenticator.user,
+        target_repr=authenticator.user.email,
+        changes={"type": [authenticator.type, None]},
+    )
+
+
+@receiver(authenticator_reset)
+def on_mfa_reset(sender, request, authenticator, **kwargs):
+    audit_record(
+        actor=_actor(request, authenticator.user),
+        action="mfa.recovery_codes_reset",
+        target=authenticator.user,
+        target_repr=authenticator.user.email,
+    )
+
+
+@receiver(authentication_failed)
+def on_mfa_failed(sender, request, user, **kwargs):
+    audit_record(actor=_actor(request, user), action="mfa.code_rejected", target=user, target_repr=user.email)
+
+
+@receiver(password_changed)
+def on_password_changed(sender, request, user, **kwargs):
+    audit_record(actor=_actor(request, user), action="auth.password_changed", target=user, target_repr=user.email)
+
+
+@receiver(password_reset)
+def on_password_reset(sender, request, user, **kwargs):
+    audit_record(actor=_actor(request, user), action="auth.password_reset", target=user, target_repr=user.email)

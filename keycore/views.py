@@ -1,0 +1,110 @@
+"""Views shared by both audiences: the landing redirect, health probes, invitations, error pages."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from keycore import errors
+from keycore.access import memberships_of, staff_of
+from keycore.accounts import INVITATION_SESSION_KEY
+from keycore.models.tenants import InvitationAudience
+from keycore.services.audit import Actor
+from keycore.services.tenants import invitation_accept as accept_invitation
+from keycore.services.tenants import invitation_lookup
+
+
+@never_cache
+def home(request):
+    """Send each person to the portal their account belongs to."""
+    if not request.user.is_authenticated:
+        return redirect("account_login")
+    if staff_of(request.user) is not None:
+        return redirect("vendor:dashboard")
+    memberships = list(memberships_of(request.user)[:2])
+    if len(memberships) == 1:
+        return redirect("tenant:overview", tenant=memberships[0].tenant.external_id)
+    if memberships:
+        return redirect("tenant:switch")
+    return render(request, "no_access.html", status=200)
+
+
+@require_GET
+@never_cache
+def healthz(request):
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@never_cache
+def readyz(request):
+    """Readiness: the database and the Celery broker are reachable."""
+    checks: dict[str, str] = {}
+    ok = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        ok = False
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        from config.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        ok = False
+        checks["broker"] = f"error: {exc.__class__.__name__}"
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+@require_http_methods(["GET", "POST"])
+@never_cache
+def invitation_accept(request, token: str):
+    """Land from an invitation email: explain it, sign up or sign in, then accept it (POST)."""
+    try:
+        invitation = invitation_lookup(token)
+    except errors.KeyCoreError as exc:
+        request.session.pop(INVITATION_SESSION_KEY, None)
+        return render(
+            request, "invitation_invalid.html", {"message": exc.detail}, status=410 if exc.http_status == 409 else 404
+        )
+    request.session[INVITATION_SESSION_KEY] = token
+    context = {"invitation": invitation, "token": token}
+    if not request.user.is_authenticated:
+        from keycore.models import User
+
+        context["has_account"] = User.objects.filter(email__iexact=invitation.email).exists()
+        return render(request, "invitation_accept.html", context)
+    if request.method == "POST":
+        try:
+            accept_invitation(token=token, user=request.user, actor=Actor.from_request(request))
+        except errors.KeyCoreError as exc:
+            context["error"] = exc.detail
+            return render(request, "invitation_accept.html", context, status=exc.http_status)
+        request.session.pop(INVITATION_SESSION_KEY, None)
+        if invitation.audience == InvitationAudience.VENDOR:
+            messages.success(request, "Welcome to the vendor portal.")
+            return redirect("vendor:dashboard")
+        messages.success(request, f"You are now a member of {invitation.tenant.name}.")
+        return redirect("tenant:overview", tenant=invitation.tenant.external_id)
+    return render(request, "invitation_accept.html", context)
+
+
+def not_found(request, exception=None):
+    return render(request, "404.html", status=404)
+
+
+def forbidden(request, exception=None):
+    return render(request, "403.html", {"message": str(exception or "")}, status=403)
+
+
+def server_error(request):
+    return render(request, "500.html", status=500)
