@@ -1,0 +1,99 @@
+"""API keys: created in the vendor portal or by a management command, shown once, stored hashed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from keycore import errors
+from keycore.api.authentication import generate_key, hash_key
+from keycore.models import ApiKey, Tenant
+from keycore.models.api import ApiScope
+from keycore.services.audit import Actor, audit_record
+
+
+def _clean_scopes(scopes) -> list[str]:
+    scopes = sorted(set(scopes or []))
+    unknown = [s for s in scopes if s not in ApiScope.values]
+    if unknown or not scopes:
+        raise errors.InvalidInput(
+            f"Choose scopes from {', '.join(ApiScope.values)}.",
+            field_errors={"scopes": ["Choose at least one known scope."]},
+        )
+    return scopes
+
+
+def api_key_create(
+    *,
+    name: str,
+    scopes: list[str],
+    actor: Actor,
+    tenants: list[Tenant] | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; returns it and the secret, which is never shown again."""
+    name = (name or "").strip()
+    if not name:
+        raise errors.InvalidInput("Give the key a name.", field_errors={"name": ["Required."]})
+    scopes = _clean_scopes(scopes)
+    if tenants and scopes != [ApiScope.CRYPTO]:
+        raise errors.InvalidInput(
+            "Only crypto-scoped keys can be limited to some tenants.", field_errors={"tenants": ["Crypto keys only."]}
+        )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise errors.InvalidInput("The expiry must be in the future.", field_errors={"expires_at": ["In the past."]})
+    raw, prefix = generate_key()
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            name=name[:120],
+            prefix=prefix,
+            key_hash=hash_key(raw),
+            scopes=scopes,
+            expires_at=expires_at,
+            created_by=actor.user if actor.user is not None and actor.user.pk else None,
+        )
+        if tenants:
+            key.tenants.set(tenants)
+        audit_record(
+            actor=actor,
+            action="api_key.created",
+            target=key,
+            changes={
+                "scopes": [None, scopes],
+                "tenants": [None, [t.external_id for t in tenants or []]],
+                "expires_at": [None, expires_at.isoformat() if expires_at else None],
+            },
+        )
+    return key, raw
+
+
+def api_key_revoke(*, key: ApiKey, actor: Actor) -> ApiKey:
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if key.revoked_at is not None:
+            raise errors.Conflict("This API key is already revoked.")
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(actor=actor, action="api_key.revoked", target=key, changes={"revoked": [False, True]})
+    return key
+
+
+def api_key_rotate(*, key: ApiKey, actor: Actor) -> tuple[ApiKey, str]:
+    """A new key with the same name, scopes, tenants and expiry; the old one is revoked at once."""
+    if key.revoked_at is not None:
+        raise errors.Conflict("A revoked key cannot be rotated; create a new one.")
+    with transaction.atomic():
+        new, raw = api_key_create(
+            name=key.name,
+            scopes=key.scopes,
+            actor=actor,
+            tenants=list(key.tenants.all()) or None,
+            expires_at=key.expires_at if key.expires_at and key.expires_at > timezone.now() else None,
+        )
+        new.rotated_from = key
+        new.save(update_fields=["rotated_from"])
+        api_key_revoke(key=key, actor=actor)
+        audit_record(actor=actor, action="api_key.rotated", target=new, changes={"replaces": [None, key.prefix]})
+    return new, raw
