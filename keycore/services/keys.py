@@ -214,8 +214,9 @@ def kms_config_create(
         created_by=actor.user if actor.user is not None and actor.user.pk else None,
         state=ConfigState.ACTIVE,
     )
+    instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+    description = instance.describe()
     if not skip_check:
-        instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
         try:
             result = instance.check(wrap_context(config, tenant))
         finally:
@@ -235,7 +236,7 @@ def kms_config_create(
         has_primary = KmsConfig.objects.filter(tenant=tenant, is_primary=True).exists()
         config.is_primary = not has_primary
         config.save()
-        _history(tenant, config, HistoryAction.CREATED, actor, describe_config(config))
+        _history(tenant, config, HistoryAction.CREATED, actor, description)
         audit_record(
             actor=actor,
             action="kms_config.created",

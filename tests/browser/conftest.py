@@ -1,0 +1,92 @@
+"""Browser tests: Playwright driving Debian's Chromium against a live KeyCore server.
+
+Screenshots of every failing test land in ``test-results/<test name>/``; a test
+may also call ``shot(page, "name")`` to keep a picture of a page it built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+
+# Playwright's sync API runs an event loop in the test thread; the ORM calls tests make are still synchronous.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = os.environ.get("KEYCORE_CHROMIUM", "/usr/bin/chromium")
+RESULTS = Path(__file__).resolve().parent.parent.parent / "test-results"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    require(shutil.which(CHROMIUM) is not None or Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def _folder(request) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
+    path = RESULTS / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def page(browser, request, live_server):
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1360, "height": 900})
+    context.set_default_timeout(15000)
+    page = context.new_page()
+    page.results_dir = _folder(request)
+    yield page
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed:
+        page.screenshot(path=str(page.results_dir / "failure.png"), full_page=True)
+    context.close()
+
+
+def shot(page, name: str) -> Path:
+    path = page.results_dir / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def sign_in(page, email: str, password: str, totp_secret: str | None = None) -> None:
+    """Sign in through the real form (and the TOTP step when the account has one)."""
+    from tests.factories import totp_code
+
+    page.goto("/accounts/login/")
+    page.fill("input[name=login]", email)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    if totp_secret:
+        page.wait_for_url("**/2fa/authenticate/**")
+        page.fill("input[name=code]", totp_code(totp_secret))
+        page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
