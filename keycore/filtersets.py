@@ -1,0 +1,60 @@
+"""FilterSets shared by the portals and the REST API: one definition drives both."""
+
+from __future__ import annotations
+
+import django_filters
+from django.db.models import Q
+
+from keycore.models import AuditEvent, RekeyJob, Tenant
+from keycore.models.jobs import JobKind, JobState
+from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+
+
+class TenantFilterSet(django_filters.FilterSet):
+    """Search by name or external id (prefix and contains), and filter on the indexed summary columns."""
+
+    q = django_filters.CharFilter(method="search", label="Search")
+    match = django_filters.ChoiceFilter(
+        method="noop", choices=[("prefix", "Starts with"), ("contains", "Contains")], label="Match", empty_label=None
+    )
+    status = django_filters.ChoiceFilter(choices=TenantStatus.choices)
+    key_ownership = django_filters.ChoiceFilter(choices=KeyOwnership.choices, label="Key")
+    provider = django_filters.CharFilter(field_name="primary_provider", label="Provider")
+    health = django_filters.ChoiceFilter(choices=Health.choices)
+
+    class Meta:
+        model = Tenant
+        fields = ["q", "match", "status", "key_ownership", "provider", "health"]
+
+    def noop(self, queryset, name, value):
+        return queryset
+
+    def search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        if self.data.get("match") == "contains":
+            return queryset.filter(Q(name__icontains=value) | Q(external_id__icontains=value))
+        return queryset.filter(Q(name__istartswith=value) | Q(external_id__istartswith=value))
+
+
+class RekeyJobFilterSet(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=JobState.choices)
+    kind = django_filters.ChoiceFilter(choices=JobKind.choices)
+    tenant = django_filters.CharFilter(field_name="tenant__external_id", label="Tenant external id")
+
+    class Meta:
+        model = RekeyJob
+        fields = ["state", "kind", "tenant"]
+
+
+class AuditEventFilterSet(django_filters.FilterSet):
+    tenant = django_filters.CharFilter(field_name="tenant__external_id", label="Tenant external id")
+    actor = django_filters.CharFilter(field_name="actor_label", lookup_expr="icontains", label="Actor")
+    action = django_filters.CharFilter(field_name="action", lookup_expr="startswith", label="Action")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label="From")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label="Until")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["tenant", "actor", "action", "since", "until"]
