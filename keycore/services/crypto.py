@@ -19,7 +19,7 @@ from django.conf import settings
 
 from keycore import errors
 from keycore.crypto.cache import TenantKeyCache
-from keycore.crypto.envelope import TenantKeyHandle, decrypt_document, edek_key_version, encrypt_document, rewrap_edek
+from keycore.crypto.envelope import decrypt_document, edek_key_version, encrypt_document, rewrap_edek
 from keycore.models import Tenant
 from keycore.models.tenants import TenantStatus
 from keycore.services import keyuse
@@ -113,7 +113,7 @@ def resolve_tenant(external_id: str) -> TenantRef:
 
 
 def _record(ref: TenantRef, operation: str, meta: CallMeta, result: str, version: int | None, count: int = 1) -> None:
-    keyuse.record(
+    keyuse.recorder.record(
         ref.pk,
         operation,
         result,
@@ -126,7 +126,8 @@ def _record(ref: TenantRef, operation: str, meta: CallMeta, result: str, version
 
 
 def _check_meta(meta: CallMeta) -> None:
-    if not meta.requesting_id or not str(meta.requesting_id).strip():
+    requesting_id = meta.requesting_id
+    if not requesting_id or not isinstance(requesting_id, str) or requesting_id.isspace():
         raise errors.InvalidInput(
             "Say who asks: requesting_id is required on every crypto call.",
             field_errors={"requesting_id": ["Required."]},
@@ -134,7 +135,7 @@ def _check_meta(meta: CallMeta) -> None:
 
 
 def _check_fields(fields: Mapping[str, bytes]) -> None:
-    if not isinstance(fields, Mapping):
+    if type(fields) is not dict and not isinstance(fields, Mapping):  # the ABC check is slow; dicts are the norm
         raise errors.InvalidInput(
             "fields must map field names to bytes.", field_errors={"fields": ["Expected an object."]}
         )
@@ -144,8 +145,7 @@ def _check_fields(fields: Mapping[str, bytes]) -> None:
         )
 
 
-def _handle(ref: TenantRef, version: int) -> TenantKeyHandle:
-    return unwrap_tenant_key(ref, version)
+_handle = unwrap_tenant_key
 
 
 def crypto_encrypt(*, tenant: str, fields: Mapping[str, bytes], meta: CallMeta) -> Encrypted:
