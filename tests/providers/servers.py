@@ -88,18 +88,48 @@ def wait_for_port(host: str, port: int, *, timeout: float = 20.0, process: subpr
 # -- moto (AWS KMS) -------------------------------------------------------------
 
 
-class MotoServer:
-    """moto's AWS endpoint in a thread; stoppable and restartable on the same port."""
+class _MotoEndpoint:
+    """What tests do with a moto endpoint, wherever it runs."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def client(self, service: str = "kms", region: str = AWS_REGION) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=self.url,
+            aws_access_key_id=AWS_TEST_CREDENTIALS["access_key_id"],
+            aws_secret_access_key=AWS_TEST_CREDENTIALS["secret_access_key"],
+        )
+
+    def create_key(self, region: str = AWS_REGION, *, alias: str | None = None, **kwargs: Any) -> str:
+        """A symmetric KMS key; returns its ARN (and creates ``alias`` for it if given)."""
+        kms = self.client(region=region)
+        arn = kms.create_key(Description="keycore test KEK", **kwargs)["KeyMetadata"]["Arn"]
+        if alias:
+            kms.create_alias(AliasName=alias, TargetKeyId=arn)
+        return arn
+
+    def provider_settings(self, key_id: str, region: str = AWS_REGION, **extra: Any) -> tuple[dict, dict]:
+        """(settings, secrets) for ``AwsKmsProvider`` talking to this server."""
+        return {"key_id": key_id, "region": region, "endpoint_url": self.url, **extra}, dict(AWS_TEST_CREDENTIALS)
+
+
+class MotoServer(_MotoEndpoint):
+    """moto's AWS endpoint in a thread of this process; stoppable and restartable on the same port, keys kept."""
 
     def __init__(self, host: str = LOCALHOST, port: int = 0) -> None:
         self.host = host
         self.port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -140,30 +170,50 @@ class MotoServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def client(self, service: str = "kms", region: str = AWS_REGION) -> Any:
-        import boto3
-
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=self.url,
-            aws_access_key_id=AWS_TEST_CREDENTIALS["access_key_id"],
-            aws_secret_access_key=AWS_TEST_CREDENTIALS["secret_access_key"],
-        )
-
-    def create_key(self, region: str = AWS_REGION, *, alias: str | None = None, **kwargs: Any) -> str:
-        """A symmetric KMS key; returns its ARN (and creates ``alias`` for it if given)."""
-        kms = self.client(region=region)
-        arn = kms.create_key(Description="keycore test KEK", **kwargs)["KeyMetadata"]["Arn"]
-        if alias:
-            kms.create_alias(AliasName=alias, TargetKeyId=arn)
-        return arn
-
-    def provider_settings(self, key_id: str, region: str = AWS_REGION, **extra: Any) -> tuple[dict, dict]:
-        """(settings, secrets) for ``AwsKmsProvider`` talking to this server."""
-        return {"key_id": key_id, "region": region, "endpoint_url": self.url, **extra}, dict(AWS_TEST_CREDENTIALS)
-
     def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class MotoServerProcess(_MotoEndpoint):
+    """moto's ``moto_server`` in its own process: for load, where a server in-process would share the GIL.
+
+    Keys live in that process: a restart starts empty.
+    """
+
+    def __init__(self, host: str = LOCALHOST, port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> MotoServerProcess:
+        if self.process is not None:
+            return self
+        self.port = self.port or free_port(self.host)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.host, self.port, timeout=timeout, process=self.process)
+        except ServiceUnavailable as exc:
+            self.stop()
+            raise ServiceUnavailable(f"moto_server did not start: {exc}") from None
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def __enter__(self) -> MotoServerProcess:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
