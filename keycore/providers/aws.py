@@ -501,12 +501,15 @@ class AwsKmsProvider(KeyProvider):
             return errors.ProviderError(f"AWS KMS refused {action} on {key} ({code}): {message}")
         if isinstance(exc, ReadTimeoutError):
             return errors.KmsTimeout(f"AWS KMS did not answer {action} within {self.timeout:g}s.")
+        service, endpoint = (
+            ("AWS STS", self._endpoint("sts")) if action.startswith("sts:") else ("AWS KMS", self._endpoint())
+        )
         if isinstance(exc, ConnectTimeoutError):
-            return errors.KmsUnreachable(f"Could not connect to AWS KMS within {self.timeout:g}s ({self._endpoint()}).")
+            return errors.KmsUnreachable(f"Could not connect to {service} within {self.timeout:g}s ({endpoint}).")
         if isinstance(exc, SSLError):
-            return errors.KmsMisconfigured(f"TLS failed with {self._endpoint()}: {exc}")
+            return errors.KmsMisconfigured(f"TLS failed with {service} at {endpoint}: {exc}")
         if isinstance(exc, EndpointConnectionError | BotoConnectionError):
-            return errors.KmsUnreachable(f"Could not connect to AWS KMS at {self._endpoint()}.")
+            return errors.KmsUnreachable(f"Could not connect to {service} at {endpoint}.")
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return errors.KmsMisconfigured(
                 "No AWS credentials: enter an access key, or run KeyCore with an IAM role that may call KMS."
@@ -517,8 +520,9 @@ class AwsKmsProvider(KeyProvider):
             return errors.KmsUnreachable(f"AWS KMS request {action} failed: {type(exc).__name__}.")
         return errors.KmsMisconfigured(f"The AWS client could not make the request {action}: {exc}")
 
-    def _endpoint(self) -> str:
-        return self.settings.get("endpoint_url") or f"the {self.region or 'default'} regional endpoint"
+    def _endpoint(self, service: str = "kms") -> str:
+        configured = self.settings.get("sts_endpoint_url" if service == "sts" else "endpoint_url")
+        return configured or f"the {self.region or 'default'} regional endpoint"
 
 
 def _error_code(exc: ClientError) -> str:

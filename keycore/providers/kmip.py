@@ -134,6 +134,9 @@ class _TlsConnection(KMIPProxy):
         self._keycore_server_name = server_name
         self._keycore_timeout = timeout
         super().__init__(**kwargs)
+        # PyKMIP also reads a host-wide pykmip.conf; its username/password must never reach a tenant's server.
+        self.username = None
+        self.password = None
 
     def _create_socket(self, sock: socket.socket) -> None:
         sock.settimeout(self._keycore_timeout)

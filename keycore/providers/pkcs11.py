@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import hmac
 import os
 import threading
@@ -154,6 +153,8 @@ class _Module:
 
 
 _MODULES: dict[str, _Module] = {}
+#: sessions remember which PIN logged them in by an HMAC under this per-process key, not by the PIN
+_PIN_DIGEST_KEY = os.urandom(32)
 _MODULES_LOCK = threading.Lock()
 
 
@@ -234,7 +235,7 @@ class Pkcs11Provider(KeyProvider):
         self.token_label = str(self.settings.get("token_label", "")).strip()
         self.key_label = str(self.settings.get("key_label", "")).strip()
         self._pin = str(self.secrets.get("pin", ""))
-        self._pin_digest = hashlib.sha256(b"keycore/pkcs11-pin\x00" + self._pin.encode()).digest()
+        self._pin_digest = hmac.digest(_PIN_DIGEST_KEY, self._pin.encode(), "sha256")
         #: why the token refused this instance's PIN; set once, then no more login attempts
         self._pin_rejected = ""
 

@@ -204,6 +204,19 @@ def test_a_role_it_may_not_assume_is_access_denied(moto_server, key_arn):
         provider._assume_role(OneClientSession(), settings["role_arn"])
 
 
+def test_an_unreachable_sts_endpoint_is_named(moto_server, key_arn, context):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        sts_url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+        settings, secrets = moto_server.provider_settings(
+            key_arn, role_arn="arn:aws:iam::123456789012:role/keycore-tenant", sts_endpoint_url=sts_url
+        )
+        provider = AwsKmsProvider(settings, secrets, timeout=1)
+        provider.retry_policy = NO_RETRY
+        with pytest.raises(errors.KmsUnreachable, match=f"Could not connect to AWS STS at {sts_url}"):
+            provider.wrap(os.urandom(32), context)
+
+
 # -- check (test connection) ---------------------------------------------------
 
 
