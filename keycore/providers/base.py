@@ -152,8 +152,12 @@ class KeyProvider(abc.ABC):
         return {}
 
     @classmethod
-    def setup_help(cls, *, tenant_external_id: str = "", vendor_principal: str = "") -> str:
-        """Plain text telling an administrator what the KMS must allow (policies, objects)."""
+    def setup_help(cls, *, tenant_external_id: str = "", vendor_principal: str = "", tenant_uid: str = "") -> str:
+        """Plain text telling an administrator what the KMS must allow (policies, objects).
+
+        ``tenant_uid`` is the tenant's KeyCore uid (hex), which KeyCore binds into every
+        wrap; providers with key policies use it in their conditions.
+        """
         return ""
 
     def describe(self) -> str:

@@ -76,7 +76,7 @@ class LocalProvider(KeyProvider):
         return {}, {KEK_SECRET: secrets[KEK_SECRET].strip()}
 
     @classmethod
-    def setup_help(cls, *, tenant_external_id: str = "", vendor_principal: str = "") -> str:
+    def setup_help(cls, *, tenant_external_id: str = "", vendor_principal: str = "", tenant_uid: str = "") -> str:
         return "Nothing to set up: KeyCore generates the key and stores it sealed under the operator's root key."
 
     def describe(self) -> str:
