@@ -58,11 +58,13 @@ def main() -> int:
         f"""
   KeyCore is running at {url}
 
-  Vendor portal  {url}vendor/   admin@vendor.example     / {from_seed}
-                                  operator@vendor.example  / {from_seed}
-  Tenant portal  {url}tenant/   owner@acme.example       / {from_seed}
-                                  owner@globex.example     / {from_seed}
-  API docs       {url}api/v1/docs/
+  Vendor portal   {url}vendor/
+                  admin@vendor.example      {from_seed}
+                  operator@vendor.example   {from_seed}
+  Tenant portal   {url}tenant/
+                  owner@acme.example        {from_seed}
+                  owner@globex.example      {from_seed}
+  API docs        {url}api/v1/docs/
 
   A Celery worker (with beat) runs beside the web server. Emails print here.
   Press Ctrl-C to stop both.
