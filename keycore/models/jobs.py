@@ -27,9 +27,24 @@ class JobState(models.TextChoices):
 
 ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 
+#: what one unit of ``total``/``done``/``failed`` counts, per kind
+JOB_UNITS = {
+    JobKind.REWRAP: "tenant keys",
+    JobKind.KEK_ROTATION: "KEKs",
+    JobKind.ROOT_ROTATION: "sealed secrets",
+    JobKind.KEY_RETIREMENT: "tenant keys",
+}
+
 
 class RekeyJob(models.Model):
-    """A background job that moves tenant keys under new keys; progress is committed in units."""
+    """A background job that moves tenant keys under new keys; progress is committed in units.
+
+    The work is split into :class:`RekeyJobChunk` rows (ranges of ids), each run
+    by one Celery task at a time; ``done``/``failed`` are incremented in the same
+    transaction as the work they count, so they are exact at every moment.
+    ``pause_reason`` says why a job waits (a KMS is down, a confirmation is due)
+    and ``retry_at`` when it tries again by itself.
+    """
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=16, choices=JobKind.choices)
@@ -43,6 +58,8 @@ class RekeyJob(models.Model):
     tenant_key = models.ForeignKey(
         "keycore.TenantKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    #: what the job covers, in words ("tenant acme", "every vendor-provided KEK")
+    scope = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.PENDING)
     total = models.PositiveIntegerField(default=0)
@@ -56,6 +73,9 @@ class RekeyJob(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     last_error = models.TextField(blank=True)
     pause_reason = models.CharField(max_length=500, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
 
     objects = TenantScopedQuerySet.as_manager()
 
@@ -78,3 +98,61 @@ class RekeyJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_JOB_STATES
+
+    @property
+    def unit(self) -> str:
+        return JOB_UNITS.get(self.kind, "items")
+
+
+class ChunkState(models.TextChoices):
+    PENDING = "pending", "Waiting"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    DONE = "done", "Done"
+
+
+class RekeyJobChunk(models.Model):
+    """One unit of scheduling of a job: the rows with ids in ``[first_id, last_id]`` of ``subject``.
+
+    ``cursor`` is the last id whose work is committed; it moves in the same
+    transaction as that work, so a restarted chunk resumes right after it. A
+    worker owns a chunk while ``lease_until`` is in the future; it renews the lease
+    with every batch, and another worker takes over only once it has expired.
+    """
+
+    job = models.ForeignKey(RekeyJob, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    #: which rows the ids name: "tenant_key", "kms_config" or "authenticator"
+    subject = models.CharField(max_length=16)
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    cursor = models.BigIntegerField()
+    state = models.CharField(max_length=8, choices=ChunkState.choices, default=ChunkState.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="job_chunk_seq")]
+        indexes = [models.Index(fields=["state", "lease_until"], name="job_chunk_state_lease")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.seq} of job {self.job_id} ({self.state})"
+
+
+class KmsRateBucket(models.Model):
+    """The token bucket of one KMS configuration, when no Redis is configured (rates in requests/s).
+
+    Shared by every worker through a row lock; holds only a count and a time.
+    """
+
+    config = models.OneToOneField("keycore.KmsConfig", on_delete=models.CASCADE, primary_key=True, related_name="+")
+    tokens = models.FloatField(default=0)
+    refilled_at = models.FloatField(default=0)
