@@ -3,6 +3,7 @@
 from keycore.models.accounts import User, VendorStaff
 from keycore.models.api import ApiKey, IdempotencyRecord
 from keycore.models.audit import AuditEvent, EventChain, KeyUseEvent
+from keycore.models.events import ChainVerification, DeadLetter, EventDelivery, EventDestination
 from keycore.models.jobs import RekeyJob
 from keycore.models.keys import KeyHistoryEntry, KmsConfig, RevocationEpoch, TenantKey, TenantKeyWrap
 from keycore.models.tenants import Invitation, Membership, Tenant
@@ -10,7 +11,11 @@ from keycore.models.tenants import Invitation, Membership, Tenant
 __all__ = [
     "ApiKey",
     "AuditEvent",
+    "ChainVerification",
+    "DeadLetter",
     "EventChain",
+    "EventDelivery",
+    "EventDestination",
     "IdempotencyRecord",
     "Invitation",
     "KeyHistoryEntry",

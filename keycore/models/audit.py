@@ -6,16 +6,33 @@ from django.utils import timezone
 from keycore.models.tenants import Tenant
 from keycore.querysets import TenantScopedQuerySet
 
+GENESIS_HASH = "0" * 64
+
 
 class EventChain(models.Model):
     """The head of one hash chain: ``vendor`` for vendor-wide events, ``tenant:<id>`` per tenant.
 
     Appending locks this row, so a chain has one writer at a time and no gaps.
+    ``head_mac`` signs (seq, last_hash) with a key derived from the root key, so a
+    rewritten or truncated tail is caught even if its hashes were recomputed.
+    Pruning leaves a signed *checkpoint*: the seq and hash of the last pruned row,
+    from which verification continues.
     """
 
     key = models.CharField(max_length=40, unique=True)
     seq = models.BigIntegerField(default=0)
-    last_hash = models.CharField(max_length=64, default="0" * 64)
+    last_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    head_mac = models.CharField(max_length=64, blank=True)
+    head_key_id = models.CharField(max_length=16, blank=True)
+    checkpoint_seq = models.BigIntegerField(default=0)
+    checkpoint_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    checkpoint_mac = models.CharField(max_length=64, blank=True)
+    checkpoint_key_id = models.CharField(max_length=16, blank=True)
+    checkpoint_at = models.DateTimeField(null=True, blank=True)
+    pruned_total = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"chain {self.key} at {self.seq}"
 
 
 class AuditEvent(models.Model):
@@ -53,6 +70,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["tenant", "-created_at"], name="audit_tenant_created"),
             models.Index(fields=["action", "-created_at"], name="audit_action_created"),
             models.Index(fields=["-created_at"], name="audit_created"),
+            # the API's cursor pagination (ordering -id) within one tenant
+            models.Index(fields=["tenant", "-id"], name="audit_tenant_id"),
         ]
 
     def __str__(self) -> str:
@@ -64,6 +83,7 @@ class KeyUseEvent(models.Model):
 
     Rows are appended by each process's recorder when it flushes (at most every
     second), so one minute may have several rows for the same key; readers sum.
+    Each row is a link of its tenant's hash chain, like the tenant's AuditEvents.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="key_use_events")
@@ -85,7 +105,12 @@ class KeyUseEvent(models.Model):
 
     class Meta:
         ordering = ["-minute", "-id"]
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="keyuse_chain_seq")]
         indexes = [
             models.Index(fields=["tenant", "-minute"], name="keyuse_tenant_minute"),
             models.Index(fields=["tenant", "operation", "-minute"], name="keyuse_tenant_op_minute"),
+            models.Index(fields=["tenant", "-id"], name="keyuse_tenant_id"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.result} x{self.count}"

@@ -10,18 +10,33 @@ previous row's hash and its own canonical content.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from keycore.models import AuditEvent, EventChain
+from keycore.models.audit import GENESIS_HASH
 
-GENESIS_HASH = "0" * 64
+__all__ = ["GENESIS_HASH", "Actor", "audit_record", "chain_key", "diff", "event_digest", "scrub"]
 #: field names whose values never enter an audit event, whatever a caller passes
-SECRET_FIELD_MARKERS = ("secret", "password", "token", "pin", "private", "kek", "credential", "key_pem")
+SECRET_FIELD_MARKERS = (
+    "secret",
+    "password",
+    "token",
+    "pin",
+    "private",
+    "kek",
+    "credential",
+    "key_pem",
+    "client_key",
+)
 
 
 @dataclass(frozen=True)
@@ -58,24 +73,47 @@ class Actor:
 
 def client_ip(request) -> str | None:
     """The peer address; behind a trusted proxy (KEYCORE_BEHIND_PROXY) the first X-Forwarded-For hop."""
-    from django.conf import settings
-
     if settings.SECURE_PROXY_SSL_HEADER:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
-            return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+            return normalise_ip(forwarded.split(",")[0].strip())
+    return normalise_ip(request.META.get("REMOTE_ADDR"))
+
+
+def normalise_ip(value: str | None) -> str | None:
+    """The canonical text of an IP address (as PostgreSQL's inet returns it), or None if it is not one.
+
+    Canonical, because the address is part of what an event's hash covers.
+    """
+    if not value:
+        return None
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def scrub(changes: dict[str, Any] | None) -> dict[str, Any]:
-    """Drop anything that looks like a secret; secrets are audited as 'changed', never by value."""
-    out: dict[str, Any] = {}
-    for name, value in (changes or {}).items():
-        if any(marker in name.lower() for marker in SECRET_FIELD_MARKERS):
-            out[name] = "(changed)"
-        else:
-            out[name] = value
-    return out
+    """Drop anything that looks like a secret, at any depth; secrets are audited as 'changed', never by value."""
+    return {name: _scrub_value(name, value) for name, value in (changes or {}).items()}
+
+
+def _is_secret_name(name: Any) -> bool:
+    lowered = str(name).lower()
+    return any(marker in lowered for marker in SECRET_FIELD_MARKERS)
+
+
+def _scrub_value(name: Any, value: Any) -> Any:
+    if _is_secret_name(name):
+        return "(changed)"
+    if isinstance(value, dict):
+        return {k: _scrub_value(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value("", v) for v in value]
+    return value
 
 
 def chain_key(tenant_id: int | None) -> str:
@@ -107,9 +145,64 @@ def audit_payload(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _advance_chain(key: str) -> tuple[int, str, EventChain]:
+# --- signatures over chain heads and checkpoints ------------------------------------------------
+
+MAC_INFO = b"keycore event-chain signatures v1"
+
+
+@cache
+def chain_mac_keys() -> dict[str, bytes]:
+    """MAC keys derived (HKDF-SHA256) from every configured root key, by root-key id; current first.
+
+    A different key from the one that seals secrets: the root key is never used for two purposes.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from keycore.crypto.rootkey import key_id, parse_root_key
+
+    keys: dict[str, bytes] = {}
+    for text in [settings.KEYCORE_ROOT_KEY, *settings.KEYCORE_ROOT_KEY_PREVIOUS]:
+        root = parse_root_key(text)
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MAC_INFO).derive(root)
+        keys.setdefault(key_id(root), derived)
+    return keys
+
+
+def _mac_message(kind: str, chain: str, seq: int, digest: str) -> bytes:
+    return f"{kind}\n{chain}\n{seq}\n{digest}".encode()
+
+
+def chain_sign(kind: str, chain: str, seq: int, digest: str) -> tuple[str, str]:
+    """(root-key id, HMAC-SHA256 hex) over a chain position: ``kind`` is "head" or "checkpoint"."""
+    key_id, key = next(iter(chain_mac_keys().items()))
+    return key_id, hmac.new(key, _mac_message(kind, chain, seq, digest), hashlib.sha256).hexdigest()
+
+
+def chain_signature_valid(kind: str, chain: str, seq: int, digest: str, *, key_id: str, mac: str) -> bool | None:
+    """True/False; None when the root key that signed is not configured (so it cannot be checked)."""
+    key = chain_mac_keys().get(key_id)
+    if key is None:
+        return None
+    expected = hmac.new(key, _mac_message(kind, chain, seq, digest), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, mac or "")
+
+
+def lock_chain(key: str) -> EventChain:
+    """The chain's head, locked until the caller's transaction ends (one appender at a time).
+
+    PostgreSQL: SELECT … FOR UPDATE. SQLite: writers are serialised by the database
+    (transactions begin IMMEDIATE), so there is nothing to lock.
+    """
     head, _ = EventChain.objects.select_for_update().get_or_create(key=key)
-    return head.seq + 1, head.last_hash, head
+    return head
+
+
+def advance_head(head: EventChain, seq: int, last_hash: str) -> None:
+    """Move the locked head to (seq, last_hash) and re-sign it."""
+    head.seq, head.last_hash = seq, last_hash
+    head.head_key_id, head.head_mac = chain_sign("head", head.key, seq, last_hash)
+    head.save(update_fields=["seq", "last_hash", "head_key_id", "head_mac"])
 
 
 def audit_record(
@@ -131,7 +224,8 @@ def audit_record(
     tenant_id = tenant.pk if tenant is not None else None
     with transaction.atomic():
         key = chain_key(tenant_id)
-        seq, prev_hash, head = _advance_chain(key)
+        head = lock_chain(key)
+        seq, prev_hash = head.seq + 1, head.last_hash
         event = AuditEvent(
             tenant_id=tenant_id,
             chain=key,
@@ -145,15 +239,13 @@ def audit_record(
             target_id=target_id[:64],
             target_repr=target_repr[:300],
             changes=json.loads(json.dumps(scrub(changes), default=str)),
-            source_ip=actor.source_ip,
+            source_ip=normalise_ip(actor.source_ip),
             user_agent=actor.user_agent[:300],
             created_at=timezone.now(),
         )
         event.hash = event_digest(prev_hash, audit_payload(event))
         event.save()
-        head.seq = seq
-        head.last_hash = event.hash
-        head.save(update_fields=["seq", "last_hash"])
+        advance_head(head, seq, event.hash)
     return event
 
 

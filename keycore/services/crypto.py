@@ -113,16 +113,8 @@ def resolve_tenant(external_id: str) -> TenantRef:
 
 
 def _record(ref: TenantRef, operation: str, meta: CallMeta, result: str, version: int | None, count: int = 1) -> None:
-    keyuse.recorder.record(
-        ref.pk,
-        operation,
-        result,
-        label=meta.label,
-        requesting_id=meta.requesting_id,
-        source_ip=meta.source_ip,
-        key_version=version,
-        count=count,
-    )
+    # positional: this runs once per crypto operation (the recorder's hot path)
+    keyuse.recorder.record(ref.pk, operation, result, meta.label, meta.requesting_id, meta.source_ip, version, count)
 
 
 def _check_meta(meta: CallMeta) -> None:

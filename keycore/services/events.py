@@ -1,19 +1,58 @@
-"""Security events: key-use rows appended to each tenant's hash chain, and chain verification."""
+"""Security events: each tenant's hash chain of admin and key-use events; verification, retention, export.
+
+One chain per tenant (``tenant:<id>``) and one for vendor-wide events (``vendor``).
+A chain interleaves two tables — :class:`AuditEvent` (admin actions) and
+:class:`KeyUseEvent` (aggregated key use) — ordered by ``seq``. Each row stores
+the hash of the row before it and the SHA-256 of (that hash, its own canonical
+content); the chain's head signs the last (seq, hash) with a key derived from the
+root key. Pruning replaces a prefix by a signed checkpoint. See docs/events.md.
+"""
 
 from __future__ import annotations
 
+import csv
+import heapq
+import io
+import json
+import logging
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Min, QuerySet
 from django.utils import timezone
 
-from keycore.models import AuditEvent, EventChain, KeyUseEvent
-from keycore.services.audit import GENESIS_HASH, audit_payload, chain_key, event_digest
+from keycore import errors
+from keycore.models import AuditEvent, ChainVerification, EventChain, KeyUseEvent, Tenant
+from keycore.models.audit import GENESIS_HASH
+from keycore.models.events import DeadLetter, EventDelivery, EventDestination, VerificationState
+from keycore.services.audit import (
+    Actor,
+    advance_head,
+    audit_payload,
+    audit_record,
+    chain_key,
+    chain_mac_keys,
+    chain_sign,
+    chain_signature_valid,
+    event_digest,
+    lock_chain,
+)
+
+log = logging.getLogger(__name__)
+
+#: rows fetched per database round trip when walking or exporting a chain
+CHUNK_SIZE = 2000
+
+Row = AuditEvent | KeyUseEvent
 
 
 def keyuse_payload(event: KeyUseEvent) -> dict[str, Any]:
+    """The content a key-use row's hash covers; verification recomputes it from the stored row."""
     return {
         "chain": event.chain,
         "seq": event.seq,
@@ -30,76 +69,561 @@ def keyuse_payload(event: KeyUseEvent) -> dict[str, Any]:
     }
 
 
+def row_payload(row: Row) -> dict[str, Any]:
+    return audit_payload(row) if isinstance(row, AuditEvent) else keyuse_payload(row)
+
+
+# --- appending key use -----------------------------------------------------------------------
+
+
 def keyuse_append(rows: list[dict[str, Any]]) -> list[KeyUseEvent]:
-    """Append aggregated key-use rows, each tenant's rows onto that tenant's chain (one lock per tenant)."""
+    """Append aggregated key-use rows, each tenant's rows onto that tenant's chain.
+
+    One transaction; chain heads are locked in tenant order, so concurrent flushes of
+    several processes never deadlock and never fork a chain. Rows of tenants that no
+    longer exist are dropped (logged), so one deleted tenant cannot block everyone's counts.
+    """
     by_tenant: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_tenant[row["tenant_id"]].append(row)
     created: list[KeyUseEvent] = []
-    now = timezone.now()
     with transaction.atomic():
+        existing = set(Tenant.objects.filter(pk__in=list(by_tenant)).values_list("pk", flat=True))
         for tenant_id in sorted(by_tenant):
+            if tenant_id not in existing:
+                dropped = sum(r["count"] for r in by_tenant[tenant_id])
+                log.warning("dropping %d key uses of tenant %s, which no longer exists", dropped, tenant_id)
+                continue
             key = chain_key(tenant_id)
-            head, _ = EventChain.objects.select_for_update().get_or_create(key=key)
+            head = lock_chain(key)
+            now = timezone.now()
             seq, prev = head.seq, head.last_hash
             batch = []
-            for row in sorted(by_tenant[tenant_id], key=lambda r: (r["minute"], r["operation"], r["result"])):
+            ordered = sorted(
+                by_tenant[tenant_id],
+                key=lambda r: (r["minute"], r["operation"], r["result"], r["label"], r["requesting_id"]),
+            )
+            for row in ordered:
                 seq += 1
                 event = KeyUseEvent(chain=key, seq=seq, prev_hash=prev, created_at=now, **row)
                 event.hash = event_digest(prev, keyuse_payload(event))
                 prev = event.hash
                 batch.append(event)
             KeyUseEvent.objects.bulk_create(batch)
-            head.seq, head.last_hash = seq, prev
-            head.save(update_fields=["seq", "last_hash"])
+            advance_head(head, seq, prev)
             created.extend(batch)
     return created
 
 
+# --- reading a chain in order --------------------------------------------------------------------
+
+
+def chain_rows(key: str, *, after: int = 0, upto: int | None = None, chunk_size: int = CHUNK_SIZE) -> Iterator[Row]:
+    """Every row of a chain with ``after < seq <= upto``, in seq order, streamed from both tables."""
+    audit = AuditEvent.objects.filter(chain=key, seq__gt=after)
+    keyuse = KeyUseEvent.objects.filter(chain=key, seq__gt=after)
+    if upto is not None:
+        audit, keyuse = audit.filter(seq__lte=upto), keyuse.filter(seq__lte=upto)
+    return heapq.merge(
+        audit.order_by("seq").iterator(chunk_size=chunk_size),
+        keyuse.order_by("seq").iterator(chunk_size=chunk_size),
+        key=lambda row: row.seq,
+    )
+
+
+# --- verification -----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ChainReport:
+    """The outcome of walking a chain: ``first_broken_seq`` points at the first broken link."""
+
     chain: str
     ok: bool
     checked: int
     first_broken_seq: int | None = None
     problem: str = ""
+    head_seq: int = 0
+    checkpoint_seq: int = 0
+    last_hash: str = GENESIS_HASH
 
 
-def chain_verify(tenant_id: int | None) -> ChainReport:
+def chain_verify(
+    tenant_id: int | None = None,
+    *,
+    key: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    upto_created: datetime | None = None,
+) -> ChainReport:
     """Walk one chain in order and recompute every hash; report the first broken link.
 
     Catches an edited row (its hash no longer matches its content), a deleted row
-    (a gap in ``seq`` or a ``prev_hash`` that points nowhere) and reordered rows.
+    (a gap in ``seq``, or a head that no longer matches the last row), reordered
+    rows (a row whose ``prev_hash`` is not the hash of the row before it), a row
+    inserted twice, a forged or moved checkpoint, and a rewritten tail whose
+    hashes were recomputed (the head's signature no longer matches). The walk
+    streams rows; memory does not grow with the chain.
+
+    ``upto_created`` stops the walk before the first row written at or after it
+    (pruning verifies only the prefix it is about to replace by a checkpoint).
     """
-    key = chain_key(tenant_id)
-    audit = AuditEvent.objects.filter(chain=key).order_by("seq")
-    keyuse = KeyUseEvent.objects.filter(chain=key).order_by("seq")
-    rows = sorted(
-        [(e.seq, "audit", e) for e in audit.iterator()] + [(e.seq, "keyuse", e) for e in keyuse.iterator()],
-        key=lambda t: t[0],
-    )
-    prev = GENESIS_HASH
-    expected_seq = _first_seq(key)
-    prev = _checkpoint_hash(key) or prev
-    for n, (seq, kind, event) in enumerate(rows):
-        if seq != expected_seq:
-            return ChainReport(key, False, n, expected_seq, f"row {expected_seq} is missing (next is {seq})")
-        if event.prev_hash != prev:
-            return ChainReport(key, False, n, seq, f"row {seq} does not follow row {seq - 1}")
-        payload = audit_payload(event) if kind == "audit" else keyuse_payload(event)
-        if event_digest(prev, payload) != event.hash:
-            return ChainReport(key, False, n, seq, f"row {seq} was changed after it was written")
-        prev = event.hash
-        expected_seq += 1
+    key = key or chain_key(tenant_id)
     head = EventChain.objects.filter(key=key).first()
-    if head is not None and head.seq != expected_seq - 1:
-        return ChainReport(key, False, len(rows), expected_seq, f"rows {expected_seq}–{head.seq} are missing")
-    return ChainReport(key, True, len(rows))
+    if head is None:
+        return ChainReport(key, True, 0)
+    start, prev = head.checkpoint_seq, head.checkpoint_hash
+    base = {"head_seq": head.seq, "checkpoint_seq": start}
+
+    def broken(checked: int, seq: int | None, problem: str) -> ChainReport:
+        return ChainReport(key, False, checked, seq, problem, **base)
+
+    if start:
+        valid = chain_signature_valid(
+            "checkpoint", key, start, prev, key_id=head.checkpoint_key_id, mac=head.checkpoint_mac
+        )
+        if valid is None:
+            return broken(0, start, f"the checkpoint is signed with root key {head.checkpoint_key_id}, not configured")
+        if not valid:
+            return broken(0, start, f"the signed checkpoint of the pruned rows up to {start} was altered")
+    expected = start + 1
+    checked = 0
+    for row in chain_rows(key, after=start, upto=head.seq):
+        seq = row.seq
+        if upto_created is not None and row.created_at >= upto_created:
+            return ChainReport(key, True, checked, None, "", last_hash=prev, **{**base, "head_seq": seq - 1})
+        if seq < expected:
+            return broken(checked, seq, f"row {seq} appears twice")
+        if seq != expected:
+            return broken(checked, expected, f"row {expected} is missing (the next row is {seq})")
+        if row.prev_hash != prev:
+            detail = f"row {seq} does not follow row {seq - 1}: rows were reordered, replaced or removed"
+            return broken(checked, seq, detail)
+        if event_digest(prev, row_payload(row)) != row.hash:
+            return broken(checked, seq, f"row {seq} was changed after it was written")
+        prev = row.hash
+        expected += 1
+        checked += 1
+        if progress is not None and checked % 10000 == 0:
+            progress(checked)
+    if upto_created is not None:
+        return ChainReport(key, True, checked, None, "", last_hash=prev, **{**base, "head_seq": expected - 1})
+    if expected - 1 != head.seq:
+        if expected == head.seq:
+            return broken(checked, expected, f"row {expected}, the last one, is missing")
+        return broken(checked, expected, f"rows {expected}–{head.seq} are missing")
+    if head.last_hash != prev:
+        return broken(checked, head.seq, f"the chain's head does not match row {head.seq}")
+    with transaction.atomic():
+        # rows past the head were not appended through it: forged (appenders hold the head's lock)
+        current = lock_chain(key)
+        beyond = [
+            model.objects.filter(chain=key, seq__gt=current.seq).order_by("seq").values_list("seq", flat=True).first()
+            for model in (AuditEvent, KeyUseEvent)
+        ]
+    forged = min((seq for seq in beyond if seq is not None), default=None)
+    if forged is not None:
+        return broken(checked, forged, f"row {forged} lies past the chain's head {current.seq}: it was inserted")
+    if head.seq:
+        valid = chain_signature_valid("head", key, head.seq, head.last_hash, key_id=head.head_key_id, mac=head.head_mac)
+        if valid is None:
+            return broken(checked, head.seq, f"the head is signed with root key {head.head_key_id}, not configured")
+        if not valid:
+            return broken(
+                checked,
+                head.seq,
+                "the chain's head signature does not match: rows were rewritten with recomputed hashes, "
+                "or the head was moved",
+            )
+    return ChainReport(key, True, checked, last_hash=prev, **base)
 
 
-def _first_seq(key: str) -> int:
-    return 1
+def chain_keys_all() -> Iterator[str]:
+    """Every chain: the vendor's and each tenant's that has events."""
+    yield from EventChain.objects.order_by("key").values_list("key", flat=True).iterator()
 
 
-def _checkpoint_hash(key: str) -> str | None:
-    return None
+def chain_verification_request(*, tenant: Tenant | None, actor: Actor) -> ChainVerification:
+    """Queue a verification of a tenant's chain (or the vendor's, with ``tenant=None``) on Celery."""
+    from keycore.event_tasks import run_chain_verification
+
+    key = chain_key(tenant.pk if tenant is not None else None)
+    with transaction.atomic():
+        running = (
+            ChainVerification.objects.filter(
+                chain=key, state__in=[VerificationState.PENDING, VerificationState.RUNNING]
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if running is not None and running.created_at > timezone.now() - timedelta(minutes=10):
+            return running
+        verification = ChainVerification.objects.create(tenant=tenant, chain=key, requested_by_label=actor.label[:200])
+        transaction.on_commit(lambda: run_chain_verification.delay(verification.pk))
+    return verification
+
+
+def chain_verification_run(verification_id: int) -> ChainVerification:
+    """Run a queued verification and store its outcome (the Celery task calls this)."""
+    verification = ChainVerification.objects.get(pk=verification_id)
+    if verification.is_done:
+        return verification
+    ChainVerification.objects.filter(pk=verification.pk).update(
+        state=VerificationState.RUNNING, started_at=timezone.now()
+    )
+
+    def progress(checked: int) -> None:
+        ChainVerification.objects.filter(pk=verification.pk).update(checked=checked)
+
+    try:
+        report = chain_verify(key=verification.chain, progress=progress)
+    except Exception as exc:
+        log.exception("verifying chain %s failed", verification.chain)
+        ChainVerification.objects.filter(pk=verification.pk).update(
+            state=VerificationState.ERROR,
+            problem=f"verification could not run: {type(exc).__name__}"[:500],
+            finished_at=timezone.now(),
+        )
+        verification.refresh_from_db()
+        return verification
+    ChainVerification.objects.filter(pk=verification.pk).update(
+        state=VerificationState.OK if report.ok else VerificationState.BROKEN,
+        checked=report.checked,
+        head_seq=report.head_seq,
+        checkpoint_seq=report.checkpoint_seq,
+        first_broken_seq=report.first_broken_seq,
+        problem=report.problem[:500],
+        finished_at=timezone.now(),
+    )
+    verification.refresh_from_db()
+    return verification
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    chain: str
+    pruned: int = 0
+    checkpoint_seq: int = 0
+    problem: str = ""
+
+
+def _retention_days(tenant: Tenant | None) -> int:
+    if tenant is None:
+        return settings.KEYCORE_VENDOR_EVENT_RETENTION_DAYS
+    return tenant.event_retention_days
+
+
+def events_prune(*, tenant: Tenant | None, now: datetime | None = None, actor: Actor | None = None) -> PruneResult:
+    """Delete a chain's rows older than its retention period, behind a signed checkpoint.
+
+    The prefix to prune is verified first: a broken chain is never pruned (that would
+    launder the tampering into a valid checkpoint). The prefix stops at the first row
+    still inside the retention period and at the oldest cursor of the tenant's enabled
+    SIEM destinations, so nothing is pruned before it was forwarded (or dead-lettered).
+    Delivery attempts, dead letters and verification runs past retention go too.
+    """
+    actor = actor or Actor.system("retention")
+    key = chain_key(tenant.pk if tenant is not None else None)
+    days = _retention_days(tenant)
+    now = now or timezone.now()
+    if not days:
+        return PruneResult(key, problem="retention is unlimited")
+    cutoff = now - timedelta(days=days)
+    _delete_pruned_leftovers(key)
+    report = chain_verify(key=key, upto_created=cutoff)
+    if not report.ok:
+        log.error("not pruning chain %s: %s", key, report.problem)
+        return PruneResult(key, problem=f"not pruned: the chain is broken at {report.first_broken_seq}")
+    last_seq, last_hash = report.head_seq, report.last_hash
+    if tenant is not None:
+        lowest = EventDestination.objects.for_tenant(tenant).filter(enabled=True).aggregate(c=Min("cursor_seq"))["c"]
+        if lowest is not None and lowest < last_seq:
+            last_seq, last_hash = _hash_at(key, lowest, report.checkpoint_seq)
+    if last_seq <= report.checkpoint_seq:
+        _prune_side_tables(tenant, cutoff)
+        return PruneResult(key, checkpoint_seq=report.checkpoint_seq)
+    with transaction.atomic():
+        head = lock_chain(key)
+        if head.checkpoint_seq != report.checkpoint_seq:
+            return PruneResult(key, problem="another prune ran at the same time")
+        pruned = _count_upto(key, last_seq) - _count_upto(key, head.checkpoint_seq)
+        head.checkpoint_seq, head.checkpoint_hash = last_seq, last_hash
+        head.checkpoint_key_id, head.checkpoint_mac = chain_sign("checkpoint", key, last_seq, last_hash)
+        head.checkpoint_at = now
+        head.pruned_total += pruned
+        head.save(
+            update_fields=[
+                "checkpoint_seq",
+                "checkpoint_hash",
+                "checkpoint_key_id",
+                "checkpoint_mac",
+                "checkpoint_at",
+                "pruned_total",
+            ]
+        )
+        audit_record(
+            actor=actor,
+            action="events.pruned",
+            tenant=tenant,
+            target_type="event_chain",
+            target_id=key,
+            target_repr=f"events before {cutoff:%Y-%m-%d %H:%M} UTC",
+            changes={"checkpoint_seq": [report.checkpoint_seq, last_seq], "pruned": [None, pruned]},
+        )
+    _delete_pruned_leftovers(key)
+    _prune_side_tables(tenant, cutoff)
+    return PruneResult(key, pruned=pruned, checkpoint_seq=last_seq)
+
+
+def chain_resign_checkpoint(key: str) -> bool:
+    """Re-sign a checkpoint under the current root key after a root-key rotation (verifying it first)."""
+    with transaction.atomic():
+        head = lock_chain(key)
+        current_id = next(iter(chain_mac_keys()))
+        if not head.checkpoint_seq or head.checkpoint_key_id == current_id:
+            return False
+        valid = chain_signature_valid(
+            "checkpoint",
+            key,
+            head.checkpoint_seq,
+            head.checkpoint_hash,
+            key_id=head.checkpoint_key_id,
+            mac=head.checkpoint_mac,
+        )
+        if not valid:
+            raise errors.Conflict(f"The checkpoint of chain {key} does not verify; it is not re-signed.")
+        head.checkpoint_key_id, head.checkpoint_mac = chain_sign(
+            "checkpoint", key, head.checkpoint_seq, head.checkpoint_hash
+        )
+        head.save(update_fields=["checkpoint_key_id", "checkpoint_mac"])
+    return True
+
+
+def _hash_at(key: str, seq: int, floor: int) -> tuple[int, str]:
+    if seq <= floor:
+        head = EventChain.objects.get(key=key)
+        return head.checkpoint_seq, head.checkpoint_hash
+    for model in (AuditEvent, KeyUseEvent):
+        digest = model.objects.filter(chain=key, seq=seq).values_list("hash", flat=True).first()
+        if digest:
+            return seq, digest
+    raise errors.Conflict(f"Row {seq} of chain {key} is missing.")
+
+
+def _count_upto(key: str, seq: int) -> int:
+    return (
+        AuditEvent.objects.filter(chain=key, seq__lte=seq).count()
+        + KeyUseEvent.objects.filter(chain=key, seq__lte=seq).count()
+    )
+
+
+def _delete_pruned_leftovers(key: str, batch: int = 10000) -> None:
+    """Delete rows at or below the checkpoint, in batches (a crash between batches loses nothing)."""
+    head = EventChain.objects.filter(key=key).first()
+    if head is None or not head.checkpoint_seq:
+        return
+    for model in (AuditEvent, KeyUseEvent):
+        while True:
+            ids = list(
+                model.objects.filter(chain=key, seq__lte=head.checkpoint_seq).values_list("pk", flat=True)[:batch]
+            )
+            if not ids:
+                break
+            model.objects.filter(pk__in=ids).delete()
+
+
+def _prune_side_tables(tenant: Tenant | None, cutoff: datetime) -> None:
+    if tenant is None:
+        ChainVerification.objects.filter(tenant__isnull=True, created_at__lt=cutoff).delete()
+        return
+    EventDelivery.objects.for_tenant(tenant).filter(attempted_at__lt=cutoff).delete()
+    DeadLetter.objects.for_tenant(tenant).filter(created_at__lt=cutoff).delete()
+    ChainVerification.objects.for_tenant(tenant).filter(created_at__lt=cutoff).delete()
+
+
+def events_prune_all(*, now: datetime | None = None) -> list[PruneResult]:
+    """Prune every tenant's chain and the vendor chain (the periodic task and the command)."""
+    results = [events_prune(tenant=None, now=now)]
+    tenant_ids = [int(k.split(":", 1)[1]) for k in chain_keys_all() if k.startswith("tenant:")]
+    for tenant in Tenant.objects.filter(pk__in=tenant_ids).iterator():
+        results.append(events_prune(tenant=tenant, now=now))
+    return results
+
+
+# --- documents: one shape for export, webhooks and syslog ------------------------------------------
+
+
+def actor_type(event: AuditEvent) -> str:
+    if event.actor_api_key_id:
+        return "api_key"
+    if event.actor_user_id:
+        return "user"
+    if event.actor_label.startswith("system:"):
+        return "system"
+    return "anonymous"
+
+
+def event_document(row: Row, tenant_external_id: str | None) -> dict[str, Any]:
+    """The stable, documented JSON form of one event (docs/events.md lists the fields)."""
+    doc: dict[str, Any] = {
+        "id": f"{row.chain}:{row.seq}",
+        "chain": row.chain,
+        "seq": row.seq,
+        "tenant": tenant_external_id,
+        "time": row.created_at.isoformat(),
+    }
+    if isinstance(row, AuditEvent):
+        doc.update(
+            kind="admin",
+            action=row.action,
+            actor=row.actor_label,
+            actor_type=actor_type(row),
+            target_type=row.target_type,
+            target_id=row.target_id,
+            target=row.target_repr,
+            changes=row.changes,
+            source_ip=row.source_ip or "",
+            user_agent=row.user_agent,
+        )
+    else:
+        doc.update(
+            kind="key_use",
+            minute=row.minute.isoformat(),
+            operation=row.operation,
+            label=row.label,
+            requesting_id=row.requesting_id,
+            source_ip=row.source_ip,
+            result=row.result,
+            count=row.count,
+            key_version=row.key_version,
+        )
+    doc.update(prev_hash=row.prev_hash, hash=row.hash)
+    return doc
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = [
+    "id",
+    "seq",
+    "kind",
+    "time",
+    "tenant",
+    "action",
+    "operation",
+    "actor",
+    "requesting_id",
+    "target",
+    "label",
+    "result",
+    "count",
+    "key_version",
+    "minute",
+    "source_ip",
+    "user_agent",
+    "changes",
+    "prev_hash",
+    "hash",
+]
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """What to export: a time range and the portal's filters. Key-use filters leave admin rows out and
+    vice versa; ``who`` matches a requesting id (key use) or an actor (admin)."""
+
+    kind: str = "all"  # all | admin | key_use
+    since: datetime | None = None
+    until: datetime | None = None
+    operation: str = ""
+    label: str = ""
+    result: str = ""
+    action: str = ""
+    who: str = ""
+
+
+def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, QuerySet | None]:
+    """(admin rows, key-use rows) of a tenant matching ``f``; None where the filter excludes a kind."""
+    audit: QuerySet | None = AuditEvent.objects.for_tenant(tenant)
+    keyuse: QuerySet | None = KeyUseEvent.objects.for_tenant(tenant)
+    if f.kind == "admin" or f.operation or f.label or f.result:
+        keyuse = None
+    if f.kind == "key_use" or f.action:
+        audit = None
+    if audit is not None:
+        if f.since:
+            audit = audit.filter(created_at__gte=f.since)
+        if f.until:
+            audit = audit.filter(created_at__lt=f.until)
+        if f.action:
+            audit = audit.filter(action__startswith=f.action)
+        if f.who:
+            audit = audit.filter(actor_label__icontains=f.who)
+    if keyuse is not None:
+        if f.since:
+            keyuse = keyuse.filter(minute__gte=f.since)
+        if f.until:
+            keyuse = keyuse.filter(minute__lt=f.until)
+        if f.operation:
+            keyuse = keyuse.filter(operation=f.operation)
+        if f.label:
+            keyuse = keyuse.filter(label=f.label)
+        if f.result:
+            keyuse = keyuse.filter(result=f.result)
+        if f.who:
+            keyuse = keyuse.filter(requesting_id__icontains=f.who)
+    return audit, keyuse
+
+
+def export_documents(tenant: Tenant, f: ExportFilter, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
+    """The matching events in chain order, streamed: at most ``chunk_size`` rows of each table in memory."""
+    audit, keyuse = export_querysets(tenant, f)
+    streams: list[Iterable[Row]] = []
+    if audit is not None:
+        streams.append(audit.order_by("seq").iterator(chunk_size=chunk_size))
+    if keyuse is not None:
+        streams.append(keyuse.order_by("seq").iterator(chunk_size=chunk_size))
+    external_id = tenant.external_id
+    for row in heapq.merge(*streams, key=lambda r: r.seq):
+        yield event_document(row, external_id)
+
+
+def export_jsonl(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """JSON Lines: one event document per line."""
+    for doc in documents:
+        yield json.dumps(doc, separators=(",", ":"), sort_keys=True, default=str) + "\n"
+
+
+def export_csv(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """CSV with a header row; ``changes`` is JSON in its cell. Cells that a spreadsheet would run as a
+    formula are prefixed with a quote (CSV injection)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        value = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return value
+
+    writer.writerow(EXPORT_COLUMNS)
+    yield flush()
+    for doc in documents:
+        cells = []
+        for column in EXPORT_COLUMNS:
+            value = doc.get(column, "")
+            if column == "changes":
+                value = json.dumps(value, sort_keys=True, default=str) if value else ""
+            cells.append(_csv_safe(value))
+        writer.writerow(cells)
+        yield flush()
+
+
+def _csv_safe(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
