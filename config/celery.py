@@ -18,3 +18,11 @@ def schedule_periodic_tasks(sender, **kwargs):
     sender.add_periodic_task(
         settings.KEYCORE_HEALTH_CHECK_INTERVAL, sender.signature("keycore.tasks.check_kms_health"), name="kms-health"
     )
+    sender.add_periodic_task(
+        settings.KEYCORE_EVENT_DELIVERY_INTERVAL,
+        sender.signature("keycore.event_tasks.dispatch_event_deliveries"),
+        name="event-deliveries",
+    )
+    sender.add_periodic_task(
+        settings.KEYCORE_EVENT_PRUNE_INTERVAL, sender.signature("keycore.event_tasks.prune_events"), name="event-prune"
+    )

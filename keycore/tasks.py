@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from keycore import errors
+from keycore import errors, event_tasks  # noqa: F401 - event_tasks: the security-events tasks, found through here
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)

@@ -1,0 +1,763 @@
+"""Forwarding a tenant's security events to its SIEM: webhooks and syslog, in chain order.
+
+Each destination keeps a cursor on the tenant's chain. A delivery run takes a
+lease on the destination (one deliverer at a time, whatever the number of
+workers), reads the next batch of events after the cursor, sends it, and moves
+the cursor in the same transaction that records the attempt. A failed batch is
+retried with exponential backoff; after ``KEYCORE_EVENT_DELIVERY_MAX_ATTEMPTS``
+its events become dead letters (which the tenant sees and can replay) and the
+cursor moves on, so one bad batch never blocks the stream for good.
+
+Webhook: ``POST`` of ``{"destination", "tenant", "events": [...]}`` (JSON), signed
+with HMAC-SHA256 over ``"<timestamp>." + body`` under the destination's secret:
+headers ``X-KeyCore-Timestamp`` and ``X-KeyCore-Signature: v1=<hex>``. Redirects are
+not followed; any 2xx is success.
+
+Syslog: RFC 5424 messages over TCP, optionally TLS (RFC 5425, with a CA bundle),
+framed by octet counting (RFC 6587 §3.4.1); the message is the event's JSON
+document, with its id and kind also in structured data.
+
+Delivery is at-least-once: a batch whose fate is unknown (a timeout after the
+server got it, a TCP connection that drops mid-batch) is sent again. Every event
+carries a stable ``id`` (``<chain>:<seq>``) for the receiver to de-duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from keycore import errors
+from keycore.models import EventChain, Tenant
+from keycore.models.events import DeadLetter, DestinationKind, EventDelivery, EventDestination, ReplayState
+from keycore.sealing import root_keyring
+from keycore.services.audit import Actor, audit_record, chain_key, diff
+from keycore.services.events import chain_rows, event_document
+
+log = logging.getLogger(__name__)
+
+SECRET_PURPOSE = "event-destination-secret"  # noqa: S105 - a sealing purpose, not a secret
+MIN_SECRET_LENGTH = 16
+SYSLOG_SD_ID = "keycore@32473"  # 32473: the example enterprise number of RFC 5612
+SYSLOG_FACILITIES = {
+    4: "auth",
+    10: "authpriv",
+    13: "log audit",
+    16: "local0",
+    17: "local1",
+    18: "local2",
+    19: "local3",
+    20: "local4",
+    21: "local5",
+    22: "local6",
+    23: "local7",
+}
+DEFAULT_FACILITY = 13
+SEVERITY_WARNING, SEVERITY_NOTICE, SEVERITY_INFO = 4, 5, 6
+LEASE_SECONDS = 120
+MAX_RESPONSE_BYTES = 300
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def _invalid(field: str, message: str) -> errors.InvalidInput:
+    return errors.InvalidInput(message, field_errors={field: [message]})
+
+
+def _allow_private() -> bool:
+    return settings.KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE
+
+
+def clean_webhook_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    url = str(raw.get("url") or "").strip()
+    if not url:
+        raise _invalid("url", "Give the webhook's URL.")
+    if len(url) > 500:
+        raise _invalid("url", "The URL is too long (at most 500 characters).")
+    parts = urllib.parse.urlsplit(url)
+    allowed = ("https", "http") if _allow_private() else ("https",)
+    if parts.scheme not in allowed:
+        raise _invalid("url", "The webhook URL must use https.")
+    if not parts.hostname:
+        raise _invalid("url", "The URL has no host.")
+    if parts.username or parts.password:
+        raise _invalid("url", "Put no credentials in the URL; requests are signed with the destination's secret.")
+    if parts.fragment:
+        raise _invalid("url", "A webhook URL has no #fragment.")
+    _check_host(parts.hostname, "url", resolve=False)
+    return {"url": url}
+
+
+def clean_syslog_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    host = str(raw.get("host") or "").strip()
+    if not host or len(host) > 253 or any(c.isspace() for c in host):
+        raise _invalid("host", "Give the syslog server's host name or address.")
+    try:
+        port = int(raw.get("port") or (6514 if raw.get("tls") else 514))
+    except (TypeError, ValueError):
+        raise _invalid("port", "The port is a number from 1 to 65535.") from None
+    if not 1 <= port <= 65535:
+        raise _invalid("port", "The port is a number from 1 to 65535.")
+    tls = bool(raw.get("tls"))
+    ca_bundle = str(raw.get("ca_bundle") or "").strip()
+    if ca_bundle:
+        if not tls:
+            raise _invalid("ca_bundle", "A CA bundle is only used with TLS.")
+        try:
+            ssl.create_default_context(cadata=ca_bundle)
+        except (ssl.SSLError, ValueError):
+            raise _invalid("ca_bundle", "The CA bundle is not valid PEM certificates.") from None
+    server_name = str(raw.get("server_name") or "").strip()
+    try:
+        facility = int(raw.get("facility") or DEFAULT_FACILITY)
+    except (TypeError, ValueError):
+        facility = -1
+    if facility not in SYSLOG_FACILITIES:
+        raise _invalid("facility", "Choose a facility from the list.")
+    app_name = str(raw.get("app_name") or "keycore").strip()
+    if not app_name or len(app_name) > 48 or not all(33 <= ord(c) <= 126 for c in app_name):
+        raise _invalid("app_name", "The app name is 1–48 printable ASCII characters without spaces.")
+    _check_host(host, "host", resolve=False)
+    return {
+        "host": host,
+        "port": port,
+        "tls": tls,
+        "ca_bundle": ca_bundle,
+        "server_name": server_name,
+        "facility": facility,
+        "app_name": app_name,
+    }
+
+
+def clean_settings(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
+    if kind == DestinationKind.WEBHOOK:
+        return clean_webhook_settings(raw)
+    if kind == DestinationKind.SYSLOG:
+        return clean_syslog_settings(raw)
+    raise _invalid("kind", "Choose a webhook or a syslog destination.")
+
+
+def _check_host(host: str, field: str, *, resolve: bool) -> list[str]:
+    """Refuse loopback, private, link-local and other internal addresses (SSRF), unless allowed.
+
+    At configuration time only literal addresses are checked; before each delivery the
+    name is resolved and every address it resolves to is checked.
+    """
+    if _allow_private():
+        return []
+    addresses: list[str] = []
+    try:
+        addresses = [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+            raise _invalid(field, "Internal addresses are not allowed as destinations.") from None
+        if not resolve:
+            return []
+        try:
+            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+        except OSError as exc:
+            raise errors.KmsUnreachable(f"Cannot resolve {host}: {exc.strerror or exc}") from None
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise _invalid(field, "Internal addresses are not allowed as destinations.")
+    return addresses
+
+
+def _seal(destination: EventDestination, secret: str) -> None:
+    destination.sealed_secret = root_keyring().seal(
+        secret.encode(), purpose=SECRET_PURPOSE, context=str(destination.uid)
+    )
+
+
+def _unseal(destination: EventDestination) -> bytes:
+    if not destination.sealed_secret:
+        return b""
+    return root_keyring().unseal(bytes(destination.sealed_secret), purpose=SECRET_PURPOSE, context=str(destination.uid))
+
+
+def _clean_secret(secret: str | None) -> str | None:
+    if secret is None or secret == "":
+        return None
+    secret = secret.strip()
+    if len(secret) < MIN_SECRET_LENGTH or len(secret) > 200:
+        raise _invalid("secret", f"A signing secret is {MIN_SECRET_LENGTH}–200 characters.")
+    return secret
+
+
+def _clean_name(name: str, kind: str) -> str:
+    name = " ".join((name or "").split())[:120]
+    return name or DestinationKind(kind).label.split(" (")[0]
+
+
+def destination_create(
+    *,
+    tenant: Tenant,
+    kind: str,
+    name: str,
+    settings_: dict[str, Any],
+    actor: Actor,
+    secret: str | None = None,
+    from_beginning: bool = False,
+) -> tuple[EventDestination, str | None]:
+    """Add a destination. A webhook gets a signing secret: the one given, or a generated one,
+    which is returned (to be shown once) — it is stored only sealed.
+
+    Delivery starts with the next event, or with the oldest retained one (``from_beginning``).
+    """
+    clean = clean_settings(kind, settings_)
+    shown: str | None = None
+    if kind == DestinationKind.WEBHOOK:
+        secret = _clean_secret(secret)
+        if secret is None:
+            secret = shown = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        head = EventChain.objects.filter(key=chain_key(tenant.pk)).first()
+        start = (head.checkpoint_seq if head else 0) if from_beginning else (head.seq if head else 0)
+        destination = EventDestination(
+            tenant=tenant,
+            kind=kind,
+            name=_clean_name(name, kind),
+            settings=clean,
+            cursor_seq=start,
+            created_by=actor.user if actor.user is not None and actor.user.pk else None,
+        )
+        if secret:
+            _seal(destination, secret)
+        destination.save()
+        audit_record(
+            actor=actor,
+            action="event_destination.created",
+            tenant=tenant,
+            target=destination,
+            changes={
+                "kind": [None, kind],
+                "settings": [None, clean],
+                "signing_secret": [None, "(set)" if secret else None],
+                "starts_after_seq": [None, start],
+            },
+        )
+    return destination, shown
+
+
+def destination_update(
+    *, destination: EventDestination, actor: Actor, name: str | None = None, settings_: dict[str, Any] | None = None
+) -> EventDestination:
+    """Rename or re-point a destination (its secret is changed only by :func:`destination_rotate_secret`)."""
+    with transaction.atomic():
+        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        before = {"name": destination.name, "settings": destination.settings}
+        if name is not None:
+            destination.name = _clean_name(name, destination.kind)
+        if settings_ is not None:
+            destination.settings = clean_settings(destination.kind, {**destination.settings, **settings_})
+        after = {"name": destination.name, "settings": destination.settings}
+        delta = diff(before, after)
+        if delta:
+            destination.save(update_fields=["name", "settings", "updated_at"])
+            audit_record(
+                actor=actor,
+                action="event_destination.updated",
+                tenant=destination.tenant,
+                target=destination,
+                changes=delta,
+            )
+    return destination
+
+
+def destination_rotate_secret(*, destination: EventDestination, actor: Actor, secret: str | None = None) -> str | None:
+    """Replace a webhook's signing secret; returns the new one when KeyCore generated it (shown once)."""
+    if destination.kind != DestinationKind.WEBHOOK:
+        raise errors.Conflict("Only webhooks have a signing secret.")
+    secret = _clean_secret(secret)
+    shown = None
+    if secret is None:
+        secret = shown = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        _seal(destination, secret)
+        destination.save(update_fields=["sealed_secret", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="event_destination.secret_rotated",
+            tenant=destination.tenant,
+            target=destination,
+            changes={"signing_secret": ["(set)", "(replaced)"]},
+        )
+    return shown
+
+
+def destination_set_enabled(*, destination: EventDestination, enabled: bool, actor: Actor) -> EventDestination:
+    """Pause or resume forwarding. Resuming retries at once; events kept meanwhile are delivered in order."""
+    with transaction.atomic():
+        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        if destination.enabled == enabled:
+            raise errors.Conflict(f"{destination.name} is already {'enabled' if enabled else 'disabled'}.")
+        destination.enabled = enabled
+        destination.failures = 0
+        destination.next_attempt_at = None
+        destination.save(update_fields=["enabled", "failures", "next_attempt_at", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="event_destination.enabled" if enabled else "event_destination.disabled",
+            tenant=destination.tenant,
+            target=destination,
+            changes={"enabled": [not enabled, enabled]},
+        )
+        if enabled:
+            _enqueue_delivery(destination)
+    return destination
+
+
+def destination_delete(*, destination: EventDestination, actor: Actor) -> None:
+    with transaction.atomic():
+        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        audit_record(
+            actor=actor,
+            action="event_destination.deleted",
+            tenant=destination.tenant,
+            target=destination,
+            changes={"kind": [destination.kind, None], "settings": [destination.settings, None]},
+        )
+        destination.delete()
+
+
+# --- sending ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendResult:
+    ok: bool
+    detail: str
+    status_code: int | None = None
+    duration_ms: float = 0.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # a webhook that redirects is a failed delivery, never a request to somewhere else
+
+
+def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """``v1=`` + hex HMAC-SHA256 over ``timestamp + "." + body`` (what receivers recompute)."""
+    return "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def send_webhook(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+    url = destination.settings["url"]
+    started = time.perf_counter()
+    try:
+        _check_host(urllib.parse.urlsplit(url).hostname or "", "url", resolve=True)
+        body = json.dumps(
+            {"destination": str(destination.uid), "tenant": destination.tenant.external_id, "events": documents},
+            separators=(",", ":"),
+            sort_keys=True,
+            default=str,
+        ).encode()
+        timestamp = str(int(time.time()))
+        request = urllib.request.Request(  # noqa: S310 - the scheme was checked to be http(s)
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "KeyCore-Events/1",
+                "X-KeyCore-Timestamp": timestamp,
+                "X-KeyCore-Signature": webhook_signature(_unseal(destination), timestamp, body),
+                "X-KeyCore-Delivery": uuid.uuid4().hex,
+                "X-KeyCore-Events": f"{documents[0]['seq']}-{documents[-1]['seq']}" if documents else "",
+            },
+        )
+        opener = urllib.request.build_opener(_NoRedirect)
+        with opener.open(request, timeout=settings.KEYCORE_EVENT_DELIVERY_TIMEOUT) as response:
+            status = response.status
+            response.read(MAX_RESPONSE_BYTES)
+    except urllib.error.HTTPError as exc:
+        return SendResult(False, f"HTTP {exc.code} {exc.reason}"[:500], exc.code, _ms(started))
+    except errors.KeyCoreError as exc:
+        return SendResult(False, exc.detail[:500], None, _ms(started))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return SendResult(False, f"cannot reach the webhook: {reason}"[:500], None, _ms(started))
+    if 200 <= status < 300:
+        return SendResult(True, f"HTTP {status}", status, _ms(started))
+    return SendResult(False, f"HTTP {status}", status, _ms(started))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _sd_escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _printable(value: str, limit: int) -> str:
+    cleaned = "".join(c for c in value if 33 <= ord(c) <= 126)[:limit]
+    return cleaned or "-"
+
+
+def syslog_message(document: dict[str, Any], *, facility: int, app_name: str, hostname: str) -> bytes:
+    """One RFC 5424 message: header, structured data naming the event, and the JSON document as MSG."""
+    if document.get("kind") == "key_use":
+        severity = SEVERITY_INFO if document.get("result") == "ok" else SEVERITY_WARNING
+        msgid = "key_use"
+    else:
+        severity, msgid = SEVERITY_NOTICE, "admin"
+    params = {
+        "id": document.get("id"),
+        "tenant": document.get("tenant") or "",
+        "seq": document.get("seq"),
+        "kind": document.get("kind"),
+        "action": document.get("action") or document.get("operation") or "",
+        "result": document.get("result", "ok"),
+        "hash": document.get("hash"),
+    }
+    sd = "[" + SYSLOG_SD_ID + "".join(f' {k}="{_sd_escape(v)}"' for k, v in params.items()) + "]"
+    timestamp = document.get("time") or timezone.now().isoformat()
+    header = (
+        f"<{facility * 8 + severity}>1 {timestamp} {_printable(hostname, 255)} {_printable(app_name, 48)} - {msgid}"
+    )
+    body = json.dumps(document, separators=(",", ":"), sort_keys=True, default=str)
+    return f"{header} {sd} {body}".encode()
+
+
+def octet_frame(message: bytes) -> bytes:
+    """RFC 6587 octet counting: the message length in decimal, a space, the message."""
+    return str(len(message)).encode() + b" " + message
+
+
+def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+    s = destination.settings
+    started = time.perf_counter()
+    hostname = s.get("hostname") or socket.gethostname()
+    payload = b"".join(
+        octet_frame(
+            syslog_message(
+                doc,
+                facility=s.get("facility", DEFAULT_FACILITY),
+                app_name=s.get("app_name", "keycore"),
+                hostname=hostname,
+            )
+        )
+        for doc in documents
+    )
+    try:
+        _check_host(s["host"], "host", resolve=True)
+        raw = socket.create_connection((s["host"], int(s["port"])), timeout=settings.KEYCORE_EVENT_DELIVERY_TIMEOUT)
+        try:
+            if s.get("tls"):
+                context = ssl.create_default_context(cadata=s.get("ca_bundle") or None)
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+                sock = context.wrap_socket(raw, server_hostname=s.get("server_name") or s["host"])
+            else:
+                sock = raw
+            sock.sendall(payload)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+        finally:
+            raw.close()
+    except errors.KeyCoreError as exc:
+        return SendResult(False, exc.detail[:500], None, _ms(started))
+    except ssl.SSLError as exc:
+        return SendResult(
+            False, f"TLS handshake with the syslog server failed: {exc.reason or exc}"[:500], None, _ms(started)
+        )
+    except OSError as exc:
+        return SendResult(False, f"cannot reach the syslog server: {exc.strerror or exc}"[:500], None, _ms(started))
+    return SendResult(True, f"{len(documents)} message(s) sent", None, _ms(started))
+
+
+def send(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+    if destination.kind == DestinationKind.WEBHOOK:
+        return send_webhook(destination, documents)
+    return send_syslog(destination, documents)
+
+
+def destination_test(*, destination: EventDestination, actor: Actor) -> SendResult:
+    """Send one synthetic event (kind "test", not part of the chain) and say what happened."""
+    document = {
+        "id": f"test:{uuid.uuid4().hex}",
+        "chain": "test",
+        "seq": 0,
+        "tenant": destination.tenant.external_id,
+        "time": timezone.now().isoformat(),
+        "kind": "test",
+        "action": "event_destination.test",
+        "actor": actor.label,
+        "result": "ok",
+    }
+    result = send(destination, [document])
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="event_destination.tested",
+            tenant=destination.tenant,
+            target=destination,
+            changes={"result": [None, "ok" if result.ok else result.detail]},
+        )
+    return result
+
+
+# --- delivering ---------------------------------------------------------------------------------------
+
+
+def backoff_seconds(failures: int) -> float:
+    """Exponential: base, 2·base, 4·base … capped (failures counts from 1)."""
+    base = settings.KEYCORE_EVENT_DELIVERY_BACKOFF
+    return min(settings.KEYCORE_EVENT_DELIVERY_BACKOFF_MAX, base * 2 ** max(0, failures - 1))
+
+
+def _claim(destination_id: int, now: datetime) -> str | None:
+    token = uuid.uuid4().hex
+    claimed = (
+        EventDestination.objects.filter(pk=destination_id)
+        .filter(_lease_free(now))
+        .update(lease_until=now + timedelta(seconds=LEASE_SECONDS), lease_token=token)
+    )
+    return token if claimed else None
+
+
+def _lease_free(now: datetime) -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+
+
+def _release(destination_id: int, token: str) -> None:
+    EventDestination.objects.filter(pk=destination_id, lease_token=token).update(lease_until=None, lease_token="")
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivered: int = 0
+    dead_lettered: int = 0
+    failed_attempts: int = 0
+    busy: bool = False
+    more: bool = False
+    retry_at: datetime | None = None
+
+
+def deliver_pending(
+    destination_id: int, *, now: datetime | None = None, max_batches: int = 50, batch_size: int | None = None
+) -> DeliveryOutcome:
+    """Deliver a destination's events after its cursor, in chain order, until caught up or failing.
+
+    Returns what happened; ``retry_at`` says when a failing destination is due again and
+    ``more`` whether events are still waiting (the task then runs again).
+    """
+    clock = (lambda: now) if now is not None else timezone.now
+    batch_size = batch_size or settings.KEYCORE_EVENT_DELIVERY_BATCH
+    token = _claim(destination_id, clock())
+    if token is None:
+        return DeliveryOutcome(busy=True)
+    delivered = dead = failed = 0
+    try:
+        for _ in range(max_batches):
+            destination = EventDestination.objects.select_related("tenant").get(pk=destination_id)
+            if not destination.enabled:
+                return DeliveryOutcome(delivered, dead, failed)
+            if destination.next_attempt_at and destination.next_attempt_at > clock():
+                return DeliveryOutcome(delivered, dead, failed, retry_at=destination.next_attempt_at, more=True)
+            key = chain_key(destination.tenant_id)
+            rows = []
+            for row in chain_rows(key, after=destination.cursor_seq, chunk_size=batch_size):
+                rows.append(row)
+                if len(rows) >= batch_size:
+                    break
+            if not rows:
+                return DeliveryOutcome(delivered, dead, failed)
+            documents = [event_document(row, destination.tenant.external_id) for row in rows]
+            result = send(destination, documents)
+            first, last = documents[0]["seq"], documents[-1]["seq"]
+            with transaction.atomic():
+                current = EventDestination.objects.select_for_update().get(pk=destination_id)
+                if current.lease_token != token or current.cursor_seq != destination.cursor_seq:
+                    return DeliveryOutcome(delivered, dead, failed)  # our lease ran out and another took over
+                EventDelivery.objects.create(
+                    destination=current,
+                    tenant_id=current.tenant_id,
+                    first_seq=first,
+                    last_seq=last,
+                    count=len(documents),
+                    ok=result.ok,
+                    status_code=result.status_code,
+                    error="" if result.ok else result.detail,
+                    duration_ms=result.duration_ms,
+                    attempted_at=clock(),
+                )
+                if result.ok:
+                    EventDestination.objects.filter(pk=destination_id).update(
+                        cursor_seq=last,
+                        failures=0,
+                        next_attempt_at=None,
+                        delivered_total=F("delivered_total") + len(documents),
+                        last_success_at=clock(),
+                        last_error="",
+                        lease_until=clock() + timedelta(seconds=LEASE_SECONDS),
+                    )
+                    delivered += len(documents)
+                    continue
+                failed += 1
+                failures = current.failures + 1
+                if failures >= settings.KEYCORE_EVENT_DELIVERY_MAX_ATTEMPTS:
+                    DeadLetter.objects.bulk_create(
+                        [
+                            DeadLetter(
+                                destination=current,
+                                tenant_id=current.tenant_id,
+                                seq=doc["seq"],
+                                event=json.loads(json.dumps(doc, default=str)),
+                                attempts=failures,
+                                last_error=result.detail,
+                            )
+                            for doc in documents
+                        ],
+                        ignore_conflicts=True,
+                    )
+                    retry_at = clock() + timedelta(seconds=backoff_seconds(1))
+                    EventDestination.objects.filter(pk=destination_id).update(
+                        cursor_seq=last,
+                        failures=0,
+                        next_attempt_at=retry_at,
+                        dead_lettered_total=F("dead_lettered_total") + len(documents),
+                        last_failure_at=clock(),
+                        last_error=result.detail,
+                    )
+                    dead += len(documents)
+                    log.warning(
+                        "destination %s: events %s–%s dead-lettered after %s attempts: %s",
+                        current.uid,
+                        first,
+                        last,
+                        failures,
+                        result.detail,
+                    )
+                    return DeliveryOutcome(delivered, dead, failed, retry_at=retry_at, more=True)
+                retry_at = clock() + timedelta(seconds=backoff_seconds(failures))
+                EventDestination.objects.filter(pk=destination_id).update(
+                    failures=failures, next_attempt_at=retry_at, last_failure_at=clock(), last_error=result.detail
+                )
+                return DeliveryOutcome(delivered, dead, failed, retry_at=retry_at, more=True)
+        return DeliveryOutcome(delivered, dead, failed, more=True)
+    finally:
+        _release(destination_id, token)
+
+
+def destinations_due(now: datetime | None = None) -> list[int]:
+    """Enabled destinations with events after their cursor that may be attempted now."""
+    now = now or timezone.now()
+    candidates = list(
+        EventDestination.objects.filter(enabled=True)
+        .filter(_lease_free(now))
+        .exclude(next_attempt_at__gt=now)
+        .values_list("pk", "tenant_id", "cursor_seq")
+    )
+    if not candidates:
+        return []
+    heads = dict(EventChain.objects.filter(key__in={chain_key(t) for _, t, _ in candidates}).values_list("key", "seq"))
+    return [pk for pk, tenant_id, cursor in candidates if heads.get(chain_key(tenant_id), 0) > cursor]
+
+
+def _enqueue_delivery(destination: EventDestination) -> None:
+    from keycore.event_tasks import deliver_events
+
+    pk = destination.pk
+    transaction.on_commit(lambda: deliver_events.delay(pk))
+
+
+# --- dead letters -----------------------------------------------------------------------------------
+
+
+def dead_letters_replay(*, destination: EventDestination, actor: Actor, ids: list[int] | None = None) -> int:
+    """Queue dead letters (the given ones, or all not yet replayed) to be sent again, in seq order."""
+    from keycore.event_tasks import replay_dead_letters
+
+    with transaction.atomic():
+        letters = DeadLetter.objects.for_tenant(destination.tenant).filter(destination=destination)
+        letters = letters.exclude(replay_state__in=[ReplayState.DELIVERED, ReplayState.QUEUED])
+        if ids is not None:
+            letters = letters.filter(pk__in=ids)
+        count = letters.update(replay_state=ReplayState.QUEUED, replay_error="")
+        if not count:
+            raise errors.Conflict("Nothing to replay: these dead letters were replayed already.")
+        audit_record(
+            actor=actor,
+            action="event_destination.replay_requested",
+            tenant=destination.tenant,
+            target=destination,
+            changes={"dead_letters": [None, count]},
+        )
+        pk = destination.pk
+        transaction.on_commit(lambda: replay_dead_letters.delay(pk))
+    return count
+
+
+def dead_letters_deliver(destination_id: int, *, batch_size: int | None = None, now: datetime | None = None) -> int:
+    """Send queued dead letters in seq order; returns how many were delivered. Failures are marked
+    (the tenant may replay again); a disabled destination leaves them queued."""
+    clock = (lambda: now) if now is not None else timezone.now
+    batch_size = batch_size or settings.KEYCORE_EVENT_DELIVERY_BATCH
+    token = _claim(destination_id, clock())
+    if token is None:
+        return 0
+    delivered = 0
+    try:
+        while True:
+            destination = EventDestination.objects.select_related("tenant").get(pk=destination_id)
+            if not destination.enabled:
+                return delivered
+            letters = list(
+                DeadLetter.objects.filter(destination=destination, replay_state=ReplayState.QUEUED).order_by("seq")[
+                    :batch_size
+                ]
+            )
+            if not letters:
+                return delivered
+            result = send(destination, [letter.event for letter in letters])
+            ids = [letter.pk for letter in letters]
+            with transaction.atomic():
+                EventDelivery.objects.create(
+                    destination=destination,
+                    tenant_id=destination.tenant_id,
+                    first_seq=letters[0].seq,
+                    last_seq=letters[-1].seq,
+                    count=len(letters),
+                    ok=result.ok,
+                    replay=True,
+                    status_code=result.status_code,
+                    error="" if result.ok else result.detail,
+                    duration_ms=result.duration_ms,
+                    attempted_at=clock(),
+                )
+                if result.ok:
+                    DeadLetter.objects.filter(pk__in=ids).update(
+                        replay_state=ReplayState.DELIVERED, replayed_at=clock(), replay_error=""
+                    )
+                    delivered += len(ids)
+                else:
+                    DeadLetter.objects.filter(pk__in=ids).update(
+                        replay_state=ReplayState.FAILED, replay_error=result.detail, attempts=F("attempts") + 1
+                    )
+                    return delivered
+    finally:
+        _release(destination_id, token)
