@@ -18,6 +18,10 @@ def schedule_periodic_tasks(sender, **kwargs):
     sender.add_periodic_task(
         settings.KEYCORE_HEALTH_CHECK_INTERVAL, sender.signature("keycore.tasks.check_kms_health"), name="kms-health"
     )
+    # rekey chunks whose task died with a worker are picked up again (their lease has run out)
+    sender.add_periodic_task(60.0, sender.signature("keycore.tasks.resume_rekey_jobs"), name="rekey-jobs-resume")
+    # a new tenant-key version for tenants whose rotation period has passed (one set-based query)
+    sender.add_periodic_task(3600.0, sender.signature("keycore.tasks.rotate_due_tenant_keys"), name="key-rotation")
     sender.add_periodic_task(
         settings.KEYCORE_EVENT_DELIVERY_INTERVAL,
         sender.signature("keycore.event_tasks.dispatch_event_deliveries"),

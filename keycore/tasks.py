@@ -3,21 +3,100 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from keycore import errors, event_tasks  # noqa: F401 - event_tasks: the security-events tasks, found through here
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def run_rekey_job(self, job_id: int) -> None:
-    from keycore.services.jobs import job_run
+    """Plan a rekey job (once) and fan its chunks out, one task each."""
+    from django.db import InterfaceError, OperationalError
+
+    from keycore.services.jobs import job_mark_enqueued, job_plan, retry_delay
 
     try:
-        job_run(job_id)
-    except errors.KeyCoreError as exc:
-        if exc.retryable:
-            # the job is paused with the reason shown; try again with exponential backoff, capped at 5 minutes
-            raise self.retry(exc=exc, countdown=min(300, 2 ** min(self.request.retries, 8))) from exc
-        raise
+        chunk_ids = job_plan(job_id)
+    except (OperationalError, InterfaceError) as exc:
+        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries)) from exc
+    if chunk_ids:
+        job_mark_enqueued(chunk_ids)
+        for chunk_id in chunk_ids:
+            run_rekey_chunk.delay(chunk_id)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def run_rekey_chunk(self, chunk_id: int) -> None:
+    """Work one chunk of a rekey job; resumable from its committed cursor wherever it stopped."""
+    from django.db import InterfaceError, OperationalError
+
+    from keycore.services.jobs import ChunkBusy, ChunkPaused, job_run_chunk, retry_delay
+
+    try:
+        job_run_chunk(chunk_id, attempt=self.request.retries)
+    except ChunkBusy as busy:
+        # another worker holds the lease; if it died, the lease runs out and this task takes over
+        raise self.retry(countdown=busy.wait) from None
+    except ChunkPaused as paused:
+        # a KMS is down: the job shows why; exponential backoff, and the job resumes by itself
+        raise self.retry(countdown=paused.delay) from None
+    except (OperationalError, InterfaceError) as exc:
+        # the database went away mid-batch: that batch rolled back, the cursor did not move
+        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries)) from exc
+
+
+@shared_task
+def resume_rekey_jobs(startup: bool = False) -> int:
+    """Periodic (and at worker start): re-enqueue chunks whose task was lost with a killed worker."""
+    from keycore.services.jobs import job_mark_enqueued, job_resume_stalled, jobs_never_planned
+
+    for job_id in jobs_never_planned():
+        run_rekey_job.delay(job_id)
+    stalled = job_resume_stalled(startup=startup)
+    job_mark_enqueued([chunk_id for chunk_id, _ in stalled])
+    for chunk_id, countdown in stalled:
+        run_rekey_chunk.apply_async((chunk_id,), countdown=countdown or None)
+    return len(stalled)
+
+
+@worker_ready.connect
+def _resume_rekey_jobs_on_start(sender=None, **kwargs) -> None:
+    """A worker that starts picks up what a killed one left (its own queue, through the broker)."""
+    resume_rekey_jobs.apply_async(kwargs={"startup": True})
+
+
+#: tenants per task of the scheduled rotation
+ROTATION_BATCH = 200
+
+
+@shared_task
+def rotate_due_tenant_keys() -> int:
+    """Periodic (hourly): a new tenant-key version for every tenant whose rotation period has passed."""
+    from keycore.services.jobs import tenants_due_for_rotation
+
+    due = tenants_due_for_rotation()
+    for start in range(0, len(due), ROTATION_BATCH):
+        rotate_tenant_keys.delay(due[start : start + ROTATION_BATCH])
+    return len(due)
+
+
+@shared_task(acks_late=True)
+def rotate_tenant_keys(tenant_ids: list[int]) -> int:
+    """Rotate the given tenants' keys if still due (idempotent: a re-delivery rotates nobody twice).
+
+    A tenant whose KMS fails stays due, so the next hourly run tries it again.
+    """
+    import logging
+
+    from keycore.services.jobs import tenant_key_rotate_if_due
+
+    rotated = 0
+    for tenant_id in tenant_ids:
+        try:
+            rotated += tenant_key_rotate_if_due(tenant_id=tenant_id) is not None
+        except errors.KeyCoreError as exc:
+            logging.getLogger(__name__).warning("scheduled rotation of tenant %s failed: %s", tenant_id, exc.code)
+    return rotated
 
 
 @shared_task

@@ -270,7 +270,11 @@ def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], ac
         instance.close()
     if not result.ok:
         raise errors.InvalidInput(f"Test connection failed: {result.detail}", field_errors={"__all__": [result.detail]})
+    read = bytes(config.sealed_secrets or b"")
     with transaction.atomic():
+        # a KEK rotation may have re-sealed the secrets since they were read: never write back stale ones
+        if bytes(_locked(config).sealed_secrets or b"") != read:
+            raise errors.Conflict(f"The secrets of {config.name} changed meanwhile; try again.")
         seal_secrets(config, clean_secrets)
         config.save(update_fields=["sealed_secrets", "secret_fields_set", "updated_at"])
         audit_record(
@@ -572,22 +576,24 @@ def unwrap_tenant_key(tenant, version: int) -> TenantKeyHandle:
     return handle
 
 
-def unwrap_raw(tenant, key: TenantKey) -> bytes:
+def unwrap_raw(tenant, key: TenantKey, wraps: list[TenantKeyWrap] | None = None) -> bytes:
     """Unwrap ``key`` through its usable wraps (primary first), verified against its check value.
 
     Only jobs that rewrap keys call this directly; everything else goes through
-    :func:`unwrap_tenant_key` and its cache.
+    :func:`unwrap_tenant_key` and its cache. Jobs pass ``wraps`` (all of the key's
+    wraps with their ``kms_config``, primary first) when they loaded a batch at once.
     """
     version = key.version
     if key.state == "destroyed":
         raise errors.KeyDestroyed(
             f"Tenant key v{version} of {tenant.external_id} was destroyed; data under it is gone."
         )
-    wraps = list(
-        TenantKeyWrap.objects.filter(tenant_key=key)
-        .select_related("kms_config")
-        .order_by("-kms_config__is_primary", "-id")
-    )
+    if wraps is None:
+        wraps = list(
+            TenantKeyWrap.objects.filter(tenant_key=key)
+            .select_related("kms_config")
+            .order_by("-kms_config__is_primary", "-id")
+        )
     for wrap in wraps:
         if wrap.kms_config.state == ConfigState.REVOKED:
             raise errors.KeyRevoked(
