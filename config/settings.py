@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Redoc served from our own static files, not a CDN
     "keycore",
     "vendor_portal",
     "tenant_portal",
@@ -305,9 +306,13 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "KeyCore <keycore@localhost>")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keycore.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["keycore.api.permissions.HasScope"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "keycore.api.schema.KeyCoreAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "keycore.api.pagination.CursorPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # JSON in, JSON out: no browsable HTML API, no form parsing, never a 406
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "keycore.api.negotiation.JsonFirstNegotiation",
     "EXCEPTION_HANDLER": "keycore.api.problems.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["keycore.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env("KEYCORE_API_RATE", "100000/min")},
@@ -316,10 +321,27 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "KeyCore API",
-    "DESCRIPTION": "The vendor bridge and the crypto API of KeyCore.",
+    "DESCRIPTION": "The vendor bridge (tenants, invitations, KMS configurations, rekey jobs, events) and the "
+    "crypto API of KeyCore. Authenticate with `Authorization: Bearer <api key>`; errors are RFC 9457 problem "
+    "details (`application/problem+json`). See docs/api.md for a guide.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "keycore.api.schema.add_problem_responses",
+    ],
+    "TAGS": [
+        {"name": "tenants", "description": "Tenants, addressed by your own external id."},
+        {"name": "invitations", "description": "Invite tenants' administrators."},
+        {"name": "kms-configs", "description": "KMS configurations and key history."},
+        {"name": "rekey-jobs", "description": "Background jobs that move tenant keys under new keys."},
+        {"name": "events", "description": "Key-use events and the audit trail."},
+        {"name": "crypto", "description": "Encrypt, decrypt and rekey tenant data: the one code path."},
+    ],
 }
 
 # --- KeyCore -----------------------------------------------------------------------

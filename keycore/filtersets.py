@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q
 
-from keycore.models import AuditEvent, RekeyJob, Tenant
+from keycore.models import AuditEvent, KeyUseEvent, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
 
@@ -58,3 +58,18 @@ class AuditEventFilterSet(django_filters.FilterSet):
     class Meta:
         model = AuditEvent
         fields = ["tenant", "actor", "action", "since", "until"]
+
+
+class KeyUseEventFilterSet(django_filters.FilterSet):
+    """A tenant's key-use events (the REST API; the tenant portal may share it)."""
+
+    operation = django_filters.CharFilter(field_name="operation", label="Operation")
+    result = django_filters.CharFilter(field_name="result", label="Result")
+    label = django_filters.CharFilter(field_name="label", label="Data label")
+    requesting_id = django_filters.CharFilter(field_name="requesting_id", label="Requesting id")
+    since = django_filters.IsoDateTimeFilter(field_name="minute", lookup_expr="gte", label="From")
+    until = django_filters.IsoDateTimeFilter(field_name="minute", lookup_expr="lt", label="Until")
+
+    class Meta:
+        model = KeyUseEvent
+        fields = ["operation", "result", "label", "requesting_id", "since", "until"]

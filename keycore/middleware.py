@@ -15,11 +15,10 @@ class SecurityHeadersMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if request.path.startswith("/api/v1/docs"):
-            return response  # the API docs page sets its own policy
+        # setdefault: the API docs page sets a policy of its own (keycore.api.docs), only a little wider
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-        if request.user.is_authenticated if hasattr(request, "user") else False:
-            # pages of a key-management console are never cached by the browser or a proxy
+        if request.path.startswith("/api/") or (request.user.is_authenticated if hasattr(request, "user") else False):
+            # pages of a key-management console, and API answers (plaintexts!), are never cached by a browser or proxy
             response.headers.setdefault("Cache-Control", "no-store")
         return response

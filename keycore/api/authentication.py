@@ -3,6 +3,14 @@
 Only the prefix (for lookup) and a SHA-256 of the whole key are stored; the
 comparison is constant-time. ``last_used_at`` is updated at most once a minute
 per key so authentication stays cheap on the crypto path.
+
+A successful lookup is kept in this process for at most ``KEYCORE_REVOCATION_POLL``
+seconds (1 s by default), keyed by the SHA-256 of the presented key. After that
+the row is read again, so a revoked, expired, re-scoped or deleted key stops
+working everywhere within that interval plus one request — the same two-second
+promise as tenant-key revocation, without a query per request. Expiry is also
+checked against the clock on every request. Nothing but the hash is used as a
+cache key and nothing is cached for a key that failed.
 """
 
 from __future__ import annotations
@@ -10,8 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -19,6 +30,8 @@ from keycore.models import ApiKey
 
 KEY_PREFIX = "kc"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+#: distinct keys remembered per process at most; the cache is emptied when it is full
+CACHE_MAX_ENTRIES = 10_000
 
 
 def hash_key(raw: str) -> str:
@@ -38,6 +51,48 @@ def parse_prefix(raw: str) -> str | None:
     return parts[1]
 
 
+class _KeyCache:
+    """hash of a presented key → (ApiKey with its allowed tenants, monotonic time it was read)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[ApiKey, float]] = {}
+
+    def get(self, digest: str, max_age: float) -> ApiKey | None:
+        entry = self._entries.get(digest)
+        if entry is None or time.monotonic() - entry[1] > max_age:
+            return None
+        return entry[0]
+
+    def put(self, digest: str, key: ApiKey) -> None:
+        with self._lock:
+            if len(self._entries) >= CACHE_MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[digest] = (key, time.monotonic())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+key_cache = _KeyCache()
+
+
+def _load(prefix: str, digest: str) -> ApiKey | None:
+    key = ApiKey.objects.filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        return None
+    # external ids never change, so the set can be checked without touching the database again
+    key.allowed_tenants = frozenset(key.tenants.values_list("external_id", flat=True)) or None
+    return key
+
+
+def tenant_allowed(key: ApiKey | None, external_id: str) -> bool:
+    """Whether ``key`` may use ``external_id``; keys without a tenant list may use every tenant."""
+    allowed = getattr(key, "allowed_tenants", None)
+    return allowed is None or external_id in allowed
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -50,17 +105,24 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
         raw = raw.strip()
         prefix = parse_prefix(raw)
-        key = ApiKey.objects.filter(prefix=prefix).prefetch_related("tenants").first() if prefix else None
-        if key is None or not hmac.compare_digest(key.key_hash, hash_key(raw)):
+        if prefix is None:
             raise exceptions.AuthenticationFailed("The API key is not valid.")
+        digest = hash_key(raw)
+        key = key_cache.get(digest, settings.KEYCORE_REVOCATION_POLL)
+        if key is None:
+            key = _load(prefix, digest)
+            if key is None:
+                raise exceptions.AuthenticationFailed("The API key is not valid.")
+            if key.revoked_at is None:
+                key_cache.put(digest, key)
         if key.revoked_at is not None:
             raise exceptions.AuthenticationFailed("The API key was revoked.")
-        if key.expires_at is not None and key.expires_at <= timezone.now():
-            raise exceptions.AuthenticationFailed("The API key has expired.")
         now = timezone.now()
+        if key.expires_at is not None and key.expires_at <= now:
+            raise exceptions.AuthenticationFailed("The API key has expired.")
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
             key.last_used_at = now
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         request._request.api_key = key
         return (None, key)
 

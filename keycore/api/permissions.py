@@ -4,7 +4,11 @@ from rest_framework import permissions
 
 
 class HasScope(permissions.BasePermission):
-    """The API key carries the view's ``required_scope`` (views may vary it per method)."""
+    """The API key carries the view's ``required_scope`` (views may vary it per method with ``required_scopes``).
+
+    A view that declares no scope for a method is closed to every key: forgetting a
+    scope can only deny, never open.
+    """
 
     message = "This API key lacks the scope this endpoint needs."
 
@@ -12,7 +16,10 @@ class HasScope(permissions.BasePermission):
         key = request.auth
         if key is None:
             return False
-        scope = getattr(view, "required_scopes", {}).get(request.method) or getattr(view, "required_scope", None)
+        if request.method.lower() not in view.http_method_names or not hasattr(view, request.method.lower()):
+            return True  # the view answers 405 Method Not Allowed
+        method = "GET" if request.method == "HEAD" else request.method
+        scope = getattr(view, "required_scopes", {}).get(method) or getattr(view, "required_scope", None)
         if scope is None:
             return False
         if scope not in key.scopes:

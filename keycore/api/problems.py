@@ -1,15 +1,24 @@
 """Errors as RFC 9457 problem details: ``application/problem+json``, a stable ``type``, a human ``detail``.
 
 Never an HTML page, never a traceback: anything unexpected becomes a plain 500
-problem (and is logged server-side).
+problem (and is logged server-side). Unknown URLs under ``/api/v1/`` reach
+:func:`unknown_endpoint` instead of the portals' HTML 404 page.
+
+The ``type`` of a problem is ``https://keycore.dev/problems/<code>``; ``code`` is
+the stable slug clients branch on (the Python client maps each to an exception).
+Field errors, when there are any, are in ``errors`` as ``{field: [messages]}``;
+nested fields are dotted (``settings.key_id``, ``items[3].fields``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -18,6 +27,35 @@ from keycore import errors
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://keycore.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+#: seconds a client should wait before retrying a retryable error (KMS unreachable, throttled KMS)
+RETRY_AFTER_SECONDS = 2
+
+
+# --- errors of the API layer itself (the domain's are in keycore.errors) ---------------
+
+
+class RequestTooLarge(errors.KeyCoreError):
+    code = "request-too-large"
+    title = "Request too large"
+    http_status = 413
+
+
+class IdempotencyKeyReused(errors.KeyCoreError):
+    """The Idempotency-Key was first used for a different request (another body or endpoint)."""
+
+    code = "idempotency-key-reused"
+    title = "Idempotency key reused for a different request"
+    http_status = 422
+
+
+class IdempotencyKeyInProgress(errors.KeyCoreError):
+    """The first request with this Idempotency-Key has not finished yet; retry shortly to get its result."""
+
+    code = "idempotency-key-in-progress"
+    title = "A request with this idempotency key is in progress"
+    http_status = 409
+    retryable = True
+
 
 _DRF_CODES = {
     exceptions.NotAuthenticated: ("not-authenticated", "Authentication required"),
@@ -33,43 +71,57 @@ _DRF_CODES = {
 }
 
 
+def problem_body(code: str, title: str, status_code: int, detail: str, **extra) -> dict:
+    return {"type": PROBLEM_BASE + code, "title": title, "status": status_code, "detail": detail, **extra}
+
+
 def problem(code: str, title: str, status_code: int, detail: str, **extra) -> Response:
-    body = {"type": PROBLEM_BASE + code, "title": title, "status": status_code, "detail": detail, **extra}
+    body = problem_body(code, title, status_code, detail, **extra)
     return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
 
 
-def problem_for(exc: errors.KeyCoreError, **extra) -> Response:
-    payload = dict(extra)
-    if exc.field_errors:
-        payload["errors"] = exc.field_errors
-    response = problem(exc.code, exc.title, exc.http_status, exc.detail, **payload)
+def error_body(exc: errors.KeyCoreError) -> dict:
+    """The problem object of a typed error; also used for the per-item errors of batch calls."""
+    extra = {"errors": exc.field_errors} if exc.field_errors else {}
+    return problem_body(exc.code, exc.title, exc.http_status, exc.detail, **extra)
+
+
+def problem_for(exc: errors.KeyCoreError) -> Response:
+    response = Response(error_body(exc), status=exc.http_status, content_type=PROBLEM_CONTENT_TYPE)
     if exc.retryable:
-        response["Retry-After"] = "2"
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
-def _flatten(detail) -> dict[str, list[str]]:
+def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors as ``{"admins[0].email": [...]}``; "__all__" for errors of the whole body."""
+    out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
-        out: dict[str, list[str]] = {}
-        for key, value in detail.items():
-            if isinstance(value, dict):
-                for sub, msgs in _flatten(value).items():
-                    out[f"{key}.{sub}"] = msgs
-            elif isinstance(value, list) and value and isinstance(value[0], dict):
-                for i, item in enumerate(value):
-                    for sub, msgs in _flatten(item).items():
-                        out[f"{key}[{i}].{sub}"] = msgs
-            else:
-                out[key] = [str(v) for v in (value if isinstance(value, list) else [value])]
-        return out
-    if isinstance(detail, list):
-        return {"__all__": [str(v) for v in detail]}
-    return {"__all__": [str(detail)]}
+        items = detail.items()
+    elif isinstance(detail, list) and any(isinstance(v, dict | list) for v in detail):
+        items = enumerate(detail)
+    else:
+        messages = detail if isinstance(detail, list) else [detail]
+        return {prefix or "__all__": [str(m) for m in messages]}
+    for key, value in items:
+        if isinstance(key, int):
+            name = f"{prefix}[{key}]"
+        elif key == "non_field_errors":
+            name = prefix or "__all__"
+        else:
+            name = f"{prefix}.{key}" if prefix else str(key)
+        if value in ({}, []):
+            continue  # a list item without errors
+        for field, messages in _flatten(value, name).items():
+            out.setdefault(field, []).extend(messages)
+    return out
 
 
 def exception_handler(exc, context):
     if isinstance(exc, errors.KeyCoreError):
         return problem_for(exc)
+    if isinstance(exc, RequestDataTooBig):
+        return problem_for(RequestTooLarge("The request body is larger than this server accepts; split it up."))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -91,3 +143,12 @@ def exception_handler(exc, context):
         return response
     log.exception("unhandled error in the API", exc_info=exc)
     return problem("internal-error", "Internal error", 500, "Something went wrong on our side; it has been logged.")
+
+
+@csrf_exempt
+def unknown_endpoint(request, *args, **kwargs) -> HttpResponse:
+    """Any URL under /api/v1/ that no route matches: a problem, not the portals' HTML page."""
+    body = problem_body(
+        "not-found", "Not found", 404, f"There is no API endpoint at {request.path}; see /api/v1/docs/."
+    )
+    return HttpResponse(json.dumps(body), status=404, content_type=PROBLEM_CONTENT_TYPE)

@@ -1,11 +1,76 @@
-from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+"""/api/v1/: the vendor bridge, the crypto API, the OpenAPI schema and its reference page.
+
+Resources end in a slash, the crypto calls do not (``/api/v1/crypto/encrypt``).
+Anything else under /api/v1/ is a 404 problem, never the portals' HTML page.
+"""
+
+from django.urls import path, re_path
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
+
+from keycore.api import crypto, views
+from keycore.api import schema as _schema  # noqa: F401 - registers the bearer scheme with drf-spectacular
+from keycore.api.docs import ApiDocsView
+from keycore.api.problems import unknown_endpoint
+
+SchemaView = extend_schema(exclude=True)(SpectacularAPIView)
+
+tenant = "tenants/<str:external_id>/"
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="api-schema"),
     path(
-        "docs/",
-        SpectacularRedocView.as_view(url_name="api-schema", authentication_classes=[], permission_classes=[]),
-        name="api-docs",
+        "schema/",
+        SchemaView.as_view(
+            authentication_classes=[],
+            permission_classes=[],
+            # JSON unless YAML is asked for
+            renderer_classes=[OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2],
+        ),
+        name="api-schema",
     ),
+    path("docs/", ApiDocsView.as_view(), name="api-docs"),
+    # the vendor bridge
+    path("tenants/", views.TenantListView.as_view(), name="api-tenants"),
+    path("tenants/bulk/", views.TenantBulkView.as_view(), name="api-tenants-bulk"),
+    path(tenant, views.TenantDetailView.as_view(), name="api-tenant"),
+    path(tenant + "suspend/", views.tenant_suspend, name="api-tenant-suspend"),
+    path(tenant + "reactivate/", views.tenant_reactivate, name="api-tenant-reactivate"),
+    path(tenant + "offboard/", views.tenant_offboard, name="api-tenant-offboard"),
+    path(tenant + "invitations/", views.InvitationListView.as_view(), name="api-invitations"),
+    path(tenant + "invitations/<uuid:uid>/revoke/", views.invitation_revoke, name="api-invitation-revoke"),
+    path(tenant + "invitations/<uuid:uid>/resend/", views.invitation_resend, name="api-invitation-resend"),
+    path(tenant + "kms-configs/", views.KmsConfigListView.as_view(), name="api-kms-configs"),
+    path(tenant + "kms-configs/<uuid:uid>/", views.KmsConfigDetailView.as_view(), name="api-kms-config"),
+    path(
+        tenant + "kms-configs/<uuid:uid>/make-primary/",
+        views.KmsConfigMakePrimaryView.as_view(),
+        name="api-kms-config-make-primary",
+    ),
+    path(
+        tenant + "kms-configs/<uuid:uid>/decrypt-only/",
+        views.kms_config_decrypt_only,
+        name="api-kms-config-decrypt-only",
+    ),
+    path(tenant + "kms-configs/<uuid:uid>/retire/", views.kms_config_retire, name="api-kms-config-retire"),
+    path(tenant + "key-history/", views.KeyHistoryView.as_view(), name="api-key-history"),
+    path(tenant + "rekey-jobs/", views.TenantRekeyJobsView.as_view(), name="api-tenant-rekey-jobs"),
+    path(tenant + "events/", views.TenantEventsView.as_view(), name="api-tenant-events"),
+    path("rekey-jobs/", views.RekeyJobListView.as_view(), name="api-rekey-jobs"),
+    path("rekey-jobs/<uuid:uid>/", views.RekeyJobDetailView.as_view(), name="api-rekey-job"),
+    path("rekey-jobs/<uuid:uid>/cancel/", views.rekey_job_cancel, name="api-rekey-job-cancel"),
+    path("rekey-jobs/<uuid:uid>/retry/", views.rekey_job_retry, name="api-rekey-job-retry"),
+    path("audit/", views.AuditListView.as_view(), name="api-audit"),
+    # the crypto API
+    path("crypto/encrypt", crypto.EncryptView.as_view(), name="api-crypto-encrypt"),
+    path("crypto/decrypt", crypto.DecryptView.as_view(), name="api-crypto-decrypt"),
+    path("crypto/rekey", crypto.RekeyView.as_view(), name="api-crypto-rekey"),
+    path("crypto/batch-encrypt", crypto.BatchEncryptView.as_view(), name="api-crypto-batch-encrypt"),
+    path("crypto/batch-decrypt", crypto.BatchDecryptView.as_view(), name="api-crypto-batch-decrypt"),
+    re_path(r"^[\s\S]*\Z", unknown_endpoint),  # anything at all, newlines included
 ]

@@ -1,0 +1,282 @@
+"""What the vendor bridge reads and returns. Thin: validation of domain rules stays in the services.
+
+Secrets are write-only: ``KmsConfigCreateSerializer.secrets`` is accepted and
+never returned; configurations show only ``secret_fields_set`` (the names of the
+secrets that are set). No serializer has a field for sealed secrets, key wraps,
+token or key hashes.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from keycore.models import AuditEvent, Invitation, KeyHistoryEntry, KeyUseEvent, KmsConfig, RekeyJob, Tenant
+from keycore.models.tenants import EXTERNAL_ID_PATTERN
+from keycore.roles import TenantRole
+
+# --- tenants ------------------------------------------------------------------------------
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Tenant
+        fields = [
+            "external_id",
+            "name",
+            "status",
+            "key_ownership",
+            "primary_provider",
+            "health",
+            "require_mfa",
+            "key_rotation_days",
+            "event_retention_days",
+            "created_at",
+            "updated_at",
+            "status_changed_at",
+            "shred_after",
+        ]
+        read_only_fields = fields
+
+
+class AdminInviteSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=TenantRole.choices, default=TenantRole.OWNER)
+
+
+class TenantCreateSerializer(serializers.Serializer):
+    external_id = serializers.RegexField(
+        EXTERNAL_ID_PATTERN,
+        max_length=128,
+        help_text="Your own id of the tenant: 1–128 letters, digits, dots, dashes or underscores. Immutable.",
+    )
+    name = serializers.CharField(max_length=200)
+    admins = AdminInviteSerializer(
+        many=True, required=False, help_text="People invited to administer the tenant (emails go out at once)."
+    )
+
+    def validate_admins(self, value):
+        if len(value) > 20:
+            raise serializers.ValidationError("At most 20 admins per tenant.")
+        return value
+
+
+class TenantUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    require_mfa = serializers.BooleanField(required=False)
+    key_rotation_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
+    event_retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+
+
+class StatusChangeSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+class BulkTenantsSerializer(serializers.Serializer):
+    """Only the envelope; each item is validated on its own so that one bad item fails alone."""
+
+    tenants = serializers.ListField(
+        child=serializers.DictField(), min_length=1, max_length=1000, help_text="Up to 1,000 tenants to create."
+    )
+
+
+class BulkItemResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    external_id = serializers.CharField(allow_null=True)
+    status = serializers.IntegerField(help_text="201 when created, else the status of the problem in `error`.")
+    tenant = TenantSerializer(required=False)
+    error = serializers.DictField(required=False, help_text="A problem object (type, title, status, detail, errors).")
+
+
+class BulkResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    results = BulkItemResultSerializer(many=True)
+
+
+# --- invitations -------------------------------------------------------------------------------
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    role = serializers.ChoiceField(choices=TenantRole.choices, read_only=True)
+    state = serializers.ChoiceField(choices=["pending", "accepted", "revoked", "expired"], read_only=True)
+
+    class Meta:
+        model = Invitation
+        fields = [
+            "uid",
+            "email",
+            "role",
+            "state",
+            "created_by_label",
+            "created_at",
+            "expires_at",
+            "last_sent_at",
+            "send_count",
+            "accepted_at",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+
+class InvitationCreateSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=TenantRole.choices, default=TenantRole.OWNER)
+
+
+# --- KMS configurations --------------------------------------------------------------------------
+
+
+class KmsConfigSerializer(serializers.ModelSerializer):
+    secret_fields_set = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="Names of the secrets that are set; never values."
+    )
+
+    class Meta:
+        model = KmsConfig
+        fields = [
+            "uid",
+            "name",
+            "owner",
+            "provider",
+            "state",
+            "is_primary",
+            "settings",
+            "secret_fields_set",
+            "rate_limit",
+            "health",
+            "health_detail",
+            "health_checked_at",
+            "last_success_at",
+            "last_failure_at",
+            "created_at",
+            "updated_at",
+            "state_changed_at",
+        ]
+        read_only_fields = fields
+
+
+class KmsConfigCreateSerializer(serializers.Serializer):
+    provider = serializers.CharField(max_length=32, help_text="A provider the vendor may create: local, aws, kmip, …")
+    name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    settings = serializers.DictField(required=False, default=dict, help_text="The provider's non-secret settings.")
+    secrets = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        default=dict,
+        write_only=True,
+        help_text="The provider's credentials. Write-only: stored sealed, never returned.",
+    )
+    rate_limit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False, default=0)
+    make_primary = serializers.BooleanField(
+        required=False, default=False, help_text="Make it primary at once (starts a rekey job)."
+    )
+
+
+# --- history, jobs, events ------------------------------------------------------------------------
+
+
+class KeyHistorySerializer(serializers.ModelSerializer):
+    kms_config = serializers.SlugRelatedField(slug_field="uid", read_only=True, allow_null=True)
+    actor = serializers.CharField(source="actor_label", read_only=True)
+
+    class Meta:
+        model = KeyHistoryEntry
+        fields = ["at", "action", "kms_config", "config_name", "config_owner", "config_provider", "detail", "actor"]
+        read_only_fields = fields
+
+
+class RekeyJobSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="external_id", read_only=True, allow_null=True)
+    source_config = serializers.SlugRelatedField(slug_field="uid", read_only=True, allow_null=True)
+    target_config = serializers.SlugRelatedField(slug_field="uid", read_only=True, allow_null=True)
+    started_by = serializers.CharField(source="started_by_label", read_only=True)
+    progress_percent = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = RekeyJob
+        fields = [
+            "uid",
+            "kind",
+            "tenant",
+            "state",
+            "total",
+            "done",
+            "failed",
+            "progress_percent",
+            "source_config",
+            "target_config",
+            "started_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+            "last_error",
+            "pause_reason",
+        ]
+        read_only_fields = fields
+
+
+class KeyUseEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = KeyUseEvent
+        fields = [
+            "seq",
+            "minute",
+            "operation",
+            "result",
+            "count",
+            "label",
+            "requesting_id",
+            "source_ip",
+            "key_version",
+            "created_at",
+            "prev_hash",
+            "hash",
+        ]
+        read_only_fields = fields
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="external_id", read_only=True, allow_null=True)
+    actor = serializers.CharField(source="actor_label", read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "chain",
+            "seq",
+            "tenant",
+            "created_at",
+            "action",
+            "actor",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "changes",
+            "source_ip",
+            "prev_hash",
+            "hash",
+        ]
+        read_only_fields = fields
+
+
+# --- for the schema only: problems and the crypto API (parsed by hand in keycore.api.crypto) -----------
+
+
+class ProblemSerializer(serializers.Serializer):
+    type = serializers.URLField(help_text="Stable: https://keycore.dev/problems/<code>.")
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Field name → messages ('__all__' for the request as a whole).",
+    )
+
+
+@extend_schema_field(OpenApiTypes.BYTE)
+class Base64Field(serializers.CharField):
+    """Standard base64 with padding (RFC 4648 §4)."""

@@ -1,0 +1,31 @@
+"""The API reference page in Chromium: Redoc renders every endpoint under the page's CSP, with nothing from a CDN."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.browser.conftest import browser, page  # noqa: F401 - the browser fixtures
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+#: Redoc's footer shows Redocly's logo from their CDN; our policy refuses it and Redoc hides the image
+REDOC_FOOTER_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def test_the_reference_renders_under_its_csp_without_a_cdn(page, live_server):  # noqa: F811
+    errors, loaded, refused = [], set(), set()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfinished", lambda r: loaded.add(urlsplit(r.url).netloc) if r.url.startswith("http") else None)
+    page.on("requestfailed", lambda r: refused.add(r.url))
+    response = page.goto("/api/v1/docs/")
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    page.locator("h1", has_text="KeyCore API").wait_for()
+    page.locator("h2", has_text="Encrypt a document for a tenant").wait_for()
+    page.locator("h2", has_text="Create up to 1,000 tenants").wait_for()
+    page.screenshot(path=str(page.results_dir / "api-docs.png"))  # the first screen; the whole page is ~35k px
+    assert loaded == {urlsplit(live_server.url).netloc}
+    assert refused <= {REDOC_FOOTER_LOGO}
+    unexpected = [e for e in errors if not (REDOC_FOOTER_LOGO in e and "Content Security Policy" in e)]
+    assert not unexpected, unexpected
