@@ -1,8 +1,18 @@
-"""Sign-ins, failed sign-ins and MFA changes become audit events; invitations verify the address."""
+"""Sign-ins, failed sign-ins, password, email and MFA changes become audit events (on the vendor chain:
+an account is not one tenant's); invitations verify the address."""
 
 from __future__ import annotations
 
-from allauth.account.signals import password_changed, password_reset, user_logged_in, user_signed_up
+from allauth.account.signals import (
+    email_added,
+    email_changed,
+    email_removed,
+    password_changed,
+    password_reset,
+    password_set,
+    user_logged_in,
+    user_signed_up,
+)
 from allauth.mfa.signals import authentication_failed, authenticator_added, authenticator_removed, authenticator_reset
 from django.contrib.auth.signals import user_logged_out, user_login_failed
 from django.dispatch import receiver
@@ -102,3 +112,41 @@ def on_password_changed(sender, request, user, **kwargs):
 @receiver(password_reset)
 def on_password_reset(sender, request, user, **kwargs):
     audit_record(actor=_actor(request, user), action="auth.password_reset", target=user, target_repr=user.email)
+
+
+@receiver(password_set)
+def on_password_set(sender, request, user, **kwargs):
+    audit_record(actor=_actor(request, user), action="auth.password_set", target=user, target_repr=user.email)
+
+
+@receiver(email_added)
+def on_email_added(sender, request, user, email_address, **kwargs):
+    audit_record(
+        actor=_actor(request, user),
+        action="auth.email_added",
+        target=user,
+        target_repr=user.email,
+        changes={"email": [None, email_address.email]},
+    )
+
+
+@receiver(email_removed)
+def on_email_removed(sender, request, user, email_address, **kwargs):
+    audit_record(
+        actor=_actor(request, user),
+        action="auth.email_removed",
+        target=user,
+        target_repr=user.email,
+        changes={"email": [email_address.email, None]},
+    )
+
+
+@receiver(email_changed)
+def on_email_changed(sender, request, user, from_email_address, to_email_address, **kwargs):
+    audit_record(
+        actor=_actor(request, user),
+        action="auth.email_changed",
+        target=user,
+        target_repr=user.email,
+        changes={"primary_email": [getattr(from_email_address, "email", None), to_email_address.email]},
+    )

@@ -34,6 +34,24 @@ def api_key_create(
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it and the secret, which is never shown again."""
+    with transaction.atomic():
+        key, raw = _insert_key(name=name, scopes=scopes, actor=actor, tenants=tenants, expires_at=expires_at)
+        audit_record(
+            actor=actor,
+            action="api_key.created",
+            target=key,
+            changes={
+                "scopes": [None, key.scopes],
+                "tenants": [None, [t.external_id for t in tenants or []]],
+                "expires_at": [None, expires_at.isoformat() if expires_at else None],
+            },
+        )
+    return key, raw
+
+
+def _insert_key(
+    *, name: str, scopes: list[str], actor: Actor, tenants: list[Tenant] | None, expires_at: datetime | None
+) -> tuple[ApiKey, str]:
     name = (name or "").strip()
     if not name:
         raise errors.InvalidInput("Give the key a name.", field_errors={"name": ["Required."]})
@@ -45,27 +63,16 @@ def api_key_create(
     if expires_at is not None and expires_at <= timezone.now():
         raise errors.InvalidInput("The expiry must be in the future.", field_errors={"expires_at": ["In the past."]})
     raw, prefix = generate_key()
-    with transaction.atomic():
-        key = ApiKey.objects.create(
-            name=name[:120],
-            prefix=prefix,
-            key_hash=hash_key(raw),
-            scopes=scopes,
-            expires_at=expires_at,
-            created_by=actor.user if actor.user is not None and actor.user.pk else None,
-        )
-        if tenants:
-            key.tenants.set(tenants)
-        audit_record(
-            actor=actor,
-            action="api_key.created",
-            target=key,
-            changes={
-                "scopes": [None, scopes],
-                "tenants": [None, [t.external_id for t in tenants or []]],
-                "expires_at": [None, expires_at.isoformat() if expires_at else None],
-            },
-        )
+    key = ApiKey.objects.create(
+        name=name[:120],
+        prefix=prefix,
+        key_hash=hash_key(raw),
+        scopes=scopes,
+        expires_at=expires_at,
+        created_by=actor.user if actor.user is not None and actor.user.pk else None,
+    )
+    if tenants:
+        key.tenants.set(tenants)
     return key, raw
 
 
@@ -81,11 +88,16 @@ def api_key_revoke(*, key: ApiKey, actor: Actor) -> ApiKey:
 
 
 def api_key_rotate(*, key: ApiKey, actor: Actor) -> tuple[ApiKey, str]:
-    """A new key with the same name, scopes, tenants and expiry; the old one is revoked at once."""
-    if key.revoked_at is not None:
-        raise errors.Conflict("A revoked key cannot be rotated; create a new one.")
+    """A new key with the same name, scopes, tenants and expiry; the old one is revoked at once.
+
+    One audit event (``api_key.rotated`` on the new key, naming the one it replaces): a rotation
+    is one action, not a creation plus a revocation.
+    """
     with transaction.atomic():
-        new, raw = api_key_create(
+        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if key.revoked_at is not None:
+            raise errors.Conflict("A revoked key cannot be rotated; create a new one.")
+        new, raw = _insert_key(
             name=key.name,
             scopes=key.scopes,
             actor=actor,
@@ -94,6 +106,12 @@ def api_key_rotate(*, key: ApiKey, actor: Actor) -> tuple[ApiKey, str]:
         )
         new.rotated_from = key
         new.save(update_fields=["rotated_from"])
-        api_key_revoke(key=key, actor=actor)
-        audit_record(actor=actor, action="api_key.rotated", target=new, changes={"replaces": [None, key.prefix]})
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action="api_key.rotated",
+            target=new,
+            changes={"replaces": [None, key.prefix], "revoked": [None, str(key.uid)], "scopes": [None, new.scopes]},
+        )
     return new, raw

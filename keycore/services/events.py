@@ -548,9 +548,9 @@ def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, 
     """(admin rows, key-use rows) of a tenant matching ``f``; None where the filter excludes a kind."""
     audit: QuerySet | None = AuditEvent.objects.for_tenant(tenant)
     keyuse: QuerySet | None = KeyUseEvent.objects.for_tenant(tenant)
-    if f.kind == "admin" or f.operation or f.label or f.result:
+    if f.kind == "admin" or f.action:
         keyuse = None
-    if f.kind == "key_use" or f.action:
+    if f.kind == "key_use" or f.operation or f.label or f.result:
         audit = None
     if audit is not None:
         if f.since:
@@ -575,6 +575,21 @@ def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, 
         if f.who:
             keyuse = keyuse.filter(requesting_id__icontains=f.who)
     return audit, keyuse
+
+
+def events_export_record(*, tenant: Tenant, actor: Actor, fmt: str, f: ExportFilter) -> None:
+    """Audit an export: who took which events out of KeyCore, and in what form."""
+    chosen = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(f).items() if v and v != "all"}
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="events.exported",
+            tenant=tenant,
+            target_type="event_chain",
+            target_id=chain_key(tenant.pk),
+            target_repr=f"{fmt.upper()} export of security events",
+            changes={"format": [None, fmt], "filters": [None, chosen]},
+        )
 
 
 def export_documents(tenant: Tenant, f: ExportFilter, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:

@@ -499,8 +499,18 @@ def kms_config_record_health(*, config: KmsConfig, result: HealthResult) -> None
     }
     fields["last_success_at" if result.ok else "last_failure_at"] = now
     with transaction.atomic():
+        before = KmsConfig.objects.select_for_update().filter(pk=config.pk).values_list("health", flat=True).first()
         KmsConfig.objects.filter(pk=config.pk).update(**fields)
         _sync_tenant_summary(config.tenant)
+        if before is not None and before != fields["health"]:
+            # a transition (not every check) is a security event the tenant sees: its KMS stopped or resumed working
+            audit_record(
+                actor=Actor.system("health-check"),
+                action="kms_config.health_changed",
+                tenant=config.tenant,
+                target=config,
+                changes={"health": [before, fields["health"]], "detail": [None, result.detail[:300]]},
+            )
 
 
 def kms_config_check(*, config: KmsConfig) -> HealthResult:
