@@ -1,0 +1,520 @@
+"""Security events in the tenant portal: every use of the tenant's keys and every admin change, filtered
+and exported; the SIEM destinations they are forwarded to; and verification of the tenant's hash chain.
+
+Everything is looked up through the tenant of the URL (``for_tenant``); another tenant's
+destination or verification is a 404. Reading and exporting need ``read`` (auditors too);
+configuring forwarding is the owner's (``manage_settings``), and what could silence a SIEM —
+re-pointing, disabling, deleting a destination, replacing its secret — asks for the password again.
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import datetime
+
+from allauth.account.decorators import reauthentication_required
+from django import forms
+from django.contrib import messages
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from keycore import errors, selectors
+from keycore.access import tenant_view
+from keycore.models import ChainVerification, DeadLetter, EventDestination
+from keycore.models.events import DestinationKind
+from keycore.roles import Cap, tenant_can
+from keycore.services import events as event_services
+from keycore.services import forwarding
+from keycore.services.audit import Actor
+
+PAGE_SIZE = 100
+FACILITY_CHOICES = [(number, f"{number} · {name}") for number, name in forwarding.SYSLOG_FACILITIES.items()]
+OPERATIONS = [("encrypt", "Encrypt"), ("decrypt", "Decrypt"), ("rekey", "Rekey"), ("rekey_in", "Rekey (moved in)")]
+
+
+def _result_choices() -> list[tuple[str, str]]:
+    """ "ok" and every failure code a crypto call can report (the typed errors of keycore.errors)."""
+    codes = sorted(
+        {
+            cls.code
+            for _, cls in inspect.getmembers(errors, inspect.isclass)
+            if issubclass(cls, errors.KeyCoreError) and cls is not errors.KeyCoreError
+        }
+    )
+    return [("ok", "ok")] + [(code, code) for code in codes]
+
+
+class EventFilterForm(forms.Form):
+    """One set of filters for the page and its exports; key-use filters leave admin events out and
+    the action filter leaves key use out (docs/events.md)."""
+
+    since = forms.DateTimeField(
+        label="From (UTC)", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    until = forms.DateTimeField(
+        label="Until (UTC)", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    operation = forms.ChoiceField(label="Operation", required=False, choices=[("", "Any"), *OPERATIONS])
+    result = forms.ChoiceField(label="Result", required=False)
+    label = forms.CharField(label="Data label", required=False, max_length=100)
+    who = forms.CharField(
+        label="Service or user", required=False, max_length=200, widget=forms.TextInput(attrs={"data-search": ""})
+    )
+    action = forms.CharField(label="Admin action", required=False, max_length=64, help_text="e.g. kms_config.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["result"].choices = [("", "Any"), *_result_choices()]
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since >= until:
+            raise forms.ValidationError("“From” must be before “Until”.")
+        return data
+
+    def export_filter(self, kind: str = "all") -> event_services.ExportFilter:
+        data = self.cleaned_data
+        return event_services.ExportFilter(
+            kind=kind,
+            since=data.get("since"),
+            until=data.get("until"),
+            operation=data.get("operation") or "",
+            label=(data.get("label") or "").strip(),
+            result=data.get("result") or "",
+            action=(data.get("action") or "").strip(),
+            who=(data.get("who") or "").strip(),
+        )
+
+
+def _filters(request) -> EventFilterForm:
+    """Always bound: no parameters at all means every event."""
+    form = EventFilterForm(request.GET)
+    form.is_valid()
+    return form
+
+
+def _query_without(request, *names: str) -> str:
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
+
+
+def _can_manage(request) -> bool:
+    return tenant_can(request.membership.role, Cap.MANAGE_SETTINGS)
+
+
+def _change_rows(event) -> list[tuple[str, object, object]]:
+    rows = []
+    for name, value in (event.changes or {}).items():
+        if isinstance(value, list) and len(value) == 2:
+            rows.append((name, value[0], value[1]))
+        else:
+            rows.append((name, None, value))
+    return rows
+
+
+@require_GET
+@tenant_view(Cap.READ)
+def events(request):
+    """Key use (aggregated per minute, with counts) or admin events, filtered; chain and SIEM at a glance."""
+    tenant = request.tenant
+    view = "admin" if request.GET.get("view") == "admin" else "usage"
+    form = _filters(request)
+    context = {
+        "tenant": tenant,
+        "nav": "events",
+        "can_manage": _can_manage(request),
+        "view": view,
+        "form": form,
+        "filtered": bool(request.GET.keys() - {"view", "before"}),
+        "chain": selectors.event_chain_state(tenant),
+        "destinations": selectors.tenant_destinations(tenant),
+        "query": _query_without(request, "before", "view"),
+    }
+    if not form.is_valid():
+        return render(request, "tenant_portal/events.html", context, status=400)
+    audit_qs, keyuse_qs = event_services.export_querysets(tenant, form.export_filter())
+    before = _before(request.GET.get("before"))
+    if view == "usage":
+        rows, next_before = (
+            ([], None) if keyuse_qs is None else selectors.key_use_grouped(keyuse_qs, before=before, limit=PAGE_SIZE)
+        )
+        context.update(
+            rows=rows,
+            totals=selectors.key_use_totals(keyuse_qs) if keyuse_qs is not None else [],
+            excluded=keyuse_qs is None,
+            next_before=next_before.isoformat() if next_before else "",
+        )
+    else:
+        page: list = []
+        next_before = None
+        if audit_qs is not None:
+            if before is not None:
+                audit_qs = audit_qs.filter(created_at__lt=before)
+            page = list(audit_qs.order_by("-created_at", "-id")[: PAGE_SIZE + 1])
+            if len(page) > PAGE_SIZE:
+                page = page[:PAGE_SIZE]
+                next_before = page[-1].created_at
+        context.update(
+            audit=[(e, _change_rows(e)) for e in page],
+            excluded=audit_qs is None,
+            next_before=next_before.isoformat() if next_before else "",
+        )
+    context["paged"] = before is not None
+    return render(request, "tenant_portal/events.html", context)
+
+
+def _before(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None:
+        return None
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+
+
+EXPORT_FORMATS = {
+    "csv": ("text/csv; charset=utf-8", "csv", event_services.export_csv),
+    "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl", event_services.export_jsonl),
+}
+
+
+@require_GET
+@tenant_view(Cap.READ)
+def events_export(request):
+    """Stream the filtered events as CSV or JSON Lines, oldest first (chain order); the export is audited."""
+    fmt = request.GET.get("format", "csv")
+    if fmt not in EXPORT_FORMATS:
+        raise Http404("Unknown export format.")
+    form = _filters(request)
+    if not form.is_valid():
+        messages.error(request, "The filters are not valid: " + " ".join(str(e) for e in form.errors.values()))
+        return redirect(f"{request.path.rsplit('export/', 1)[0]}?{_query_without(request, 'format')}")
+    kind = request.GET.get("kind", "all")
+    if kind not in ("all", "admin", "key_use"):
+        kind = "all"
+    chosen = form.export_filter(kind)
+    event_services.events_export_record(tenant=request.tenant, actor=Actor.from_request(request), fmt=fmt, f=chosen)
+    content_type, extension, render_rows = EXPORT_FORMATS[fmt]
+    documents = event_services.export_documents(request.tenant, chosen)
+    response = StreamingHttpResponse(render_rows(documents), content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = (
+        f'attachment; filename="keycore-events-{request.tenant.external_id}-{stamp}.{extension}"'
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- chain verification -------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(Cap.READ)
+def events_verify(request):
+    """Verify the tenant's chain (a Celery task walks it) and show where it stands."""
+    tenant = request.tenant
+    if request.method == "POST":
+        verification = event_services.chain_verification_request(tenant=tenant, actor=Actor.from_request(request))
+        messages.info(request, "Verification started: every event of your chain is checked, oldest first.")
+        return redirect("tenant:events_verification", tenant=tenant.external_id, verification=verification.uid)
+    return render(
+        request,
+        "tenant_portal/events_verify.html",
+        {"tenant": tenant, "nav": "events", **selectors.event_chain_state(tenant)},
+    )
+
+
+@require_GET
+@tenant_view(Cap.READ)
+def events_verification(request, verification):
+    tenant = request.tenant
+    found = ChainVerification.objects.for_tenant(tenant).filter(uid=verification).first()
+    if found is None:
+        raise Http404("No such verification.")
+    context = {"tenant": tenant, "nav": "events", "verification": found, **selectors.event_chain_state(tenant)}
+    if request.headers.get("HX-Request") == "true":
+        return render(request, "tenant_portal/events_verification.html", context)
+    return render(request, "tenant_portal/events_verify.html", context)
+
+
+# --- SIEM destinations ------------------------------------------------------------------------------
+
+
+class DestinationForm(forms.Form):
+    """Both kinds in one form; the service validates what each kind needs and names the field."""
+
+    kind = forms.ChoiceField(label="Kind", choices=DestinationKind.choices, widget=forms.RadioSelect)
+    name = forms.CharField(label="Name", max_length=120, required=False)
+    url = forms.CharField(
+        label="Webhook URL",
+        required=False,
+        max_length=500,
+        help_text="HTTPS. KeyCore POSTs JSON batches of events, signed with HMAC-SHA256 (see the signature notes).",
+    )
+    secret = forms.CharField(
+        label="Signing secret",
+        required=False,
+        max_length=200,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave empty to let KeyCore generate one; it is shown once. Write-only: never shown again.",
+    )
+    host = forms.CharField(label="Syslog host", required=False, max_length=253)
+    port = forms.IntegerField(label="Port", required=False, min_value=1, max_value=65535, help_text="514 or 6514")
+    tls = forms.BooleanField(label="Use TLS (RFC 5425)", required=False)
+    ca_bundle = forms.CharField(
+        label="CA bundle (PEM)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="The certificates that sign your syslog server's certificate; empty: the system's trusted CAs.",
+    )
+    server_name = forms.CharField(label="TLS server name", required=False, max_length=253)
+    facility = forms.TypedChoiceField(
+        label="Facility", choices=FACILITY_CHOICES, coerce=int, required=False, initial=13
+    )
+    app_name = forms.CharField(label="APP-NAME", required=False, max_length=48, initial="keycore")
+    from_beginning = forms.BooleanField(
+        label="Also send the events already kept (oldest first)", required=False, help_text="Else: from now on."
+    )
+
+    def settings_(self) -> dict:
+        data = self.cleaned_data
+        if data["kind"] == DestinationKind.WEBHOOK:
+            return {"url": data.get("url", "")}
+        return {
+            "host": data.get("host", ""),
+            "port": data.get("port"),
+            "tls": data.get("tls", False),
+            "ca_bundle": data.get("ca_bundle", ""),
+            "server_name": data.get("server_name", ""),
+            "facility": data.get("facility") or 13,
+            "app_name": data.get("app_name") or "keycore",
+        }
+
+
+class DestinationEditForm(DestinationForm):
+    """The same fields, without the kind (fixed) or the secret (replaced on its own)."""
+
+    def __init__(self, *args, destination: EventDestination, **kwargs) -> None:
+        initial = {"kind": destination.kind, "name": destination.name, **destination.settings}
+        super().__init__(*args, initial=initial, **kwargs)
+        self.fields["kind"].required = False
+        del self.fields["secret"]
+        del self.fields["from_beginning"]
+        self.destination = destination
+
+    def clean_kind(self):
+        return self.destination.kind
+
+
+def _apply(form: forms.Form, exc: errors.KeyCoreError) -> None:
+    placed = False
+    for name, problems in exc.field_errors.items():
+        for problem in problems:
+            form.add_error(name if name in form.fields else None, problem)
+            placed = True
+    if not placed:
+        form.add_error(None, exc.detail)
+
+
+def _destination(request, destination) -> EventDestination:
+    found = EventDestination.objects.for_tenant(request.tenant).filter(uid=destination).first()
+    if found is None:
+        raise Http404("No such destination.")
+    return found
+
+
+def _list_context(request, form) -> dict:
+    return {
+        "tenant": request.tenant,
+        "nav": "events",
+        "can_manage": _can_manage(request),
+        "destinations": selectors.tenant_destinations(request.tenant),
+        "form": form,
+    }
+
+
+@require_GET
+@tenant_view(Cap.READ)
+def destinations(request):
+    return render(request, "tenant_portal/events_destinations.html", _list_context(request, DestinationForm()))
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+def destination_create(request):
+    form = DestinationForm(request.POST)
+    if form.is_valid():
+        try:
+            destination, secret = forwarding.destination_create(
+                tenant=request.tenant,
+                kind=form.cleaned_data["kind"],
+                name=form.cleaned_data.get("name", ""),
+                settings_=form.settings_(),
+                actor=Actor.from_request(request),
+                secret=form.cleaned_data.get("secret") or None,
+                from_beginning=form.cleaned_data.get("from_beginning", False),
+            )
+        except errors.KeyCoreError as exc:
+            _apply(form, exc)
+        else:
+            messages.success(request, f"{destination.name} added: events are forwarded to it from now on.")
+            if secret:
+                return _secret_page(request, destination, secret)
+            return redirect("tenant:destination", tenant=request.tenant.external_id, destination=destination.uid)
+    return render(request, "tenant_portal/events_destinations.html", _list_context(request, form), status=400)
+
+
+def _secret_page(request, destination: EventDestination, secret: str):
+    response = render(
+        request,
+        "tenant_portal/events_secret.html",
+        {"tenant": request.tenant, "nav": "events", "destination": destination, "secret": secret},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _detail_context(request, destination: EventDestination, **extra) -> dict:
+    destination = next(d for d in selectors.tenant_destinations(request.tenant) if d.pk == destination.pk)
+    return {
+        "tenant": request.tenant,
+        "nav": "events",
+        "can_manage": _can_manage(request),
+        "destination": destination,
+        "deliveries": selectors.destination_deliveries(destination),
+        "dead_letters": selectors.destination_dead_letters(destination),
+        "edit_form": extra.pop("edit_form", None) or DestinationEditForm(destination=destination),
+        **extra,
+    }
+
+
+@require_GET
+@tenant_view(Cap.READ)
+def destination_detail(request, destination):
+    found = _destination(request, destination)
+    return render(request, "tenant_portal/events_destination.html", _detail_context(request, found))
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+@reauthentication_required
+def destination_edit(request, destination):
+    found = _destination(request, destination)
+    form = DestinationEditForm(request.POST, destination=found)
+    if form.is_valid():
+        try:
+            forwarding.destination_update(
+                destination=found,
+                actor=Actor.from_request(request),
+                name=form.cleaned_data.get("name", ""),
+                settings_=form.settings_(),
+            )
+        except errors.KeyCoreError as exc:
+            _apply(form, exc)
+        else:
+            messages.success(request, "Saved.")
+            return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+    return render(
+        request, "tenant_portal/events_destination.html", _detail_context(request, found, edit_form=form), status=400
+    )
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+def destination_test(request, destination):
+    found = _destination(request, destination)
+    result = forwarding.destination_test(destination=found, actor=Actor.from_request(request))
+    context = {"tenant": request.tenant, "destination": found, "result": result}
+    if request.headers.get("HX-Request") == "true":
+        return render(request, "tenant_portal/events_test_result.html", context)
+    if result.ok:
+        messages.success(request, f"Test event accepted: {result.detail} in {result.duration_ms:.0f} ms.")
+    else:
+        messages.error(request, f"Test event not delivered: {result.detail}")
+    return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+def destination_enable(request, destination):
+    found = _destination(request, destination)
+    try:
+        forwarding.destination_set_enabled(destination=found, enabled=True, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"{found.name} is enabled: waiting events follow in order.")
+    return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+@reauthentication_required
+def destination_disable(request, destination):
+    found = _destination(request, destination)
+    try:
+        forwarding.destination_set_enabled(destination=found, enabled=False, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.warning(request, f"{found.name} is disabled: events are kept and sent when you enable it again.")
+    return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+@reauthentication_required
+def destination_secret(request, destination):
+    found = _destination(request, destination)
+    chosen = (request.POST.get("secret") or "").strip() or None
+    try:
+        secret = forwarding.destination_rotate_secret(
+            destination=found, actor=Actor.from_request(request), secret=chosen
+        )
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+        return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+    if secret:
+        return _secret_page(request, found, secret)
+    messages.success(request, "The signing secret was replaced; requests are signed with it from now on.")
+    return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+@reauthentication_required
+def destination_delete(request, destination):
+    found = _destination(request, destination)
+    forwarding.destination_delete(destination=found, actor=Actor.from_request(request))
+    messages.warning(request, f"{found.name} was deleted; nothing more is forwarded to it.")
+    return redirect("tenant:destinations", tenant=request.tenant.external_id)
+
+
+@require_POST
+@tenant_view(Cap.MANAGE_SETTINGS)
+def destination_replay(request, destination):
+    found = _destination(request, destination)
+    ids = None
+    if request.POST.get("which") != "all":
+        chosen = [int(v) for v in request.POST.getlist("letter") if v.isdigit()]
+        ids = list(
+            DeadLetter.objects.for_tenant(request.tenant)
+            .filter(destination=found, pk__in=chosen)
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            messages.error(request, "Choose the dead letters to replay.")
+            return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
+    try:
+        count = forwarding.dead_letters_replay(destination=found, actor=Actor.from_request(request), ids=ids)
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"{count} dead letter(s) queued: they are sent again in chain order.")
+    return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
