@@ -1,6 +1,6 @@
 """Crypto throughput: KeyCore against the raw AES-GCM floor and the AWS Encryption SDK.
 
-    python -m bench.crypto [--seconds 0.5] [--rounds 9] [--size 1024] [--json]
+    python -m bench.crypto [--seconds 0.5] [--rounds 9] [--size 1024] [--events on|off|both] [--json]
 
 Documents per second for encrypting and decrypting single-field documents of
 ``--size`` bytes, in one process, for three workloads:
@@ -20,6 +20,12 @@ keycore
 Rounds interleave the workloads so background load hits all three alike; each
 rate is the median over rounds, each ratio the median of the per-round ratios.
 The garbage collector is off while a loop is timed, as ``timeit`` does.
+
+``--events`` switches KeyCore's key-use recording (security events) on (the
+default, as deployed) or off; ``--events both`` measures KeyCore with recording
+on and off in interleaved rounds and prints both and the slowdown (issue 9's
+target: at most 10 %). With recording on, the recorder's flusher thread writes
+the counts to the database every second during the measurement, as in production.
 """
 
 from __future__ import annotations
@@ -43,11 +49,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 @dataclass(frozen=True)
 class Workload:
-    """Encrypt one document's plaintext into its stored form, and back."""
+    """Encrypt one document's plaintext into its stored form, and back.
+
+    ``setup`` runs before each timed round, untimed (e.g. switching event recording on or off).
+    """
 
     name: str
     encrypt: Callable[[bytes], Any]
     decrypt: Callable[[Any], bytes]
+    setup: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,8 @@ def keycore_encrypt_decrypt() -> Workload:
 
 def _timed_round(workload: Workload, payload: bytes, count: int) -> Figures:
     encrypt, decrypt = workload.encrypt, workload.decrypt
+    if workload.setup is not None:
+        workload.setup()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -209,16 +221,75 @@ def _median_ratio(top: list[Figures], bottom: list[Figures]) -> dict[str, float]
     }
 
 
+def set_event_recording(on: bool) -> None:
+    """Switch KeyCore's key-use recording (the security events of every crypto call) on or off."""
+    from keycore.services.keyuse import recorder
+
+    recorder.enabled = on
+
+
+def keycore_events_workloads() -> tuple[Workload, Workload]:
+    """The KeyCore workload twice: with key-use recording on, and off (switched before each round)."""
+    base = keycore_encrypt_decrypt()
+    on = Workload("keycore-events-on", base.encrypt, base.decrypt, lambda: set_event_recording(True))
+    off = Workload("keycore-events-off", base.encrypt, base.decrypt, lambda: set_event_recording(False))
+    return on, off
+
+
+def run_events(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> dict[str, Any]:
+    """KeyCore with security-event recording on vs off, interleaved round by round."""
+    payload = os.urandom(size)
+    on, off = keycore_events_workloads()  # sets Django up
+    from django.db.models import Sum
+
+    from keycore.models import KeyUseEvent
+    from keycore.services.keyuse import recorder
+
+    figures = measure([on, off], payload, seconds=seconds, rounds=rounds)
+    set_event_recording(True)
+    recorder.flush()
+    ratio = _median_ratio(figures[on.name], figures[off.name])
+    return {
+        "document_bytes": size,
+        "rounds": rounds,
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "documents_per_second": {
+            "events_on": asdict(_median(figures[on.name])),
+            "events_off": asdict(_median(figures[off.name])),
+        },
+        "slowdown": {"encrypt": 1 - ratio["encrypt"], "decrypt": 1 - ratio["decrypt"]},
+        "key_uses_recorded": KeyUseEvent.objects.aggregate(n=Sum("count"))["n"] or 0,
+    }
+
+
+def _print_events(result: dict[str, Any]) -> None:
+    rates = result["documents_per_second"]
+    print(
+        f"KeyCore with security events on vs off: {result['document_bytes']}-byte single-field documents, "
+        f"median of {result['rounds']} interleaved rounds "
+        f"(Python {result['python']}, cryptography {result['cryptography']}, {result['machine']})"
+    )
+    print(f"{'':12}{'encrypt/s':>14}{'decrypt/s':>14}")
+    for name, label in (("events_on", "events on"), ("events_off", "events off")):
+        print(f"{label:12}{rates[name]['encrypt_per_s']:>14,.0f}{rates[name]['decrypt_per_s']:>14,.0f}")
+    slow = result["slowdown"]
+    print(f"{'slowdown':12}{slow['encrypt']:>14.1%}{slow['decrypt']:>14.1%}   (target: at most 10 %)")
+    print(f"key uses recorded and written during the run: {result['key_uses_recorded']:,}")
+
+
 def measure_keycore(payload: bytes, *, seconds: float = 0.5, rounds: int = 9) -> Figures:
     """KeyCore's figures alone (the seam: :func:`keycore_encrypt_decrypt` decides what is measured)."""
     return _median(measure([keycore_encrypt_decrypt()], payload, seconds=seconds, rounds=rounds)["keycore"])
 
 
-def run(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> dict[str, Any]:
+def run(
+    *, size: int = 1024, seconds: float = 0.5, rounds: int = 9, workloads: list[Workload] | None = None
+) -> dict[str, Any]:
     payload = os.urandom(size)
-    figures = measure(
-        [floor_workload(), esdk_workload(), keycore_encrypt_decrypt()], payload, seconds=seconds, rounds=rounds
-    )
+    workloads = workloads or [floor_workload(), esdk_workload(), keycore_encrypt_decrypt()]
+    figures = measure(workloads, payload, seconds=seconds, rounds=rounds)
     return {
         "document_bytes": size,
         "rounds": rounds,
@@ -259,14 +330,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="plaintext bytes per document (default 1024)")
     parser.add_argument("--seconds", type=float, default=0.5, help="length of one round per workload (default 0.5)")
     parser.add_argument("--rounds", type=int, default=9, help="rounds; figures are medians (default 9)")
+    parser.add_argument(
+        "--events",
+        choices=["on", "off", "both"],
+        default="on",
+        help="key-use recording: on (default, as deployed), off, or both (KeyCore on vs off and the slowdown)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    result = run(size=args.size, seconds=args.seconds, rounds=args.rounds)
+    if args.events == "both":
+        result = run_events(size=args.size, seconds=args.seconds, rounds=args.rounds)
+        printer = _print_events
+    else:
+        workloads = [floor_workload(), esdk_workload(), keycore_encrypt_decrypt()]
+        set_event_recording(args.events == "on")
+        result = run(size=args.size, seconds=args.seconds, rounds=args.rounds, workloads=workloads)
+        result["events"] = args.events
+        printer = _print_table
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
     else:
-        _print_table(result)
+        printer(result)
     return 0
 
 

@@ -1,23 +1,30 @@
-"""Key-use recording without a database write per operation.
+"""Key-use recording without a database write per operation, and without a lock on the crypto path.
 
-The crypto path calls :meth:`KeyUseRecorder.record`, which adds to an in-memory
-counter keyed by (tenant, operation, data label, requesting id, source ip,
-result, key version) under one uncontended lock: no clock read, no string
-work, no allocation beyond the key tuple. Every counter belongs to a *batch*;
-the batch is stamped with the minute of its first use.
+The crypto path calls :meth:`KeyUseRecorder.record`, which appends one tuple —
+(tenant, operation, data label, requesting id, source ip, result, key version)
+— to a deque. ``deque.append`` and ``deque.popleft`` are atomic, so recording
+takes no lock, reads no clock and formats nothing: it is the cheapest thing a
+Python call can do and still count exactly.
 
-A daemon thread cuts the batch every ``KEYCORE_KEYUSE_FLUSH_INTERVAL`` seconds
-(default 1 s) *and at every minute boundary*, so a batch never spans two
-minutes, and writes it as aggregated ``KeyUseEvent`` rows on each tenant's hash
-chain (:func:`keycore.services.events.keyuse_append`). The process flushes once
-more when it exits normally (``atexit``; Celery pool children flush on
-``worker_process_shutdown``).
+Two daemon threads per process do the rest:
 
-What a hard crash (SIGKILL, power loss) loses: the counts recorded since the
-last successful flush — at most one flush interval. A flush that fails (database
-down) keeps its batches and retries them with the next one. Admin audit events
-are written in the same transaction as their change and lose nothing (see
-docs/events.md, tested in tests/events/test_events_keyuse_crash.py).
+* the *cutter* wakes every ``KEYCORE_KEYUSE_FLUSH_INTERVAL`` seconds (default 1 s)
+  **and at every minute boundary**, pops what was recorded since its last cut
+  and counts it (C-speed ``Counter`` over ``popleft``), into a batch stamped with
+  the minute the batch began — so a batch never spans two minutes;
+* the *writer* appends pending batches as aggregated ``KeyUseEvent`` rows on each
+  tenant's hash chain (:func:`keycore.services.events.keyuse_append`). A slow or
+  failing database delays only the writer; cutting goes on, and pending counts
+  are small (one integer per distinct bucket and minute), kept for the next try.
+
+The process flushes once more when it exits normally (``atexit``; Celery pool
+children on ``worker_process_shutdown``); an explicit :meth:`flush` stamps its
+batch with the minute of the flush.
+
+What a hard crash (SIGKILL, power loss) loses: the uses recorded since the last
+successful write — one flush interval when the database keeps up. Admin audit
+events are written in the same transaction as their change and lose nothing
+(docs/events.md; tests/events/test_events_keyuse_crash.py).
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import logging
 import os
 import threading
 import time
+from collections import Counter, deque
 from datetime import UTC, datetime
+from itertools import repeat, starmap
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,8 @@ REQUESTING_MAX = 200
 SOURCE_IP_MAX = 64
 OPERATION_MAX = 16
 RESULT_MAX = 40
+#: items counted per step while draining; between steps other threads may run (bounded GIL hold)
+DRAIN_CHUNK = 20_000
 
 # (tenant_id, operation, label, requesting_id, source_ip, result, key_version)
 Bucket = tuple[int, str, str, str, str, str, "int | None"]
@@ -43,8 +54,25 @@ Bucket = tuple[int, str, str, str, str, str, "int | None"]
 Batch = tuple[int, dict[Bucket, int]]
 
 
+def _drain(queue: deque) -> dict[Bucket, int]:
+    """Pop and count what is in ``queue`` now; what is appended meanwhile stays for the next drain."""
+    remaining = len(queue)
+    counts: Counter = Counter()
+    while remaining > 0:
+        step = min(remaining, DRAIN_CHUNK)
+        counts.update(starmap(queue.popleft, repeat((), step)))
+        remaining -= step
+        if remaining:
+            time.sleep(0)
+    # uses recorded with count > 1 arrive as (bucket, count)
+    for item in [item for item in counts if len(item) == 2]:
+        bucket, each = item
+        counts[bucket] += each * counts.pop(item)
+    return dict(counts)
+
+
 class KeyUseRecorder:
-    """Per-process key-use counters, cut into per-minute batches and written by a flusher thread.
+    """Per-process key-use counters: a lock-free deque, cut into per-minute batches, written by a thread.
 
     ``enabled`` switches recording off entirely (the benchmark's "events off").
     """
@@ -53,14 +81,20 @@ class KeyUseRecorder:
         self.interval = interval
         self.enabled = enabled
         self.clock = clock
-        self._lock = threading.Lock()
-        self._counts: dict[Bucket, int] = {}
-        self._first_use = 0.0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._queue: deque = deque()
+        self._counts = self._queue  # the name the test fixtures clear between tests
+        self._lock = threading.Lock()  # cutting and the pending list
+        self._write_lock = threading.Lock()  # one writer at a time
         self._pending: list[Batch] = []
-        self._flush_lock = threading.Lock()
+        self._batch_start = self.clock()
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._stop = threading.Event()
-        self._atexit_registered = False
+        self._wake_writer = threading.Event()
+        self._atexit_registered = getattr(self, "_atexit_registered", False)
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -76,60 +110,68 @@ class KeyUseRecorder:
         count: int = 1,
     ) -> None:
         """Count ``count`` uses. Strings are truncated when written, not here (keeps this path short)."""
-        if not self.enabled:
-            return
-        bucket = (tenant_id, operation, label, requesting_id, source_ip, result, key_version)
-        with self._lock:
-            counts = self._counts
-            seen = counts.get(bucket)
-            if seen is None:
-                if not counts:
-                    self._first_use = self.clock()
-                counts[bucket] = count
+        if self.enabled:
+            if count == 1:
+                self._queue.append((tenant_id, operation, label, requesting_id, source_ip, result, key_version))
             else:
-                counts[bucket] = seen + count
-        if self._thread is None:
-            self._start()
+                self._queue.append(
+                    ((tenant_id, operation, label, requesting_id, source_ip, result, key_version), count)
+                )
+            if self._thread is None:
+                self._start()
 
-    # -- batches and flushing --------------------------------------------------------------------
+    # -- batches and writing ---------------------------------------------------------------------
 
     def pending(self) -> int:
-        """Operations counted but not yet written."""
+        """Uses recorded but not yet written."""
+        queued = list(self._queue)  # one C-level copy: no other thread runs meanwhile
+        in_queue = sum(item[1] if len(item) == 2 else 1 for item in queued)
         with self._lock:
-            current = sum(self._counts.values())
-        return current + sum(sum(c.values()) for _, c in list(self._pending))
+            return in_queue + sum(sum(c.values()) for _, c in self._pending)
 
-    def cut(self) -> None:
-        """Close the current batch (stamped with the minute of its first use) and start a new one."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            first_use = self._first_use
-        if counts:
-            self._pending.append((int(first_use) // 60, counts))
+    def cut(self, *, stamp: str = "end") -> int:
+        """Close the current batch: count what was recorded since the last cut.
 
-    def flush(self) -> int:
-        """Cut the batch and write every pending batch; returns the number of operations written.
-
-        On failure the batches stay pending (nothing is lost while the process lives) and the
-        error propagates.
+        The flusher thread cuts at every interval and minute boundary and stamps the batch
+        with the minute it *began*; an explicit cut (flush, exit) stamps the minute it *ends*.
         """
-        with self._flush_lock:
-            self.cut()
-            batches, self._pending = self._pending, []
+        with self._lock:
+            now = self.clock()
+            start, self._batch_start = self._batch_start, now
+            counts = _drain(self._queue)
+            if not counts:
+                return 0
+            minute = int(start if stamp == "start" else now) // 60
+            self._pending.append((minute, counts))
+            return sum(counts.values())
+
+    def write_pending(self) -> int:
+        """Write every pending batch; returns the number of uses written. On failure they stay pending."""
+        with self._write_lock:
+            with self._lock:
+                batches, self._pending = self._pending, []
             if not batches:
                 return 0
             try:
                 _write(batches)
             except BaseException:
-                self._pending[:0] = batches
+                with self._lock:
+                    self._pending[:0] = batches
                 raise
             return sum(sum(c.values()) for _, c in batches)
 
+    def flush(self) -> int:
+        """Cut now and write everything pending; returns the number of uses written."""
+        self.cut(stamp="end")
+        return self.write_pending()
+
     def reset(self) -> None:
-        """Forget everything counted and pending (tests)."""
-        with self._flush_lock, self._lock:
-            self._counts = {}
+        """Forget everything recorded and pending (tests)."""
+        with self._write_lock, self._lock:
+            self._queue.clear()
             self._pending = []
+
+    # -- the threads -------------------------------------------------------------------------------
 
     def _start(self) -> None:
         from django.conf import settings
@@ -141,32 +183,52 @@ class KeyUseRecorder:
             if not settings.KEYCORE_KEYUSE_AUTOFLUSH:
                 self._thread = threading.current_thread()  # marks "started": the owner flushes by hand
                 return
-            self._thread = threading.Thread(target=self._run, name="keycore-keyuse-flush", daemon=True)
+            self._batch_start = self.clock()
+            self._thread = threading.Thread(target=self._cut_loop, name="keycore-keyuse-cut", daemon=True)
+            self._writer = threading.Thread(target=self._write_loop, name="keycore-keyuse-write", daemon=True)
             self._thread.start()
+            self._writer.start()
         if not self._atexit_registered:
             self._atexit_registered = True
             atexit.register(self._flush_at_exit)
 
     def next_wait(self, now: float) -> float:
-        """Seconds until the next cut: the flush interval, or the next minute boundary if sooner."""
+        """Seconds until the next cut: the flush interval, or just past the next minute boundary if sooner."""
         to_boundary = 60.0 - (now % 60.0)
         return max(0.001, min(self.interval, to_boundary + 0.001))
 
-    def _run(self) -> None:
+    def tick(self) -> int:
+        """What the cutter does at each wake-up: cut, stamping the batch with the minute it began."""
+        cut = self.cut(stamp="start")
+        if cut or self._pending:
+            self._wake_writer.set()
+        return cut
+
+    def _cut_loop(self) -> None:
         while not self._stop.wait(self.next_wait(self.clock())):
             try:
-                self.flush()
+                self.tick()
+            except Exception:  # pragma: no cover - counting cannot fail; never let the thread die
+                log.exception("cutting key-use counts failed")
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake_writer.wait(max(self.interval, 0.05))
+            self._wake_writer.clear()
+            try:
+                self.write_pending()
             except Exception:
-                log.exception("flushing key-use counts failed; they are kept for the next attempt")
+                log.exception("writing key-use counts failed; they are kept for the next attempt")
 
     def _flush_at_exit(self) -> None:
         try:
             self.flush()
         except Exception:
-            log.exception("flushing key-use counts at exit failed; the counts since the last flush are lost")
+            log.exception("flushing key-use counts at exit failed; the counts since the last write are lost")
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake_writer.set()
         self.flush()
 
 
@@ -176,7 +238,7 @@ def _write(batches: list[Batch]) -> None:
     from keycore.services.events import keyuse_append
 
     if not connection.in_atomic_block:
-        # the flusher thread's connection may have gone stale between flushes; never close a caller's transaction
+        # the writer thread's connection may have gone stale between writes; never close a caller's transaction
         close_old_connections()
     merged: dict[tuple, int] = {}
     for minute, counts in batches:
@@ -213,14 +275,9 @@ recorder = KeyUseRecorder()
 
 
 def _after_fork_in_child() -> None:
-    # a forked worker (gunicorn, Celery prefork) inherits counts that its parent will flush,
-    # and no flusher thread: start clean
-    recorder._lock = threading.Lock()
-    recorder._flush_lock = threading.Lock()
-    recorder._counts = {}
-    recorder._pending = []
-    recorder._thread = None
-    recorder._stop = threading.Event()
+    # a forked worker (gunicorn, Celery prefork) inherits uses that its parent will write,
+    # and no threads: start clean
+    recorder._reset_state()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

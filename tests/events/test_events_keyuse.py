@@ -89,18 +89,20 @@ def test_a_revoked_key_is_recorded_as_a_refused_use(tenant, recorder, admin_acto
 
 
 @pytest.mark.django_db
-def test_rows_are_stamped_with_the_minute_of_first_use_and_batches_never_span_minutes(tenant):
-    now = [datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC).timestamp()]
+def test_batches_are_cut_at_minute_boundaries_and_stamped_with_their_minute(tenant):
+    now = [datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()]
     recorder = KeyUseRecorder(clock=lambda: now[0])
+    now[0] += 30
     recorder.record(tenant.pk, "encrypt", "ok", "a", "svc", "", 1, 5)
-    assert recorder.next_wait(now[0]) == pytest.approx(min(recorder.interval, 29.501), abs=0.01)
+    assert recorder.next_wait(now[0]) == pytest.approx(min(recorder.interval, 30.001), abs=0.01)
     now[0] = datetime(2026, 3, 1, 12, 0, 59, 999000, tzinfo=UTC).timestamp()
-    assert recorder.next_wait(now[0]) == pytest.approx(0.002, abs=0.001), "the flusher wakes at the minute boundary"
+    assert recorder.next_wait(now[0]) == pytest.approx(0.002, abs=0.001), "the cutter wakes at the minute boundary"
     recorder.record(tenant.pk, "encrypt", "ok", "a", "svc", "", 1, 2)
-    recorder.flush()
-    now[0] = datetime(2026, 3, 1, 12, 1, 0, 5000, tzinfo=UTC).timestamp()
+    now[0] = datetime(2026, 3, 1, 12, 1, 0, 2000, tzinfo=UTC).timestamp()
+    assert recorder.tick() == 7, "the cutter's batch began at 12:00 and is stamped 12:00"
     recorder.record(tenant.pk, "encrypt", "ok", "a", "svc", "", 1, 4)
-    recorder.flush()
+    now[0] = datetime(2026, 3, 1, 12, 1, 10, tzinfo=UTC).timestamp()
+    assert recorder.flush() == 11, "an explicit flush stamps the minute it happens in"
     minutes = dict(
         KeyUseEvent.objects.for_tenant(tenant).values("minute").annotate(n=Sum("count")).values_list("minute", "n")
     )
@@ -108,6 +110,45 @@ def test_rows_are_stamped_with_the_minute_of_first_use_and_batches_never_span_mi
         datetime(2026, 3, 1, 12, 0, tzinfo=UTC): 7,
         datetime(2026, 3, 1, 12, 1, tzinfo=UTC): 4,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_keeps_up_while_the_cutter_never_waits_for_the_database(tenant, monkeypatch):
+    import keycore.services.events as events
+
+    recorder = KeyUseRecorder()
+    recorder.record(tenant.pk, "encrypt", "ok", "", "svc", "", 1)
+    release = threading.Event()
+    real = events.keyuse_append
+
+    def slow_database(rows):
+        release.wait(5)
+        return real(rows)
+
+    monkeypatch.setattr(events, "keyuse_append", slow_database)
+    recorder.tick()
+    written = []
+
+    def write_in_thread():
+        from django.db import connection
+
+        try:
+            written.append(recorder.write_pending())
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=write_in_thread)
+    writer.start()
+    for _ in range(3):  # the writer is stuck in the database; cutting goes on
+        recorder.record(tenant.pk, "encrypt", "ok", "", "svc", "", 1)
+        recorder.tick()
+    assert recorder.pending() == 3
+    release.set()
+    writer.join(10)
+    assert written == [1]
+    monkeypatch.setattr(events, "keyuse_append", real)
+    assert recorder.write_pending() == 3
+    assert totals(tenant) == {("encrypt", "ok"): 4}
 
 
 @pytest.mark.django_db
