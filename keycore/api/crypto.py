@@ -28,6 +28,7 @@ from typing import Any
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from keycore import errors
@@ -134,8 +135,11 @@ def _fields(value, name: str = "fields") -> dict[str, bytes]:
     return out
 
 
-def _meta(obj: dict, peer: str, base: CallMeta | None = None, *, required: bool = True) -> CallMeta:
-    """The call's metadata from ``obj``; missing members come from ``base`` (batch defaults) or are empty."""
+def _meta(obj: dict, peer, base: CallMeta | None = None, *, required: bool = True) -> CallMeta:
+    """The call's metadata from ``obj``; missing members come from ``base`` (batch defaults) or are empty.
+
+    ``peer`` is a callable giving the caller's address, asked only when no ``source_ip`` is given.
+    """
     values: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
     for name, limit in META_LIMITS.items():
@@ -150,7 +154,7 @@ def _meta(obj: dict, peer: str, base: CallMeta | None = None, *, required: bool 
             values[name] = value
     ip = obj.get("source_ip", _MISSING)
     if ip is _MISSING or ip is None or ip == "":
-        values["source_ip"] = base.source_ip if base is not None else peer
+        values["source_ip"] = base.source_ip if base is not None else peer()
     elif type(ip) is not str or len(ip) > 64:
         problems["source_ip"] = ["Expected an IPv4 or IPv6 address."]
     else:
@@ -244,9 +248,22 @@ def _post(**kwargs):
 
 class CryptoView(APIView):
     required_scope = ApiScope.CRYPTO.value
+    _renderer = JSONRenderer()
 
-    def peer(self, request) -> str:
-        return client_ip(request) or ""
+    def perform_content_negotiation(self, request, force=False):
+        # JSON only, whatever Accept says (see keycore.api.negotiation), without parsing Accept per call
+        return self._renderer, self._renderer.media_type
+
+    def peer(self, request):
+        """The caller's address, worked out at most once and only if a call needs it."""
+        found = []
+
+        def address() -> str:
+            if not found:
+                found.append(client_ip(request) or "")
+            return found[0]
+
+        return address
 
 
 # --- endpoints ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from rest_framework.throttling import BaseThrottle
 
 log = logging.getLogger(__name__)
 
-SYNC_INTERVAL = 0.1
+SYNC_INTERVAL = 0.2
 #: above this share of the limit every request goes to the shared counter
 EXACT_FROM = 0.8
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -24,6 +24,12 @@ SchemaView = extend_schema(exclude=True)(SpectacularAPIView)
 tenant = "tenants/<str:external_id>/"
 
 urlpatterns = [
+    # the crypto API first: it is the hot path, and Django tries patterns in order
+    path("crypto/encrypt", crypto.EncryptView.as_view(), name="api-crypto-encrypt"),
+    path("crypto/decrypt", crypto.DecryptView.as_view(), name="api-crypto-decrypt"),
+    path("crypto/rekey", crypto.RekeyView.as_view(), name="api-crypto-rekey"),
+    path("crypto/batch-encrypt", crypto.BatchEncryptView.as_view(), name="api-crypto-batch-encrypt"),
+    path("crypto/batch-decrypt", crypto.BatchDecryptView.as_view(), name="api-crypto-batch-decrypt"),
     path(
         "schema/",
         SchemaView.as_view(
@@ -66,11 +72,5 @@ urlpatterns = [
     path("rekey-jobs/<uuid:uid>/cancel/", views.rekey_job_cancel, name="api-rekey-job-cancel"),
     path("rekey-jobs/<uuid:uid>/retry/", views.rekey_job_retry, name="api-rekey-job-retry"),
     path("audit/", views.AuditListView.as_view(), name="api-audit"),
-    # the crypto API
-    path("crypto/encrypt", crypto.EncryptView.as_view(), name="api-crypto-encrypt"),
-    path("crypto/decrypt", crypto.DecryptView.as_view(), name="api-crypto-decrypt"),
-    path("crypto/rekey", crypto.RekeyView.as_view(), name="api-crypto-rekey"),
-    path("crypto/batch-encrypt", crypto.BatchEncryptView.as_view(), name="api-crypto-batch-encrypt"),
-    path("crypto/batch-decrypt", crypto.BatchDecryptView.as_view(), name="api-crypto-batch-decrypt"),
     re_path(r"^[\s\S]*\Z", unknown_endpoint),  # anything at all, newlines included
 ]

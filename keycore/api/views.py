@@ -15,7 +15,6 @@ rekey jobs; ``events:read`` for key-use events and the audit trail.
 from __future__ import annotations
 
 from django.db import transaction
-from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.response import Response
@@ -23,6 +22,7 @@ from rest_framework.views import APIView
 
 from keycore import errors
 from keycore.api import examples as ex
+from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
 from keycore.api.serializers import (
     AuditEventSerializer,
@@ -121,7 +121,7 @@ class TenantScoped:
 class TenantListView(generics.ListAPIView):
     required_scopes = {"GET": READ, "POST": WRITE}
     serializer_class = TenantSerializer
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [ApiFilterBackend]
     filterset_class = TenantFilterSet
     queryset = Tenant.objects.all()
 
@@ -504,7 +504,7 @@ _JOB_RELATED = ("tenant", "source_config", "target_config")
 class RekeyJobListView(generics.ListAPIView):
     required_scope = READ
     serializer_class = RekeyJobSerializer
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [ApiFilterBackend]
     filterset_class = RekeyJobFilterSet
     queryset = RekeyJob.objects.select_related(*_JOB_RELATED)
 
@@ -609,7 +609,7 @@ rekey_job_retry = _job_action_view(
 class TenantEventsView(TenantScoped, generics.ListAPIView):
     required_scope = EVENTS
     serializer_class = KeyUseEventSerializer
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [ApiFilterBackend]
     filterset_class = KeyUseEventFilterSet
 
     def get_queryset(self):
@@ -626,7 +626,7 @@ class TenantEventsView(TenantScoped, generics.ListAPIView):
 class AuditListView(generics.ListAPIView):
     required_scope = EVENTS
     serializer_class = AuditEventSerializer
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [ApiFilterBackend]
     filterset_class = AuditEventFilterSet
     queryset = AuditEvent.objects.select_related("tenant")
 
