@@ -223,3 +223,11 @@ def test_a_server_that_is_down_is_a_transport_error(flaky):
     with kc.KeyCoreClient(url, "kc_x_y", retries=1, backoff=0.01) as client, pytest.raises(kc.TransportError):
         client.encrypt("acme", {}, requesting_id="t")
     assert "kc_x_y" not in repr(client)
+
+
+def test_the_readme_example_runs_as_written(live_server, make_key, tenant):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python client") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 3)]
+    code = code.replace('"https://keys.example.com"', repr(live_server.url))
+    exec(compile(code, "README.md", "exec"), {"api_key": make_key(["crypto"])})  # noqa: S102 - our own README
