@@ -84,7 +84,7 @@ def prepare(folder: Path) -> tuple[str, dict[str, str]]:
     return raw, env
 
 
-def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -> subprocess.Popen:
+def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, worker_class: str) -> subprocess.Popen:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -96,7 +96,7 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -
             "--workers",
             str(workers),
             "--worker-class",
-            "gthread",
+            worker_class,
             "--threads",
             str(threads),
             "--keep-alive",
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--field-size", type=int, default=1024, help="bytes per field")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker")
+    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args(argv)
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         key, env = prepare(folder)
         port = free_port()
-        process = start_gunicorn(env, port, args.workers, args.threads)
+        process = start_gunicorn(env, port, args.workers, args.threads, args.worker_class)
         reference = [reference_rate()]
         single = bench_single(port, key, args.requests, args.field_size)
         batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, connections=1)
@@ -296,7 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
     from django.conf import settings
 
     figures = {
-        "server": f"gunicorn, {args.workers} workers, gthread x{args.threads}, DEBUG off",
+        "server": f"gunicorn, {args.workers} workers, {args.worker_class}"
+        + (f" x{args.threads}" if args.worker_class == "gthread" else "")
+        + ", DEBUG off",
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         "throttle_cache": "redis" if os.environ.get("REDIS_URL") else "file",
         "python": platform.python_version(),

@@ -313,6 +313,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "keycore.api.negotiation.JsonFirstNegotiation",
+    "DEFAULT_METADATA_CLASS": None,  # OPTIONS is a 405: the schema describes every endpoint
     "EXCEPTION_HANDLER": "keycore.api.problems.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["keycore.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env("KEYCORE_API_RATE", "100000/min")},

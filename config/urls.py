@@ -7,6 +7,8 @@ handler500 = "keycore.views.server_error"
 handler403 = "keycore.views.forbidden"
 
 urlpatterns = [
+    # first: the crypto API is the hot path, and Django tries the patterns in order
+    path("api/v1/", include("keycore.api.urls")),
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
@@ -14,5 +16,4 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("vendor/", include("vendor_portal.urls")),
     path("tenant/", include("tenant_portal.urls")),
-    path("api/v1/", include("keycore.api.urls")),
 ]

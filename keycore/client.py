@@ -638,7 +638,8 @@ class KeyCoreClient:
     # -- KMS configurations and history --------------------------------------------------------------
 
     def kms_configs(self, external_id: str) -> list[dict]:
-        return self._get(f"/tenants/{_seg(external_id)}/kms-configs/")
+        """The tenant's configurations, oldest first (``is_primary`` marks the one that wraps new keys)."""
+        return list(self._pages(f"/tenants/{_seg(external_id)}/kms-configs/"))
 
     def kms_config(self, external_id: str, uid: str) -> dict:
         return self._get(f"/tenants/{_seg(external_id)}/kms-configs/{_seg(uid)}/")

@@ -31,3 +31,9 @@ class CursorPagination(pagination.CursorPagination):
                 "The cursor is not valid: use the next or previous link of a page as given.",
                 field_errors={self.cursor_query_param: ["Invalid cursor."]},
             ) from None
+
+
+class OldestFirstPagination(CursorPagination):
+    """For short lists that read best in the order things happened (a tenant's KMS configurations)."""
+
+    ordering = "id"

@@ -24,6 +24,7 @@ from keycore import errors
 from keycore.api import examples as ex
 from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
+from keycore.api.pagination import OldestFirstPagination
 from keycore.api.serializers import (
     AuditEventSerializer,
     BulkResultSerializer,
@@ -322,8 +323,8 @@ invitation_resend = _invitation_view("resend", "Send an invitation again (the ol
     get=extend_schema(
         operation_id="kms_configs_list",
         summary="List a tenant's KMS configurations",
-        description="Vendor-provided and the tenant's own, primary first. Secrets are never returned, only the "
-        "names of those that are set.",
+        description="Vendor-provided and the tenant's own, oldest first (`is_primary` marks the one that wraps new "
+        "keys). Secrets are never returned, only the names of those that are set.",
         tags=["kms-configs"],
         examples=[ex.CONFIG_PAGE],
     ),
@@ -341,10 +342,10 @@ invitation_resend = _invitation_view("resend", "Send an invitation again (the ol
 class KmsConfigListView(TenantScoped, generics.ListAPIView):
     required_scopes = {"GET": READ, "POST": KEYS}
     serializer_class = KmsConfigSerializer
-    pagination_class = None  # a handful per tenant, primary first
+    pagination_class = OldestFirstPagination
 
     def get_queryset(self):
-        return KmsConfig.objects.for_tenant(self.tenant).order_by("-is_primary", "created_at", "id")
+        return KmsConfig.objects.for_tenant(self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):

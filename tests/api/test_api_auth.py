@@ -179,6 +179,7 @@ def test_unknown_urls_and_methods_are_problems_not_html_pages(api, tenant):
     assert answer.status == 405 and answer.problem_type == "method-not-allowed"
     answer = api.request("PUT", "/api/v1/crypto/encrypt", {"tenant": "acme"})
     assert answer.status == 405
+    assert api.request("OPTIONS", "/api/v1/tenants/").status == 405
 
 
 def test_a_browser_asking_for_html_still_gets_json(api, tenant):

@@ -17,6 +17,7 @@ from keycore import client as kc
 from keycore.models import KmsConfig, Tenant
 from keycore.services.audit import Actor
 from keycore.services.keys import kms_config_revoke
+from tests.api.conftest import known_secrets
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -24,8 +25,23 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 @pytest.fixture
 def keycore(live_server, make_key, tenant, other_tenant):
+    """A client of the live server; every raw body it receives is searched for secrets at the end."""
+    bodies = []
     with kc.KeyCoreClient(live_server.url, make_key(), requesting_id="billing", timeout=10) as client:
+        send = client._pool.request
+
+        def recording(*args, **kwargs):
+            response = send(*args, **kwargs)
+            bodies.append(response.data)
+            return response
+
+        client._pool.request = recording
         yield client
+    secrets = known_secrets()
+    assert bodies
+    for body in bodies:
+        for secret in secrets:
+            assert secret not in body, f"a secret leaked in a response: {body[:300]!r}"
 
 
 def test_it_imports_without_django_configured():

@@ -42,12 +42,12 @@ def tenants_own_key(tenant, moto):
 
 
 def _configs(api) -> dict[str, dict]:
-    return {c["name"]: c for c in api.get("/api/v1/tenants/acme/kms-configs/").json}
+    return {c["name"]: c for c in api.get("/api/v1/tenants/acme/kms-configs/").json["results"]}
 
 
-def test_configs_are_listed_primary_first_with_the_names_of_their_secrets_only(api, tenants_own_key):
-    listed = api.get("/api/v1/tenants/acme/kms-configs/").json
-    assert [c["name"] for c in listed] == ["Vendor-provided key", "Acme's AWS key"]
+def test_configs_are_listed_oldest_first_with_the_names_of_their_secrets_only(api, tenants_own_key):
+    listed = api.get("/api/v1/tenants/acme/kms-configs/").json["results"]
+    assert [(c["name"], c["is_primary"]) for c in listed] == [("Vendor-provided key", True), ("Acme's AWS key", False)]
     own = listed[1]
     assert own["owner"] == "tenant" and own["provider"] == "aws"
     assert sorted(own["secret_fields_set"]) == ["access_key_id", "secret_access_key"]
