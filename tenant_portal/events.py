@@ -135,6 +135,8 @@ def events(request):
         "chain": selectors.event_chain_state(tenant),
         "destinations": selectors.tenant_destinations(tenant),
         "query": _query_without(request, "before", "view"),
+        # switching tabs keeps the filters both kinds share; operation, label, result and action belong to one
+        "tab_query": _query_without(request, "before", "view", "operation", "label", "result", "action"),
     }
     if not form.is_valid():
         return render(request, "tenant_portal/events.html", context, status=400)
@@ -239,7 +241,10 @@ def events_verification(request, verification):
         raise Http404("No such verification.")
     context = {"tenant": tenant, "nav": "events", "verification": found, **selectors.event_chain_state(tenant)}
     if request.headers.get("HX-Request") == "true":
-        return render(request, "tenant_portal/events_verification.html", context)
+        response = render(request, "tenant_portal/events_verification.html", context)
+        if found.is_done:
+            response["HX-Refresh"] = "true"  # the run ended: reload once, so the list below shows it too
+        return response
     return render(request, "tenant_portal/events_verify.html", context)
 
 
@@ -249,7 +254,9 @@ def events_verification(request, verification):
 class DestinationForm(forms.Form):
     """Both kinds in one form; the service validates what each kind needs and names the field."""
 
-    kind = forms.ChoiceField(label="Kind", choices=DestinationKind.choices, widget=forms.RadioSelect)
+    kind = forms.ChoiceField(
+        label="Kind", choices=DestinationKind.choices, widget=forms.RadioSelect, initial=DestinationKind.WEBHOOK
+    )
     name = forms.CharField(label="Name", max_length=120, required=False)
     url = forms.CharField(
         label="Webhook URL",
@@ -363,7 +370,8 @@ def destination_create(request):
         except errors.KeyCoreError as exc:
             _apply(form, exc)
         else:
-            messages.success(request, f"{destination.name} added: events are forwarded to it from now on.")
+            start = "the oldest kept event" if form.cleaned_data.get("from_beginning") else "the next event"
+            messages.success(request, f"{destination.name} added: forwarding starts with {start}.")
             if secret:
                 return _secret_page(request, destination, secret)
             return redirect("tenant:destination", tenant=request.tenant.external_id, destination=destination.uid)

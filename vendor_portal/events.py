@@ -61,5 +61,8 @@ def event_chain_verification(request, verification):
     if found is None:
         raise Http404("No such verification.")
     if request.headers.get("HX-Request") == "true":
-        return render(request, "vendor_portal/events_verification.html", {"verification": found})
+        response = render(request, "vendor_portal/events_verification.html", {"verification": found})
+        if found.is_done:
+            response["HX-Refresh"] = "true"  # the run ended: reload once, so the lists show it too
+        return response
     return render(request, "vendor_portal/events_chains.html", _context(request, verification=found))
