@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import django_filters
+from django.db import connections
 from django.db.models import Q
+from django.db.models.functions import Upper
+from django.db.models.lookups import GreaterThanOrEqual, LessThan
 
 from keycore.models import AuditEvent, KeyUseEvent, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class TenantFilterSet(django_filters.FilterSet):
@@ -35,7 +40,19 @@ class TenantFilterSet(django_filters.FilterSet):
             return queryset
         if self.data.get("match") == "contains":
             return queryset.filter(Q(name__icontains=value) | Q(external_id__icontains=value))
-        return queryset.filter(Q(name__istartswith=value) | Q(external_id__istartswith=value))
+        matches = Q(name__istartswith=value) | Q(external_id__istartswith=value)
+        if connections[queryset.db].vendor == "sqlite":
+            # SQLite cannot use an index for this LIKE, but it can for a range on UPPER(name) and
+            # UPPER(external_id) (indexes tenant_uname_id, tenant_uextid_id). Its upper() and LIKE fold
+            # ASCII letters only, so the bounds do too; the LIKE stays, so the result is exact.
+            # (PostgreSQL answers both searches from pg_trgm indexes instead.)
+            low = value.translate(_ASCII_UPPER)
+            high = low + "\U0010ffff"
+            in_range = Q(GreaterThanOrEqual(Upper("name"), low), LessThan(Upper("name"), high)) | Q(
+                GreaterThanOrEqual(Upper("external_id"), low), LessThan(Upper("external_id"), high)
+            )
+            return queryset.filter(in_range & matches)
+        return queryset.filter(matches)
 
 
 class RekeyJobFilterSet(django_filters.FilterSet):
