@@ -118,8 +118,8 @@ def _change_rows(event) -> list[tuple[str, object, object]]:
     return rows
 
 
-@require_GET
 @tenant_view(Cap.READ)
+@require_GET
 def events(request):
     """Key use (aggregated per minute, with counts) or admin events, filtered; chain and SIEM at a glance."""
     tenant = request.tenant
@@ -186,8 +186,8 @@ EXPORT_FORMATS = {
 }
 
 
-@require_GET
 @tenant_view(Cap.READ)
+@require_GET
 def events_export(request):
     """Stream the filtered events as CSV or JSON Lines, oldest first (chain order); the export is audited."""
     fmt = request.GET.get("format", "csv")
@@ -216,8 +216,8 @@ def events_export(request):
 # --- chain verification -------------------------------------------------------------------------------
 
 
-@require_http_methods(["GET", "POST"])
 @tenant_view(Cap.READ)
+@require_http_methods(["GET", "POST"])
 def events_verify(request):
     """Verify the tenant's chain (a Celery task walks it) and show where it stands."""
     tenant = request.tenant
@@ -232,8 +232,8 @@ def events_verify(request):
     )
 
 
-@require_GET
 @tenant_view(Cap.READ)
+@require_GET
 def events_verification(request, verification):
     tenant = request.tenant
     found = ChainVerification.objects.for_tenant(tenant).filter(uid=verification).first()
@@ -346,14 +346,14 @@ def _list_context(request, form) -> dict:
     }
 
 
-@require_GET
 @tenant_view(Cap.READ)
+@require_GET
 def destinations(request):
     return render(request, "tenant_portal/events_destinations.html", _list_context(request, DestinationForm()))
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 def destination_create(request):
     form = DestinationForm(request.POST)
     if form.is_valid():
@@ -402,15 +402,15 @@ def _detail_context(request, destination: EventDestination, **extra) -> dict:
     }
 
 
-@require_GET
 @tenant_view(Cap.READ)
+@require_GET
 def destination_detail(request, destination):
     found = _destination(request, destination)
     return render(request, "tenant_portal/events_destination.html", _detail_context(request, found))
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 @reauthentication_required
 def destination_edit(request, destination):
     found = _destination(request, destination)
@@ -433,8 +433,8 @@ def destination_edit(request, destination):
     )
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 def destination_test(request, destination):
     found = _destination(request, destination)
     result = forwarding.destination_test(destination=found, actor=Actor.from_request(request))
@@ -448,8 +448,8 @@ def destination_test(request, destination):
     return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 def destination_enable(request, destination):
     found = _destination(request, destination)
     try:
@@ -461,8 +461,8 @@ def destination_enable(request, destination):
     return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 @reauthentication_required
 def destination_disable(request, destination):
     found = _destination(request, destination)
@@ -475,8 +475,8 @@ def destination_disable(request, destination):
     return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 @reauthentication_required
 def destination_secret(request, destination):
     found = _destination(request, destination)
@@ -494,8 +494,8 @@ def destination_secret(request, destination):
     return redirect("tenant:destination", tenant=request.tenant.external_id, destination=found.uid)
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 @reauthentication_required
 def destination_delete(request, destination):
     found = _destination(request, destination)
@@ -504,8 +504,8 @@ def destination_delete(request, destination):
     return redirect("tenant:destinations", tenant=request.tenant.external_id)
 
 
-@require_POST
 @tenant_view(Cap.MANAGE_SETTINGS)
+@require_POST
 def destination_replay(request, destination):
     found = _destination(request, destination)
     ids = None

@@ -37,8 +37,8 @@ def _context(request, **extra) -> dict:
     }
 
 
-@require_http_methods(["GET", "POST"])
 @vendor_view(Cap.READ)
+@require_http_methods(["GET", "POST"])
 def event_chains(request):
     """Start a verification of the vendor chain or of one tenant's chain (by external id)."""
     if request.method == "POST":
@@ -54,8 +54,8 @@ def event_chains(request):
     return render(request, "vendor_portal/events_chains.html", _context(request, asked=request.GET.get("tenant", "")))
 
 
-@require_GET
 @vendor_view(Cap.READ)
+@require_GET
 def event_chain_verification(request, verification):
     found = ChainVerification.objects.select_related("tenant").filter(uid=verification).first()
     if found is None:
