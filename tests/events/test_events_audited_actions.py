@@ -168,6 +168,13 @@ def _deleted_destination(w: World):
     return destination
 
 
+def _second_key_version(w: World) -> None:
+    from keycore.models import TenantKey
+
+    w.notes["v1"] = TenantKey.objects.get(tenant=w.tenant, version=1)
+    keys.tenant_key_create(tenant=w.tenant, actor=Actor.system("setup"))
+
+
 def _offboarded(w: World) -> Tenant:
     tenants.tenant_set_status(tenant=w.tenant, transition="offboard", actor=Actor.system("setup"))
     return w.tenant
@@ -288,6 +295,33 @@ CASES: dict[str, Case] = {
     # jobs
     "job_cancel": Case("rekey_job.cancelled", lambda w: jobs.job_cancel(job=_started_job(w), actor=w.actor)),
     "job_retry": Case("rekey_job.retried", lambda w: jobs.job_retry(job=_cancelled_job(w), actor=w.actor)),
+    "job_start_rewrap": Case(
+        "rekey_job.started",
+        lambda w: jobs.job_start_rewrap(tenant=w.tenant, source=None, target=w.primary(), actor=w.actor),
+    ),
+    "job_start_kek_rotation": Case(
+        "rekey_job.started", lambda w: jobs.job_start_kek_rotation(config=w.primary(), actor=w.actor)
+    ),
+    "job_start_kek_rotation_everywhere": Case(
+        "rekey_job.started", lambda w: jobs.job_start_kek_rotation(actor=w.actor), on_tenant=False
+    ),
+    "job_start_root_rotation": Case(
+        "rekey_job.started", lambda w: jobs.job_start_root_rotation(actor=w.actor), on_tenant=False
+    ),
+    "job_start_key_retirement": Case(
+        "tenant_key.retiring",
+        lambda w: (jobs.job_start_key_retirement(key=w.notes["v1"], actor=w.actor), w.notes["v1"])[1],
+        setup=_second_key_version,
+    ),
+    "job_confirm_key_retirement": Case(
+        "rekey_job.confirmed",
+        lambda w: jobs.job_confirm_key_retirement(
+            job=jobs.job_start_key_retirement(key=w.notes["v1"], actor=Actor.system("setup")),
+            actor=w.actor,
+            rekeyed=True,
+        ),
+        setup=_second_key_version,
+    ),
     # API keys
     "api_key_create": Case(
         "api_key.created",
@@ -390,6 +424,26 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "wrap_tenant_key",
         },
         "apikeys": set(),
+        "jobs": {
+            # what workers and schedules do (system actors), and settings
+            "batch_size",
+            "chunk_size",
+            "lease_seconds",
+            "remote_batch_size",
+            "retirement_grace_days",
+            "retry_delay",
+            "worker_name",
+            "rotatable_providers",
+            "root_rotation_leftovers",
+            "job_plan",
+            "job_mark_enqueued",
+            "job_run",
+            "job_run_chunk",
+            "job_resume_stalled",
+            "jobs_never_planned",
+            "tenants_due_for_rotation",
+            "tenant_key_rotate_if_due",
+        },
         "forwarding": {
             "clean_webhook_settings",
             "clean_syslog_settings",
@@ -435,6 +489,15 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "tenant_key_create",
         },
         "apikeys": {"api_key_create", "api_key_revoke", "api_key_rotate"},
+        "jobs": {
+            "job_cancel",
+            "job_retry",
+            "job_start_rewrap",
+            "job_start_kek_rotation",
+            "job_start_root_rotation",
+            "job_start_key_retirement",
+            "job_confirm_key_retirement",
+        },
         "forwarding": {
             "destination_create",
             "destination_update",
@@ -445,7 +508,7 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "dead_letters_replay",
         },
     }
-    modules = {"tenants": tenants, "keys": keys, "apikeys": apikeys, "forwarding": forwarding}
+    modules = {"tenants": tenants, "keys": keys, "apikeys": apikeys, "jobs": jobs, "forwarding": forwarding}
     for label, module in modules.items():
         public = {
             name
