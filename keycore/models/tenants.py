@@ -81,8 +81,12 @@ class Tenant(models.Model):
 
 
 class Membership(models.Model):
-    """A user's role in one tenant. A user may belong to several tenants."""
+    """A user's role in one tenant. A user may belong to several tenants.
 
+    Portal URLs name a membership by ``uid``, never by its sequential id.
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey("keycore.User", on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=TenantRole.choices)
