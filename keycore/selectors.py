@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 
-from django.db.models import Count, Sum
+from allauth.mfa.models import Authenticator
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
-from keycore.models import AuditEvent, KeyHistoryEntry, KeyUseEvent, KmsConfig, RekeyJob, Tenant, TenantKey
+from keycore.models import (
+    AuditEvent,
+    Invitation,
+    KeyHistoryEntry,
+    KeyUseEvent,
+    KmsConfig,
+    Membership,
+    RekeyJob,
+    Tenant,
+    TenantKey,
+    TenantKeyWrap,
+)
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.tenants import Health
 
@@ -117,3 +131,109 @@ def destination_deliveries(destination, *, limit: int = 25) -> list:
 
 def destination_dead_letters(destination, *, limit: int = 200) -> list:
     return list(destination.dead_letters.order_by("seq")[:limit])
+
+
+# --- tenant portal ------------------------------------------------------------------------
+# Reads for /tenant/<external_id>/. Every one starts from ``for_tenant(tenant)``.
+
+
+def tenant_configs(tenant: Tenant) -> list[KmsConfig]:
+    """The tenant's KMS configurations, primary first; ``live_wraps`` counts live tenant-key versions under each."""
+    return list(
+        KmsConfig.objects.for_tenant(tenant)
+        .annotate(live_wraps=Count("wraps", filter=~Q(wraps__tenant_key__state="destroyed")))
+        .order_by("-is_primary", "created_at", "id")
+    )
+
+
+def tenant_key_versions(tenant: Tenant) -> list[TenantKey]:
+    """Every tenant-key version, newest first, with its wraps (and their configurations), primary first."""
+    wraps = (
+        TenantKeyWrap.objects.select_related("kms_config")
+        .defer("wrapped")  # the wrapped key itself is never needed to show where it is wrapped
+        .order_by("-kms_config__is_primary", "id")
+    )
+    return list(TenantKey.objects.for_tenant(tenant).prefetch_related(Prefetch("wraps", queryset=wraps)))
+
+
+def tenant_history(tenant: Tenant, *, config: KmsConfig | None = None, limit: int = 30) -> list[KeyHistoryEntry]:
+    entries = KeyHistoryEntry.objects.for_tenant(tenant)
+    if config is not None:
+        entries = entries.filter(kms_config=config)
+    return list(entries[:limit])
+
+
+def tenant_jobs(tenant: Tenant, *, active_only: bool = False, limit: int = 100) -> list[RekeyJob]:
+    jobs = RekeyJob.objects.for_tenant(tenant).select_related("source_config", "target_config")
+    if active_only:
+        jobs = jobs.filter(state__in=ACTIVE_JOB_STATES)
+    return list(jobs.order_by("-created_at", "-id")[:limit])
+
+
+def tenant_members(tenant: Tenant) -> list[Membership]:
+    """Members with ``has_mfa``: whether each has an authenticator enrolled."""
+    return list(
+        Membership.objects.for_tenant(tenant)
+        .select_related("user")
+        .annotate(has_mfa=Exists(Authenticator.objects.filter(user_id=OuterRef("user_id"))))
+        .order_by("user__email")
+    )
+
+
+def tenant_open_invitations(tenant: Tenant) -> list[Invitation]:
+    """Invitations neither accepted nor revoked (expired ones included: they can be sent again)."""
+    return list(
+        Invitation.objects.for_tenant(tenant)
+        .filter(accepted_at__isnull=True, revoked_at__isnull=True)
+        .order_by("-created_at", "-id")
+    )
+
+
+#: a day's key use is final this long after it ended (the last flushes of its final minute are in)
+KEY_USE_DAY_SETTLES = timedelta(minutes=5)
+#: how long a settled day's sums are kept in the cache (counts only, never keys)
+KEY_USE_DAY_CACHE_SECONDS = 24 * 3600
+
+
+def _key_use_by_day(tenant: Tenant, since: datetime) -> dict:
+    rows = (
+        KeyUseEvent.objects.for_tenant(tenant)
+        .filter(minute__gte=since)  # a range on the indexed (tenant, minute) column
+        .annotate(day=TruncDate("minute"))
+        .values("day", "operation", "label", "result")
+        .annotate(n=Sum("count"))
+        .order_by()
+    )
+    by_day: dict = {}
+    for row in rows:
+        by_day.setdefault(row["day"], []).append(row)
+    return by_day
+
+
+def tenant_key_use_daily(tenant: Tenant, *, days: int = 30) -> tuple[list, list[dict]]:
+    """Key use of the last ``days`` days (today included, UTC): the days, and one row per
+    (day, operation, data label, result) with the summed ``count``.
+
+    A busy tenant has millions of per-minute rows in 30 days, so the sums of each settled
+    day are cached (by tenant uid and day): a page view then sums only the rows of the
+    days not cached yet, normally just today's.
+    """
+    from django.core.cache import cache
+
+    now = timezone.now()
+    today = now.date()
+    all_days = [today - timedelta(days=days - 1 - i) for i in range(days)]
+
+    def settled(day) -> bool:
+        return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC) + KEY_USE_DAY_SETTLES <= now
+
+    keys = {day: f"keycore:keyuse-day:{tenant.uid.hex}:{day.isoformat()}" for day in all_days if settled(day)}
+    cached = cache.get_many(list(keys.values()))
+    by_day = {day: cached[key] for day, key in keys.items() if key in cached}
+    todo = [day for day in all_days if day not in by_day]
+    if todo:
+        fresh = _key_use_by_day(tenant, datetime.combine(todo[0], time.min, tzinfo=UTC))
+        for day in todo:
+            by_day[day] = fresh.get(day, [])
+        cache.set_many({keys[day]: by_day[day] for day in todo if day in keys}, timeout=KEY_USE_DAY_CACHE_SECONDS)
+    return all_days, [row for day in all_days for row in by_day[day]]
