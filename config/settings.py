@@ -367,6 +367,12 @@ KEYCORE_EVENT_DELIVERY_TIMEOUT = float(env("KEYCORE_EVENT_DELIVERY_TIMEOUT", "10
 KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE = env_bool("KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE", EMBEDDED)
 KEYCORE_VENDOR_PRINCIPAL = env("KEYCORE_VENDOR_PRINCIPAL", "arn:aws:iam::111122223333:role/keycore")
 KEYCORE_EXTRA_PROVIDERS: dict[str, str] = {}
+# Networks a tenant's own KMS configuration may point KeyCore at besides public addresses (keycore/egress.py).
+KEYCORE_TENANT_KMS_ALLOWED_NETWORKS = env_list(
+    "KEYCORE_TENANT_KMS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128" if EMBEDDED else ""
+)
+# PKCS#11 modules (paths, os.pathsep-separated) that configurations may load; unset = any (embedded only for tenants)
+KEYCORE_PKCS11_MODULES = env("KEYCORE_PKCS11_MODULES")
 KEYCORE_OFFBOARD_GRACE_DAYS = int(env("KEYCORE_OFFBOARD_GRACE_DAYS", "30"))
 
 # --- i18n, static ------------------------------------------------------------------------

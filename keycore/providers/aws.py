@@ -297,6 +297,18 @@ class AwsKmsProvider(KeyProvider):
             "KeyCore can no longer unwrap this tenant's keys once its in-memory copies expire."
         )
 
+    @classmethod
+    def egress(cls, settings: Mapping[str, Any]) -> list[str]:
+        """Custom endpoints only; AWS's own regional endpoints are public."""
+        from urllib.parse import urlsplit
+
+        hosts = []
+        for name in ("endpoint_url", "sts_endpoint_url"):
+            url = str(settings.get(name) or "").strip()
+            if url:
+                hosts.append(urlsplit(url).hostname or url)
+        return hosts
+
     def describe(self) -> str:
         where = f"{self.key_id} ({self.region})" if self.region and self.region not in self.key_id else self.key_id
         role = self.settings.get("role_arn")

@@ -160,6 +160,16 @@ class KeyProvider(abc.ABC):
         """
         return ""
 
+    @classmethod
+    def egress(cls, settings: Mapping[str, Any]) -> list[str]:
+        """What this configuration makes KeyCore reach: network hosts, or ``file:<path>`` for local modules.
+
+        KeyCore checks these against the operator's egress policy before it saves or
+        tests a *tenant's* configuration (keycore/egress.py), so a tenant cannot point
+        KeyCore at the vendor's internal network or make it load a library.
+        """
+        return []
+
     def describe(self) -> str:
         """A one-line, non-secret summary of where the key lives (ARN, host:port/uid, token/label)."""
         return self.label

@@ -273,6 +273,11 @@ class KmipProvider(KeyProvider):
             "expire."
         )
 
+    @classmethod
+    def egress(cls, settings: Mapping[str, Any]) -> list[str]:
+        host = str(settings.get("host") or "").strip()
+        return [host] if host else []
+
     def describe(self) -> str:
         return f"{self.host}:{self.port} key {self.key_uid}"
 

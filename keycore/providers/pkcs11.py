@@ -288,6 +288,11 @@ class Pkcs11Provider(KeyProvider):
             "tenant's keys once its in-memory copies expire."
         )
 
+    @classmethod
+    def egress(cls, settings: Mapping[str, Any]) -> list[str]:
+        path = str(settings.get("module_path") or "").strip()
+        return [f"file:{path}"] if path else []
+
     def describe(self) -> str:
         return f"token '{self.token_label}' key '{self.key_label}'"
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 from keycore import errors
 from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import TenantKeyHandle, key_check_value, new_tenant_key
+from keycore.egress import check_tenant_egress
 from keycore.models import KeyHistoryEntry, KmsConfig, RevocationEpoch, Tenant, TenantKey, TenantKeyWrap
 from keycore.models.keys import BLOCKING_STATES, UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
@@ -158,10 +159,21 @@ def _sync_tenant_summary(tenant: Tenant) -> None:
 
 
 def kms_config_test_connection(
-    *, tenant: Tenant, provider: str, settings_: dict[str, Any], secrets: dict[str, str], uid=None
+    *,
+    tenant: Tenant,
+    provider: str,
+    settings_: dict[str, Any],
+    secrets: dict[str, str],
+    uid=None,
+    owner: str = ConfigOwner.TENANT,
 ) -> HealthResult:
-    """Check a configuration before it is saved: reachable, credentials accepted, wrap and unwrap work."""
+    """Check a configuration before it is saved: reachable, credentials accepted, wrap and unwrap work.
+
+    A tenant's configuration must also pass the operator's egress policy (keycore/egress.py).
+    """
     cls = get_provider_class(provider)
+    if owner == ConfigOwner.TENANT:
+        check_tenant_egress(cls, settings_)
     clean_settings, clean_secrets = cls.clean(settings_, secrets)
     instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
     try:
@@ -201,6 +213,8 @@ def kms_config_create(
         )
     if owner == ConfigOwner.VENDOR and not cls.vendor_may_create:
         raise errors.InvalidInput(f"{cls.label} keys can only be brought by the tenant.")
+    if owner == ConfigOwner.TENANT:
+        check_tenant_egress(cls, data.settings)
     clean_settings, clean_secrets = cls.clean(data.settings, data.secrets)
     clean_secrets = {**cls.generate_secrets(), **clean_secrets}
     name = (data.name or "").strip() or cls.label
