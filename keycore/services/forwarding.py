@@ -579,11 +579,26 @@ def deliver_pending(
             if destination.next_attempt_at and destination.next_attempt_at > clock():
                 return DeliveryOutcome(delivered, dead, failed, retry_at=destination.next_attempt_at, more=True)
             key = chain_key(destination.tenant_id)
-            rows = []
-            for row in chain_rows(key, after=destination.cursor_seq, chunk_size=batch_size):
-                rows.append(row)
-                if len(rows) >= batch_size:
-                    break
+            # seqs have no gaps above the checkpoint: the next batch is the next batch_size numbers
+            after = destination.cursor_seq
+            pruned_upto = EventChain.objects.filter(key=key).values_list("checkpoint_seq", flat=True).first() or 0
+            if after < pruned_upto:
+                # a disabled destination's events were pruned past retention before it was enabled again:
+                # say so where the tenant looks (its events), and go on with what is left
+                with transaction.atomic():
+                    moved = EventDestination.objects.filter(pk=destination_id, cursor_seq=after).update(
+                        cursor_seq=pruned_upto
+                    )
+                    if moved:
+                        audit_record(
+                            actor=Actor.system("event-forwarding"),
+                            action="event_destination.skipped_pruned",
+                            tenant=destination.tenant,
+                            target=destination,
+                            changes={"cursor_seq": [after, pruned_upto], "skipped": [None, pruned_upto - after]},
+                        )
+                continue
+            rows = list(chain_rows(key, after=after, upto=after + batch_size, chunk_size=batch_size))
             if not rows:
                 return DeliveryOutcome(delivered, dead, failed)
             documents = [event_document(row, destination.tenant.external_id) for row in rows]

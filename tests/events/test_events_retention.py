@@ -185,3 +185,32 @@ def test_a_checkpoint_survives_a_root_key_rotation(tenant, old_and_new, settings
         settings.KEYCORE_ROOT_KEY = old
         settings.KEYCORE_ROOT_KEY_PREVIOUS = []
         chain_mac_keys.cache_clear()
+
+
+def test_a_disabled_destination_skips_what_was_pruned_meanwhile(tenant, old_and_new, admin_actor):
+    from keycore.services.forwarding import deliver_pending, destination_create, destination_set_enabled
+    from tests.events.receivers import WebhookReceiver
+
+    receiver = WebhookReceiver(status=200)
+    try:
+        destination, _ = destination_create(
+            tenant=tenant,
+            kind="webhook",
+            name="SIEM",
+            settings_={"url": receiver.url},
+            actor=admin_actor,
+            from_beginning=True,
+        )
+        destination_set_enabled(destination=destination, enabled=False, actor=admin_actor)
+        assert events_prune(tenant=tenant).checkpoint_seq == old_and_new, "a disabled destination does not hold it"
+        destination_set_enabled(destination=destination, enabled=True, actor=admin_actor)
+        deliver_pending(destination.pk)
+        destination.refresh_from_db()
+        seqs = [e["seq"] for e in receiver.accepted_events()]
+        head = EventChain.objects.get(key=chain_key(tenant.pk)).seq
+        assert seqs == list(range(old_and_new + 1, head + 1))
+        skipped = AuditEvent.objects.get(action="event_destination.skipped_pruned")
+        assert skipped.changes == {"cursor_seq": [0, old_and_new], "skipped": [None, old_and_new]}
+        assert skipped.actor_label == "system:event-forwarding" and skipped.target_id == str(destination.uid)
+    finally:
+        receiver.close()
