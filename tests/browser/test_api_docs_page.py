@@ -6,14 +6,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.conftest import browser, page  # noqa: F401 - the browser fixtures
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 #: Redoc's footer shows Redocly's logo from their CDN; our policy refuses it and Redoc hides the image
 REDOC_FOOTER_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
-def test_the_reference_renders_under_its_csp_without_a_cdn(page, live_server):  # noqa: F811
+def test_the_reference_renders_under_its_csp_without_a_cdn(page, live_server):
     errors, loaded, refused = [], set(), set()
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
