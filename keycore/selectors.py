@@ -10,6 +10,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from keycore.models import (
+    ApiKey,
     AuditEvent,
     Invitation,
     KeyHistoryEntry,
@@ -20,9 +21,10 @@ from keycore.models import (
     Tenant,
     TenantKey,
     TenantKeyWrap,
+    VendorStaff,
 )
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
-from keycore.models.tenants import Health
+from keycore.models.tenants import Health, InvitationAudience
 
 
 def vendor_dashboard_stats() -> dict:
@@ -237,3 +239,109 @@ def tenant_key_use_daily(tenant: Tenant, *, days: int = 30) -> tuple[list, list[
             by_day[day] = fresh.get(day, [])
         cache.set_many({keys[day]: by_day[day] for day in todo if day in keys}, timeout=KEY_USE_DAY_CACHE_SECONDS)
     return all_days, [row for day in all_days for row in by_day[day]]
+
+
+# --- vendor portal ------------------------------------------------------------------------
+# Reads for /vendor/. List pages build on these querysets and paginate by keyset; each one
+# fetches what its rows show in a fixed number of queries, whatever the page size.
+
+
+def _mfa_enabled(user_ref: str):
+    """Exists(...) for "this user has an authenticator", as allauth's is_mfa_enabled asks it, per row."""
+    return Exists(Authenticator.objects.filter(user_id=OuterRef(user_ref)))
+
+
+def vendor_tenants():
+    """The tenants list's base queryset: only the columns its rows and CSV export show."""
+    return Tenant.objects.only(
+        "id", "uid", "external_id", "name", "status", "key_ownership", "primary_provider", "health", "created_at"
+    )
+
+
+def vendor_recent_activity(limit: int = 10) -> list:
+    return list(AuditEvent.objects.select_related("tenant").order_by("-created_at", "-id")[:limit])
+
+
+def vendor_failing_tenants(limit: int = 8) -> list:
+    return list(Tenant.objects.filter(health=Health.FAILING).order_by("name", "id")[:limit])
+
+
+def vendor_jobs(states, limit: int = 8) -> list:
+    return list(
+        RekeyJob.objects.filter(state__in=states)
+        .select_related("tenant", "target_config")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def vendor_tenants_per_week(weeks: int = 12) -> list[tuple]:
+    """(week start, tenants created that week) for the last ``weeks`` weeks, oldest first, zeros included."""
+    today = timezone.now().date()
+    start = today - timedelta(days=today.weekday() + 7 * (weeks - 1))
+    since = datetime.combine(start, time.min, tzinfo=UTC)  # a range on the indexed column, not DATE(column)
+    per_day = (
+        Tenant.objects.filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values_list("day")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = [0] * weeks
+    for day, n in per_day:
+        index = (day - start).days // 7
+        if 0 <= index < weeks:
+            counts[index] += n
+    return [(start + timedelta(weeks=i), counts[i]) for i in range(weeks)]
+
+
+def vendor_tenant_members(tenant: Tenant) -> list:
+    """Members with their user and whether they use MFA, in one query."""
+    return list(
+        Membership.objects.for_tenant(tenant)
+        .select_related("user")
+        .annotate(mfa_enabled=_mfa_enabled("user_id"))
+        .order_by("user__email")
+    )
+
+
+def vendor_tenant_invitations(tenant: Tenant) -> list:
+    """Invitations not yet accepted or revoked (pending or expired), newest first."""
+    return list(
+        Invitation.objects.for_tenant(tenant)
+        .filter(accepted_at__isnull=True, revoked_at__isnull=True)
+        .order_by("-created_at")[:50]
+    )
+
+
+def vendor_staff_list() -> list:
+
+    return list(
+        VendorStaff.objects.select_related("user")
+        .annotate(mfa_enabled=_mfa_enabled("user_id"))
+        .order_by("-is_active", "user__email")
+    )
+
+
+def vendor_staff_invitations() -> list:
+
+    return list(
+        Invitation.objects.filter(
+            audience=InvitationAudience.VENDOR, tenant__isnull=True, accepted_at__isnull=True, revoked_at__isnull=True
+        ).order_by("-created_at")[:50]
+    )
+
+
+def vendor_api_keys():
+    return (
+        ApiKey.objects.select_related("created_by")
+        .prefetch_related(Prefetch("tenants", queryset=Tenant.objects.only("id", "external_id", "name")))
+        .order_by("-created_at", "-id")
+    )
+
+
+def vendor_jobs_queryset():
+    return RekeyJob.objects.select_related("tenant", "source_config", "target_config")
+
+
+def vendor_audit_queryset():
+    return AuditEvent.objects.select_related("tenant")

@@ -1,32 +1,886 @@
-"""The vendor portal (/vendor/): thin views over keycore's selectors and services."""
+"""The vendor portal (/vendor/): thin views over keycore's selectors and services.
+
+Each view parses its input, calls one service or selector, and renders. Who may do
+what is decided by ``vendor_view(cap)`` alone; destructive actions (retire, offboard,
+shred, revoke an API key, deactivate staff) also need a recent password
+re-entry (allauth's ``reauthentication_required``). Services write the audit
+events; no view does.
+"""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404, render
+import csv
 
-from keycore import selectors
+from allauth.account.decorators import reauthentication_required
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from keycore import errors, selectors
 from keycore.access import vendor_view
-from keycore.models import Tenant
+from keycore.filtersets import AuditEventFilterSet, RekeyJobFilterSet, TenantFilterSet
+from keycore.models import ApiKey, Invitation, KmsConfig, RekeyJob, Tenant, VendorStaff
+from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
+from keycore.models.keys import ConfigOwner, ConfigState
+from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.providers.registry import get_provider_class, provider_choices
+from keycore.roles import Cap, VendorRole
+from keycore.services import apikeys, jobs, keys, tenants
+from keycore.services.audit import Actor
+from vendor_portal import charts, onboarding
+from vendor_portal.forms import (
+    AdminInviteFormSet,
+    ApiKeyForm,
+    CsvConfirmForm,
+    CsvUploadForm,
+    InvitationForm,
+    KmsConfigForm,
+    ProviderChoiceForm,
+    ShredForm,
+    StaffInviteForm,
+    StaffRoleForm,
+    StatusForm,
+    TenantCreateForm,
+    add_service_error,
+)
+from vendor_portal.pagination import Sort, keyset_iterate, keyset_page
+from vendor_portal.templatetags.vendor_caps import caps_of
+
+PAGE_SIZE = 50
+#: a search this long can use the trigram indexes; shorter ones match so many rows that walking the name order wins
+INDEXED_SEARCH_MIN = 3
+TENANT_SORTS = {
+    s.key: s
+    for s in (
+        Sort("name", "name", False, "Name (A–Z)"),
+        Sort("-name", "name", True, "Name (Z–A)"),
+        Sort("-created", "created_at", True, "Newest first"),
+        Sort("created", "created_at", False, "Oldest first"),
+    )
+}
+NEWEST = Sort("-created", "created_at", True, "Newest first")
+CSV_COLUMNS = ("external_id", "name", "status", "key_ownership", "primary_provider", "health", "created_at")
 
 
-@vendor_view("read")
+def vendor_action(cap: str = Cap.WRITE, *, reauthenticate=False):
+    """A POST-only action: role first (an auditor gets 403, not a password prompt), then re-authentication."""
+
+    def decorator(view):
+        inner = require_POST(view)
+        if reauthenticate:
+            inner = reauthentication_required(inner, enabled=reauthenticate if callable(reauthenticate) else None)
+        return vendor_view(cap)(inner)
+
+    return decorator
+
+
+def _page(request, template: str, context: dict, *, status: int = 200):
+    """Render with what every vendor page needs: the role's capabilities, for showing only usable actions."""
+    context["can"] = caps_of(request.staff.role)
+    return render(request, template, context, status=status)
+
+
+def _tenant(external_id: str) -> Tenant:
+    return get_object_or_404(Tenant, external_id=external_id)
+
+
+def _is_htmx(request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _next_params(request, **changes) -> str:
+    params = request.GET.copy()
+    for key, value in changes.items():
+        params.pop(key, None)
+        if value:
+            params[key] = value
+    return params.urlencode()
+
+
+def _pager(request, page) -> dict:
+    return {
+        "next_url": f"?{_next_params(request, cursor=page.next_cursor)}" if page.next_cursor else "",
+        "previous_url": f"?{_next_params(request, cursor=page.previous_cursor)}" if page.previous_cursor else "",
+        "first_url": f"?{_next_params(request, cursor='')}" if request.GET.get("cursor") else "",
+    }
+
+
+def _change_rows(event) -> list[tuple[str, object, object]]:
+    """An audit event's changes as (field, before, after); scrubbed secrets read "(changed)"."""
+    rows = []
+    for name, value in (event.changes or {}).items():
+        if isinstance(value, list | tuple) and len(value) == 2:
+            rows.append((name, value[0], value[1]))
+        else:
+            rows.append((name, None, value))
+    return rows
+
+
+# --- dashboard ------------------------------------------------------------------------------
+
+
+@vendor_view(Cap.READ)
 def dashboard(request):
-    return render(
-        request, "vendor_portal/dashboard.html", {"stats": selectors.vendor_dashboard_stats(), "nav": "dashboard"}
+    stats = selectors.vendor_dashboard_stats()
+    tenants_url = reverse("vendor:tenants")
+    ownership = charts.horizontal_bars(
+        "Tenants by key",
+        [
+            (
+                KeyOwnership(value).label,
+                stats["by_ownership"].get(value, 0),
+                f"bar-{value}",
+                f"{tenants_url}?key_ownership={value}",
+            )
+            for value in KeyOwnership.values
+        ],
     )
-
-
-@vendor_view("read")
-def tenant_list(request):
-    tenants = Tenant.objects.order_by("name", "id")[:50]
-    return render(request, "vendor_portal/tenant_list.html", {"tenants": tenants, "nav": "tenants"})
-
-
-@vendor_view("read")
-def tenant_detail(request, external_id: str):
-    tenant = get_object_or_404(Tenant, external_id=external_id)
-    return render(
+    status = charts.horizontal_bars(
+        "Tenants by status",
+        [
+            (
+                TenantStatus(value).label,
+                stats["by_status"].get(value, 0),
+                f"bar-{value}",
+                f"{tenants_url}?status={value}",
+            )
+            for value in TenantStatus.values
+        ],
+    )
+    weekly = selectors.vendor_tenants_per_week(12)
+    growth = charts.columns("New tenants per week", [(f"{day:%d %b}", n) for day, n in weekly])
+    events = selectors.vendor_recent_activity(10)
+    return _page(
         request,
-        "vendor_portal/tenant_detail.html",
-        {"tenant": tenant, **selectors.tenant_overview(tenant), "nav": "tenants"},
+        "vendor_portal/dashboard.html",
+        {
+            "nav": "dashboard",
+            "stats": stats,
+            "ownership_chart": ownership,
+            "status_chart": status,
+            "growth_chart": growth,
+            "growth_first": weekly[0][0],
+            "failing": selectors.vendor_failing_tenants(),
+            "active_jobs": selectors.vendor_jobs(ACTIVE_JOB_STATES),
+            "failed_jobs": selectors.vendor_jobs([JobState.FAILED]),
+            "events": [(e, _change_rows(e)) for e in events],
+        },
     )
+
+
+# --- tenants ----------------------------------------------------------------------------------
+
+
+def _tenant_search(request):
+    """The tenants list's filter set, sort, and whether the search should match before sorting."""
+    filterset = TenantFilterSet(request.GET, queryset=selectors.vendor_tenants())
+    sort = TENANT_SORTS.get(request.GET.get("sort", ""), TENANT_SORTS["name"])
+    query = (request.GET.get("q") or "").strip()
+    return filterset, sort, len(query) >= INDEXED_SEARCH_MIN
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def tenant_list(request):
+    filterset, sort, search_first = _tenant_search(request)
+    context = {
+        "nav": "tenants",
+        "filterset": filterset,
+        "sort": sort,
+        "sorts": TENANT_SORTS.values(),
+        "providers": provider_choices(),
+        "statuses": TenantStatus.choices,
+        "ownerships": KeyOwnership.choices,
+        "healths": Health.choices,
+        "export_query": _next_params(request, cursor=""),
+        "filtered": any(request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health")),
+    }
+    if not filterset.is_valid():
+        context.update(page=None, pager={})
+        return _page(request, "vendor_portal/tenant_list.html", context, status=400)
+    page = keyset_page(
+        filterset.qs,
+        scope="tenants",
+        sort=sort,
+        cursor=request.GET.get("cursor"),
+        size=PAGE_SIZE,
+        after_filtering=search_first,
+    )
+    if page.cursor_rejected:
+        messages.warning(request, "That page link is no longer valid; showing the first page.")
+    context.update(
+        page=page,
+        pager=_pager(request, page),
+        oob=_is_htmx(request),
+        tenant_url=reverse("vendor:tenants"),  # + "<external id>/" is each tenant's page
+    )
+    template = "vendor_portal/partials/tenant_results.html" if _is_htmx(request) else "vendor_portal/tenant_list.html"
+    return _page(request, template, context)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_cell(value) -> str:
+    """A cell a spreadsheet will not run: text starting with = + - @ (or a tab/CR) gets a leading quote."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def tenant_export(request):
+    """The filtered tenants list as CSV, streamed a thousand rows at a time (never the whole list in memory)."""
+    filterset, sort, _ = _tenant_search(request)
+    if not filterset.is_valid():
+        return HttpResponse("The filters are not valid.", status=400, content_type="text/plain")
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_COLUMNS)
+        for t in keyset_iterate(filterset.qs, sort=sort):
+            yield writer.writerow(
+                [
+                    _csv_cell(t.external_id),
+                    _csv_cell(t.name),
+                    t.status,
+                    t.key_ownership,
+                    _csv_cell(t.primary_provider),
+                    t.health,
+                    t.created_at.isoformat(),
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="tenants-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+    return response
+
+
+@vendor_view(Cap.WRITE)
+def tenant_create(request):
+    form = TenantCreateForm(request.POST or None)
+    admins = AdminInviteFormSet(request.POST or None, prefix="admins")
+    if request.method == "POST" and form.is_valid() and admins.is_valid():
+        invites = [tenants.AdminInvite(a["email"], a["role"]) for a in admins.cleaned_data if a and a.get("email")]
+        try:
+            tenant = tenants.tenant_create(
+                external_id=form.cleaned_data["external_id"],
+                name=form.cleaned_data["name"],
+                admins=invites,
+                actor=Actor.from_request(request),
+            )
+        except errors.KeyCoreError as exc:
+            add_service_error(form, exc)
+        else:
+            invited = f" and invited {len(invites)} admin(s)" if invites else ""
+            messages.success(request, f"Created {tenant.name} with its own vendor-provided key{invited}.")
+            return redirect("vendor:tenant", external_id=tenant.external_id)
+    status = 400 if request.method == "POST" else 200
+    return _page(
+        request, "vendor_portal/tenant_create.html", {"nav": "tenants", "form": form, "admins": admins}, status=status
+    )
+
+
+@vendor_view(Cap.WRITE)
+def tenant_import(request):
+    """Step 1: upload a CSV; step 2 (same page): the preview with every row's verdict, and a confirm button."""
+    form = CsvUploadForm(request.POST or None, request.FILES or None)
+    context = {"nav": "tenants", "form": form, "columns": onboarding.COLUMNS, "max_rows": onboarding.MAX_ROWS}
+    if request.method == "POST" and form.is_valid():
+        try:
+            text = onboarding.read_upload(form.cleaned_data["file"])
+            plan = onboarding.plan_import(text)
+        except onboarding.FileProblem as exc:
+            form.add_error("file", str(exc))
+        else:
+            context.update(plan=plan, confirm=CsvConfirmForm(initial={"payload": onboarding.seal_payload(text)}))
+            return _page(request, "vendor_portal/tenant_import.html", context)
+    return _page(request, "vendor_portal/tenant_import.html", context, status=400 if request.method == "POST" else 200)
+
+
+@vendor_action(Cap.WRITE)
+def tenant_import_confirm(request):
+    """Step 3: create what the (re-checked) file plans; report each tenant and each skipped row."""
+    form = CsvConfirmForm(request.POST)
+    context = {"nav": "tenants", "form": CsvUploadForm(), "columns": onboarding.COLUMNS}
+    try:
+        if not form.is_valid():
+            raise onboarding.FileProblem("The upload could not be read back; upload the file again.")
+        plan = onboarding.plan_import(onboarding.open_payload(form.cleaned_data["payload"]))
+    except onboarding.FileProblem as exc:
+        context["problem"] = str(exc)
+        return _page(request, "vendor_portal/tenant_import.html", context, status=400)
+    outcomes = onboarding.apply_plan(plan, actor=Actor.from_request(request))
+    context.update(plan=plan, outcomes=outcomes, created=sum(1 for o in outcomes if o.created))
+    return _page(request, "vendor_portal/tenant_import.html", context)
+
+
+def _where(config: KmsConfig) -> str:
+    """Which kind of KMS, and where the key lives in it (nothing secret: settings only)."""
+    try:
+        label = get_provider_class(config.provider).label
+    except errors.KeyCoreError:
+        return config.provider
+    return f"{label}: {keys.describe_config(config)}" if config.settings else label
+
+
+def _tenant_context(request, tenant: Tenant, **extra) -> dict:
+    overview = selectors.tenant_overview(tenant)
+    primary = overview["primary"]
+    audit = keyset_page(
+        selectors.vendor_audit_queryset().filter(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
+    )
+    context = {
+        "nav": "tenants",
+        "tenant": tenant,
+        **overview,
+        "config_rows": [(c, _where(c)) for c in overview["configs"]],
+        "members": selectors.vendor_tenant_members(tenant),
+        "invitations": selectors.vendor_tenant_invitations(tenant),
+        "events": [(e, _change_rows(e)) for e in audit.rows],
+        "more_events": bool(audit.next_cursor),
+        "invite_form": InvitationForm(),
+        "status_form": StatusForm(),
+        "shred_form": ShredForm(external_id=tenant.external_id),
+        # the rule kms_config_make_primary(by_vendor=True) enforces, shown next to its button
+        "tenant_key_is_primary": primary is not None and primary.owner == ConfigOwner.TENANT,
+        "vendor_may_replace_primary": not (
+            primary is not None and primary.owner == ConfigOwner.TENANT and tenant.status == TenantStatus.ACTIVE
+        ),
+        "grace_days": settings.KEYCORE_OFFBOARD_GRACE_DAYS,
+        "grace_over": tenant.shred_after is not None and tenant.shred_after <= timezone.now(),
+        "can_shred": tenant.status in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED)
+        and any(c.owner == ConfigOwner.VENDOR and c.state != ConfigState.DESTROYED for c in overview["configs"]),
+        "ConfigState": ConfigState,
+    }
+    context.update(extra)
+    return context
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def tenant_detail(request, external_id: str):
+    tenant = _tenant(external_id)
+    return _page(request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant))
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def tenant_audit(request, external_id: str):
+    tenant = _tenant(external_id)
+    page = keyset_page(
+        selectors.vendor_audit_queryset().filter(tenant=tenant),
+        scope=f"tenant-audit:{tenant.pk}",
+        sort=NEWEST,
+        cursor=request.GET.get("cursor"),
+        size=PAGE_SIZE,
+    )
+    return _page(
+        request,
+        "vendor_portal/tenant_audit.html",
+        {
+            "nav": "tenants",
+            "tenant": tenant,
+            "events": [(e, _change_rows(e)) for e in page.rows],
+            "pager": _pager(request, page),
+        },
+    )
+
+
+def _wants_offboard(request) -> bool:
+    return request.POST.get("transition") == "offboard"
+
+
+@vendor_action(Cap.WRITE, reauthenticate=_wants_offboard)
+def tenant_status(request, external_id: str):
+    """Suspend or reactivate (confirmed in the browser), or offboard (confirmed, and after a password re-entry)."""
+    tenant = _tenant(external_id)
+    form = StatusForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose suspend, reactivate or offboard.")
+        return redirect("vendor:tenant", external_id=tenant.external_id)
+    transition = form.cleaned_data["transition"]
+    try:
+        tenant = tenants.tenant_set_status(
+            tenant=tenant, transition=transition, reason=form.cleaned_data["reason"], actor=Actor.from_request(request)
+        )
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        if transition == "suspend":
+            done = f"{tenant.name} is suspended: its data cannot be encrypted or decrypted until reactivated."
+        elif transition == "reactivate":
+            done = f"{tenant.name} is active again."
+        else:
+            done = (
+                f"{tenant.name} is offboarding. Its vendor-provided keys can be crypto-shredded after "
+                f"{tenant.shred_after:%Y-%m-%d %H:%M} UTC."
+            )
+        messages.success(request, done)
+    return redirect("vendor:tenant", external_id=tenant.external_id)
+
+
+@vendor_action(Cap.WRITE, reauthenticate=True)
+def tenant_shred(request, external_id: str):
+    """Crypto-shred an offboarding tenant's vendor-provided keys; before the grace period ends only when typed."""
+    tenant = _tenant(external_id)
+    form = ShredForm(request.POST, external_id=tenant.external_id)
+    if not form.is_valid():
+        return _page(
+            request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant, shred_form=form), status=400
+        )
+    try:
+        count = tenants.tenant_shred(tenant=tenant, actor=Actor.from_request(request), force=True)
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request,
+            f"Crypto-shredded {count} vendor-provided key(s) of {tenant.name}: "
+            "data under them can never be read again.",
+        )
+    return redirect("vendor:tenant", external_id=tenant.external_id)
+
+
+# --- invitations ---------------------------------------------------------------------------------
+
+
+@vendor_action(Cap.WRITE)
+def invitation_create(request, external_id: str):
+    tenant = _tenant(external_id)
+    form = InvitationForm(request.POST)
+    if form.is_valid():
+        try:
+            tenants.invitation_create(
+                tenant=tenant,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=Actor.from_request(request),
+            )
+        except errors.KeyCoreError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(
+                request,
+                f"Invited {form.cleaned_data['email']}; the link works once and expires in "
+                f"{settings.KEYCORE_INVITATION_TTL_HOURS} hours.",
+            )
+            return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#members")
+    return _page(
+        request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant, invite_form=form), status=400
+    )
+
+
+def _invitation(tenant: Tenant | None, uid) -> Invitation:
+    queryset = Invitation.objects.for_tenant(tenant) if tenant is not None else Invitation.objects.filter(tenant=None)
+    return get_object_or_404(queryset, uid=uid)
+
+
+def _after_invitation(tenant: Tenant | None):
+    if tenant is None:
+        return redirect("vendor:staff")
+    return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#members")
+
+
+def _invitation_action(request, tenant: Tenant | None, uid, action: str):
+    invitation = _invitation(tenant, uid)
+    actor = Actor.from_request(request)
+    try:
+        if action == "resend":
+            tenants.invitation_resend(invitation=invitation, actor=actor)
+            messages.success(request, f"Sent a new link to {invitation.email}; the previous one no longer works.")
+        else:
+            tenants.invitation_revoke(invitation=invitation, actor=actor)
+            messages.success(request, f"Withdrew the invitation of {invitation.email}.")
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    return _after_invitation(tenant)
+
+
+@vendor_action(Cap.WRITE)
+def invitation_resend(request, external_id: str, uid):
+    return _invitation_action(request, _tenant(external_id), uid, "resend")
+
+
+@vendor_action(Cap.WRITE)
+def invitation_revoke(request, external_id: str, uid):
+    return _invitation_action(request, _tenant(external_id), uid, "revoke")
+
+
+# --- vendor-provided keys ---------------------------------------------------------------------------
+
+
+def _vendor_config(tenant: Tenant, uid) -> KmsConfig:
+    """One of the tenant's vendor-owned configurations; a tenant-owned one is not the vendor's to touch (404)."""
+    return get_object_or_404(KmsConfig.objects.for_tenant(tenant).filter(owner=ConfigOwner.VENDOR), uid=uid)
+
+
+def _provider(request) -> tuple[str, type]:
+    names = dict(provider_choices(for_tenant=False))
+    name = request.POST.get("provider") or request.GET.get("provider") or "local"
+    if name not in names:
+        raise Http404("No such provider.")
+    return name, get_provider_class(name)
+
+
+def _setup_help(cls, tenant: Tenant) -> str:
+    kwargs = {
+        "tenant_external_id": tenant.external_id,
+        "vendor_principal": settings.KEYCORE_VENDOR_PRINCIPAL,
+        "tenant_uid": tenant.uid.hex,
+    }
+    try:
+        return cls.setup_help(**kwargs)
+    except TypeError:
+        # a provider plug-in written before setup_help took the tenant's uid
+        del kwargs["tenant_uid"]
+        return cls.setup_help(**kwargs)
+
+
+@vendor_view(Cap.WRITE)
+def key_create(request, external_id: str):
+    """Add a vendor-provided key: KeyCore's own (local) or in the vendor's own KMS, from the provider's fields."""
+    tenant = _tenant(external_id)
+    name, cls = _provider(request)
+    form = KmsConfigForm(request.POST or None, provider_cls=cls)
+    if request.method == "POST" and form.is_valid():
+        settings_, secrets = form.provider_values()
+        try:
+            config = keys.kms_config_create(
+                tenant=tenant,
+                owner=ConfigOwner.VENDOR,
+                data=keys.ConfigInput(
+                    provider=name,
+                    name=form.cleaned_data["name"],
+                    settings=settings_,
+                    secrets=secrets,
+                    rate_limit=form.cleaned_data["rate_limit"] or 0,
+                ),
+                actor=Actor.from_request(request),
+            )
+        except errors.KeyCoreError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(request, f"Added {config.name}. Make it primary to move {tenant.name}'s keys under it.")
+            return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
+    return _page(
+        request,
+        "vendor_portal/key_create.html",
+        {
+            "nav": "tenants",
+            "tenant": tenant,
+            "provider": name,
+            # not the class itself: templates call callables, and a provider class is one
+            "provider_label": cls.label,
+            "provider_has_fields": bool(cls.fields),
+            "provider_form": ProviderChoiceForm(initial={"provider": name}, choices=provider_choices(for_tenant=False)),
+            "form": form,
+            "setup_help": _setup_help(cls, tenant),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@vendor_action(Cap.WRITE)
+def key_test(request, external_id: str):
+    """htmx: test a configuration before saving it (wrap and unwrap a probe); the result replaces a live region."""
+    tenant = _tenant(external_id)
+    name, cls = _provider(request)
+    form = KmsConfigForm(request.POST, provider_cls=cls)
+    result = None
+    problems: list[str] = []
+    if form.is_valid():
+        settings_, secrets = form.provider_values()
+        try:
+            result = keys.kms_config_test_connection(tenant=tenant, provider=name, settings_=settings_, secrets=secrets)
+        except errors.KeyCoreError as exc:
+            problems = [f"{field}: {m}" for field, ms in exc.field_errors.items() for m in ms] or [exc.detail]
+    else:
+        problems = [
+            f"{form.fields[f].label if f in form.fields else 'Form'}: {m}" for f, ms in form.errors.items() for m in ms
+        ]
+    return render(request, "vendor_portal/partials/key_test_result.html", {"result": result, "problems": problems})
+
+
+@vendor_action(Cap.WRITE)
+def key_make_primary(request, external_id: str, uid):
+    tenant = _tenant(external_id)
+    config = _vendor_config(tenant, uid)
+    try:
+        job = keys.kms_config_make_primary(config=config, actor=Actor.from_request(request), by_vendor=True)
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+        return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
+    messages.success(
+        request, f"{config.name} is now {tenant.name}'s primary key; this job moves its tenant keys under it."
+    )
+    return redirect("vendor:job", uid=job.uid)
+
+
+@vendor_action(Cap.WRITE)
+def key_decrypt_only(request, external_id: str, uid):
+    tenant = _tenant(external_id)
+    config = _vendor_config(tenant, uid)
+    try:
+        keys.kms_config_decrypt_only(config=config, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request, f"{config.name} is decrypt-only: it still opens old tenant keys, never wraps new ones."
+        )
+    return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
+
+
+@vendor_action(Cap.WRITE, reauthenticate=True)
+def key_retire(request, external_id: str, uid):
+    tenant = _tenant(external_id)
+    config = _vendor_config(tenant, uid)
+    try:
+        keys.kms_config_retire(config=config, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Retired {config.name}: no tenant key is wrapped under it any more.")
+    return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
+
+
+# --- rekey jobs -------------------------------------------------------------------------------------
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def job_list(request):
+    filterset = RekeyJobFilterSet(request.GET, queryset=selectors.vendor_jobs_queryset())
+    context = {"nav": "jobs", "filterset": filterset, "page": None, "pager": {}}
+    if not filterset.is_valid():
+        return _page(request, "vendor_portal/job_list.html", context, status=400)
+    page = keyset_page(filterset.qs, scope="jobs", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE)
+    context.update(page=page, pager=_pager(request, page))
+    return _page(request, "vendor_portal/job_list.html", context)
+
+
+def _job(uid) -> RekeyJob:
+    return get_object_or_404(selectors.vendor_jobs_queryset(), uid=uid)
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def job_detail(request, uid):
+    job = _job(uid)
+    return _page(request, "vendor_portal/job_detail.html", {"nav": "jobs", "job": job})
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def job_progress(request, uid):
+    """htmx polls this while the job is active; the partial it returns stops polling once the job is over."""
+    job = _job(uid)
+    return _page(request, "vendor_portal/partials/job_progress.html", {"job": job})
+
+
+@vendor_action(Cap.WRITE)
+def job_retry(request, uid):
+    job = _job(uid)
+    try:
+        jobs.job_retry(job=job, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, "The job starts again where it stopped.")
+    return redirect("vendor:job", uid=job.uid)
+
+
+@vendor_action(Cap.WRITE)
+def job_cancel(request, uid):
+    job = _job(uid)
+    try:
+        jobs.job_cancel(job=job, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, "The job is cancelled; what it finished stays done.")
+    return redirect("vendor:job", uid=job.uid)
+
+
+# --- staff ----------------------------------------------------------------------------------------
+
+
+def _staff_page(request, *, invite_form=None, status=200):
+    return _page(
+        request,
+        "vendor_portal/staff.html",
+        {
+            "nav": "staff",
+            "staff": selectors.vendor_staff_list(),
+            "invitations": selectors.vendor_staff_invitations(),
+            "invite_form": invite_form or StaffInviteForm(),
+            "role_form": StaffRoleForm(),
+        },
+        status=status,
+    )
+
+
+@require_GET
+@vendor_view(Cap.MANAGE_STAFF)
+def staff_list(request):
+    return _staff_page(request)
+
+
+@vendor_action(Cap.MANAGE_STAFF)
+def staff_invite(request):
+    form = StaffInviteForm(request.POST)
+    if form.is_valid():
+        try:
+            tenants.invitation_create(
+                tenant=None,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=Actor.from_request(request),
+            )
+        except errors.KeyCoreError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(request, f"Invited {form.cleaned_data['email']} to the vendor's staff.")
+            return redirect("vendor:staff")
+    return _staff_page(request, invite_form=form, status=400)
+
+
+@vendor_action(Cap.MANAGE_STAFF)
+def staff_role(request, pk: int):
+    staff = get_object_or_404(VendorStaff.objects.select_related("user"), pk=pk)
+    form = StaffRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a role.")
+        return redirect("vendor:staff")
+    try:
+        tenants.staff_set_role(staff=staff, role=form.cleaned_data["role"], actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        role = VendorRole(form.cleaned_data["role"]).label.lower()
+        messages.success(request, f"{staff.user.email} is now {role}.")
+    return redirect("vendor:staff")
+
+
+@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
+def staff_deactivate(request, pk: int):
+    staff = get_object_or_404(VendorStaff.objects.select_related("user"), pk=pk)
+    try:
+        tenants.staff_deactivate(staff=staff, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"{staff.user.email} can no longer use the vendor portal.")
+    return redirect("vendor:staff")
+
+
+@vendor_action(Cap.MANAGE_STAFF)
+def staff_invitation_resend(request, uid):
+    return _invitation_action(request, None, uid, "resend")
+
+
+@vendor_action(Cap.MANAGE_STAFF)
+def staff_invitation_revoke(request, uid):
+    return _invitation_action(request, None, uid, "revoke")
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+
+
+def _api_keys_page(request, *, form=None, secret=None, secret_key=None, status=200):
+    """The keys list; right after a create or rotate, the secret too — in this response only, never stored."""
+    page = keyset_page(
+        selectors.vendor_api_keys(), scope="api-keys", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE
+    )
+    return _page(
+        request,
+        "vendor_portal/api_keys.html",
+        {
+            "nav": "api_keys",
+            "page": page,
+            "pager": _pager(request, page),
+            "form": form or ApiKeyForm(),
+            "secret": secret,
+            "secret_key": secret_key,
+            "now": timezone.now(),
+        },
+        status=status,
+    )
+
+
+@require_GET
+@vendor_view(Cap.MANAGE_API_KEYS)
+def api_key_list(request):
+    return _api_keys_page(request)
+
+
+@vendor_action(Cap.MANAGE_API_KEYS)
+def api_key_create(request):
+    form = ApiKeyForm(request.POST)
+    if form.is_valid():
+        wanted = form.cleaned_data["tenants"]
+        found = {t.external_id: t for t in Tenant.objects.filter(external_id__in=wanted)}
+        unknown = [t for t in wanted if t not in found]
+        if unknown:
+            form.add_error("tenants", f"No tenant has the external id {', '.join(unknown)}.")
+        else:
+            try:
+                key, secret = apikeys.api_key_create(
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    tenants=[found[t] for t in wanted] or None,
+                    expires_at=form.cleaned_data["expires_on"],
+                    actor=Actor.from_request(request),
+                )
+            except errors.KeyCoreError as exc:
+                add_service_error(form, exc, field_map={"expires_at": "expires_on"})
+            else:
+                return _api_keys_page(request, secret=secret, secret_key=key)
+    return _api_keys_page(request, form=form, status=400)
+
+
+@vendor_action(Cap.MANAGE_API_KEYS)
+def api_key_rotate(request, uid):
+    key = get_object_or_404(ApiKey, uid=uid)
+    try:
+        new, secret = apikeys.api_key_rotate(key=key, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+        return redirect("vendor:api_keys")
+    return _api_keys_page(request, secret=secret, secret_key=new)
+
+
+@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
+def api_key_revoke(request, uid):
+    key = get_object_or_404(ApiKey, uid=uid)
+    try:
+        apikeys.api_key_revoke(key=key, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Revoked {key.name} ({key.prefix}…): requests with it are refused from now on.")
+    return redirect("vendor:api_keys")
+
+
+# --- audit trail ---------------------------------------------------------------------------------
+
+
+@require_GET
+@vendor_view(Cap.READ)
+def audit_list(request):
+    filterset = AuditEventFilterSet(request.GET, queryset=selectors.vendor_audit_queryset())
+    context = {"nav": "audit", "filterset": filterset, "events": [], "pager": {}}
+    if not filterset.is_valid():
+        return _page(request, "vendor_portal/audit_list.html", context, status=400)
+    page = keyset_page(filterset.qs, scope="audit", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE)
+    context.update(events=[(e, _change_rows(e)) for e in page.rows], pager=_pager(request, page))
+    return _page(request, "vendor_portal/audit_list.html", context)

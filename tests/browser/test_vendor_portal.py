@@ -1,0 +1,157 @@
+"""The vendor portal in a real browser: a member of staff's day, start to finish, and a picture of every page.
+
+The rekey job of the key made primary runs on a real Celery worker (its own queue),
+against the same database the live server serves; the page watches it finish by
+polling with htmx.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core import mail
+from playwright.sync_api import expect
+
+from keycore.models import Invitation, KmsConfig, RekeyJob
+from keycore.models.keys import ConfigOwner
+from tests.browser.conftest import shot, sign_in
+from tests.factories import PASSWORD, make_tenant
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _reauthenticate_if_asked(page) -> None:
+    if "/reauthenticate/" in page.url:
+        page.fill("input[name=password]", PASSWORD)
+        page.get_by_role("button", name="Confirm").click()
+        page.wait_for_load_state("networkidle")
+
+
+def test_staff_find_a_tenant_invite_its_admin_and_move_it_to_a_new_key(page, vendor_admin, celery_worker):
+    make_tenant("acme", "Acme Corporation")
+    make_tenant("globex", "Globex Industries")
+    sign_in(page, vendor_admin.email, PASSWORD, vendor_admin.totp_secret)
+    assert page.get_by_role("heading", name="Dashboard").is_visible()
+
+    # find the tenant: "/" jumps to the search box, typing filters as you type, j + Enter opens the first row
+    page.goto("/vendor/tenants/")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "id_q"
+    page.keyboard.type("acm")
+    expect(page.locator("#tenant-results tbody tr")).to_have_count(1)
+    assert page.get_by_role("status").first.inner_text().startswith("Showing 1 tenant")
+    assert "q=acm" in page.url  # the search is in the address bar, so it can be shared and reloaded
+    shot(page, "tenants-search")
+    page.locator("body").click(position={"x": 5, "y": 5})  # leave the search box, as a keyboard user would with Tab
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/vendor/tenants/acme/")
+    assert page.get_by_role("heading", name="Acme Corporation", level=1).is_visible()
+
+    # invite a tenant administrator: the email carries a single-use link
+    page.fill("#id_email", "it@acme.example")
+    page.select_option("#id_role", "owner")
+    page.get_by_role("button", name="Send invitation").click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_text("Invited it@acme.example").is_visible()
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["it@acme.example"]
+    link = re.search(r"http\S+/invitations/\S+/", mail.outbox[0].body).group(0)
+    assert Invitation.objects.get(email="it@acme.example").state == "pending" and link
+    shot(page, "tenant-detail-invited")
+
+    # add a vendor-provided key, then make it primary; the rekey job runs on the Celery worker
+    page.get_by_role("button", name="Add a vendor-provided key").click()
+    page.wait_for_url("**/keys/new/")
+    page.fill("#id_name", "Second vendor key")
+    shot(page, "key-create")
+    page.get_by_role("button", name="Save key").click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_text("Added Second vendor key").is_visible()
+    new = KmsConfig.objects.get(tenant__external_id="acme", name="Second vendor key")
+    assert new.owner == ConfigOwner.VENDOR and not new.is_primary
+    page.on("dialog", lambda dialog: dialog.accept())  # data-confirm asks before every action
+    row = page.locator("table.configs tr", has_text="Second vendor key")
+    row.get_by_role("button", name="Make primary").click()
+    page.wait_for_url("**/vendor/jobs/**")
+    job = RekeyJob.objects.get(target_config=new)
+    try:
+        page.get_by_text("All 1 tenant keys done.").wait_for(timeout=60000)
+    except Exception:
+        raise AssertionError(celery_worker.output()[-3000:]) from None
+    assert RekeyJob.objects.get(pk=job.pk).state == "succeeded"
+    assert page.locator("#job-progress progress").get_attribute("value") == "1"
+    assert "run_rekey_job" in celery_worker.output()
+    shot(page, "job-finished")
+
+    page.goto("/vendor/tenants/acme/")
+    assert page.locator("table.configs tr", has_text="Second vendor key").get_by_text("primary").is_visible()
+
+
+def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vendor_operator):
+    """A picture of each page (test-results/), and the destructive path through re-authentication."""
+    acme = make_tenant("acme", "Acme Corporation")
+    for i in range(12):
+        make_tenant(f"tenant-{i:02d}", f"Northwind Logistics {i}")
+    sign_in(page, vendor_admin.email, PASSWORD, vendor_admin.totp_secret)
+    page.on("dialog", lambda dialog: dialog.accept())
+    for path, name in [
+        ("/vendor/", "dashboard"),
+        ("/vendor/tenants/", "tenants"),
+        ("/vendor/tenants/?q=north&match=contains&sort=-created", "tenants-filtered"),
+        ("/vendor/onboarding/new/", "tenant-create"),
+        ("/vendor/onboarding/import/", "tenant-import"),
+        ("/vendor/tenants/acme/", "tenant-detail"),
+        ("/vendor/tenants/acme/keys/new/?provider=aws", "key-create-aws"),
+        ("/vendor/jobs/", "jobs"),
+        ("/vendor/staff/", "staff"),
+        ("/vendor/api-keys/", "api-keys"),
+        ("/vendor/audit/", "audit"),
+    ]:
+        response = page.goto(path)
+        assert response.status == 200, path
+        shot(page, name)
+
+    # a form with errors shows them next to the fields
+    page.goto("/vendor/onboarding/new/")
+    page.fill("#id_name", "Acme again")
+    page.fill("#id_external_id", "acme")
+    page.get_by_role("button", name="Create tenant").click()
+    assert page.locator("#id_external_id_errors").inner_text() == "Already in use."
+    shot(page, "tenant-create-errors")
+
+    # an API key is shown once, in the page that created it
+    page.goto("/vendor/api-keys/")
+    page.fill("#id_name", "billing-service")
+    page.check("input[value=crypto]")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-secret").inner_text()
+    assert len(secret) > 20
+    shot(page, "api-key-created")
+    page.goto("/vendor/api-keys/")
+    assert secret not in page.content()
+
+    # revoking it asks for the password again, then does what was asked
+    page.get_by_role("button", name="Revoke…").click()
+    page.wait_for_url("**/reauthenticate/**")
+    shot(page, "reauthenticate")
+    _reauthenticate_if_asked(page)
+    assert page.get_by_text("Revoked billing-service").is_visible()
+
+    # offboarding shows the grace period; shredding needs the external id typed
+    page.goto("/vendor/tenants/acme/")
+    page.get_by_role("button", name="Offboard Acme Corporation…").click()
+    page.wait_for_load_state("networkidle")
+    _reauthenticate_if_asked(page)
+    assert page.get_by_text("Offboarding.", exact=True).is_visible()
+    shred = page.get_by_role("button", name="Shred the keys of acme")
+    assert shred.is_disabled()
+    page.fill("#id_confirm", "acme")
+    assert shred.is_enabled()
+    shot(page, "tenant-offboarding")
+    shred.click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_text("Crypto-shredded 1 vendor-provided key").is_visible()
+    acme.refresh_from_db()
+    assert acme.status == "offboarded"
+    shot(page, "tenant-shredded")

@@ -1,0 +1,135 @@
+"""The audit trail (filters, keyset pages, before → after) and the dashboard (counts, charts, failing KMS, jobs)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from keycore.models import AuditEvent, KmsConfig, Tenant
+from keycore.providers.base import HealthResult
+from keycore.services import keys
+from keycore.services.audit import Actor
+from keycore.services.tenants import tenant_set_status, tenant_update
+from tests.factories import make_tenant
+
+pytestmark = pytest.mark.django_db
+AUDIT = reverse("vendor:audit")
+
+
+def _actions(response) -> list[str]:
+    return [e.action for e, _ in response.context["events"]]
+
+
+def test_the_audit_trail_filters_by_tenant_actor_action_and_time(as_admin, tenant, other_tenant):
+    tenant_update(tenant=tenant, name="Acme Corp", actor=Actor.system("renamer"))
+    tenant_set_status(tenant=other_tenant, transition="suspend", actor=Actor.system("billing"))
+    assert _actions(as_admin.get(AUDIT, {"tenant": "acme", "action": "tenant.updated"})) == ["tenant.updated"]
+    assert _actions(as_admin.get(AUDIT, {"actor": "billing"})) == ["tenant.suspend"]
+    assert set(_actions(as_admin.get(AUDIT, {"tenant": "globex"}))) >= {"tenant.suspend", "tenant.created"}
+    future = (timezone.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    assert _actions(as_admin.get(AUDIT, {"since": future})) == []
+    assert len(_actions(as_admin.get(AUDIT, {"until": future}))) == AuditEvent.objects.count()
+    bad = as_admin.get(AUDIT, {"since": "yesterday-ish"})
+    assert bad.status_code == 400 and bad.context["filterset"].form.errors["since"]
+
+
+def test_each_event_shows_who_did_what_to_which_object_before_and_after(as_admin, tenant):
+    tenant_update(tenant=tenant, name="Acme Corp", actor=Actor.system("renamer"))
+    response = as_admin.get(AUDIT, {"action": "tenant.updated"})
+    event, changes = response.context["events"][0]
+    assert event.actor_label == "system:renamer" and event.target_type == "tenant"
+    assert changes == [("name", "Acme Corporation", "Acme Corp")]
+    page = response.content.decode()
+    assert "<del>Acme Corporation</del> → <ins>Acme Corp</ins>" in page
+
+
+def test_the_audit_trail_pages_by_cursor_without_repeats(as_admin, monkeypatch):
+    for i in range(4):
+        make_tenant(f"t{i}", f"T{i}")
+    monkeypatch.setattr("vendor_portal.views.PAGE_SIZE", 5)
+    seen, response = [], as_admin.get(AUDIT)
+    while True:
+        seen += [e.pk for e, _ in response.context["events"]]
+        if not response.context["pager"]["next_url"]:
+            break
+        response = as_admin.get(AUDIT + response.context["pager"]["next_url"])
+    assert seen == list(AuditEvent.objects.order_by("-created_at", "-id").values_list("pk", flat=True))
+
+
+def test_the_audit_trail_needs_no_more_queries_for_more_rows(as_admin, monkeypatch):
+    for i in range(4):
+        make_tenant(f"t{i}", f"T{i}")
+    counts = []
+    for size in (3, 12):
+        monkeypatch.setattr("vendor_portal.views.PAGE_SIZE", size)
+        with CaptureQueriesContext(connection) as queries:
+            response = as_admin.get(AUDIT)
+        assert len(response.context["events"]) == size
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+
+
+def test_a_tenants_own_audit_page_shows_only_its_events(as_admin, tenant, other_tenant):
+    response = as_admin.get(reverse("vendor:tenant_audit", args=["acme"]))
+    assert {e.tenant_id for e, _ in response.context["events"]} == {tenant.pk}
+
+
+def test_the_tenant_page_needs_no_more_queries_for_more_members_and_keys(as_admin, tenant):
+    from tests.factories import make_member
+
+    def measure():
+        with CaptureQueriesContext(connection) as queries:
+            assert as_admin.get(reverse("vendor:tenant", args=["acme"])).status_code == 200
+        return len(queries)
+
+    make_member(tenant, "a@acme.example", "admin")
+    keys.kms_config_create(
+        tenant=tenant, owner="vendor", data=keys.ConfigInput("local", "B", {}, {}), actor=Actor.system("t")
+    )
+    few = measure()
+    for i in range(5):
+        make_member(tenant, f"m{i}@acme.example", "auditor", mfa=i % 2 == 0)
+        keys.kms_config_create(
+            tenant=tenant, owner="vendor", data=keys.ConfigInput("local", f"K{i}", {}, {}), actor=Actor.system("t")
+        )
+        keys.tenant_key_create(tenant=tenant, actor=Actor.system("t"))
+    assert measure() == few
+    page = as_admin.get(reverse("vendor:tenant", args=["acme"])).content.decode()
+    assert page.count('<span class="badge badge-warn">off</span>') == 2  # m1 and m3 have no MFA
+
+
+def test_the_dashboard_counts_tenants_by_key_and_status_and_draws_them(
+    as_auditor, tenant, other_tenant, tenant_own_key
+):
+    tenant_set_status(tenant=other_tenant, transition="suspend", actor=Actor.system("t"))
+    response = as_auditor.get(reverse("vendor:dashboard"))
+    stats = response.context["stats"]
+    assert stats["tenants"] == 2
+    assert stats["by_ownership"] == {"tenant": 1, "vendor": 1}
+    assert stats["by_status"] == {"active": 1, "suspended": 1}
+    page = response.content.decode()
+    assert '<svg class="chart"' in page and '<title id="chart-ownership-title">Tenants by key</title>' in page
+    assert "Vendor-provided: 1; Own KMS: 1" in page
+    assert 'href="/vendor/tenants/?status=suspended"' in page
+    assert reverse("vendor:tenant_create") not in page  # an auditor is offered no write actions
+
+
+def test_the_dashboard_lists_tenants_whose_kms_fails_and_running_jobs(as_admin, tenant, other_tenant):
+    config = KmsConfig.objects.get(tenant=other_tenant)
+    keys.kms_config_record_health(config=config, result=HealthResult(False, "KMS unreachable: timed out", 5000.0))
+    second = keys.kms_config_create(
+        tenant=tenant, owner="vendor", data=keys.ConfigInput("local", "Next", {}, {}), actor=Actor.system("t")
+    )
+    keys.kms_config_make_primary(config=second, actor=Actor.system("t"))
+    response = as_admin.get(reverse("vendor:dashboard"))
+    assert [t.external_id for t in response.context["failing"]] == ["globex"]
+    assert response.context["stats"]["failing"] == 1
+    assert [j.tenant.external_id for j in response.context["active_jobs"]] == ["acme"]
+    page = response.content.decode()
+    assert "Globex Industries" in page and "<progress" in page
+    assert Tenant.objects.get(pk=other_tenant.pk).health == "failing"
