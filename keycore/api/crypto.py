@@ -253,12 +253,35 @@ def _post(**kwargs):
 
 
 class CryptoView(APIView):
+    """DRF's pipeline (authentication, scope, throttle, problems), minus the per-call set-up a hot path can skip.
+
+    Authenticators and parsers hold no per-request state, so one instance of each
+    serves every call; permissions and throttles do (a message, a wait) and are
+    made per call as DRF does.
+    """
+
     required_scope = ApiScope.CRYPTO.value
     _renderer = JSONRenderer()
+    _authenticators = None
+    _parsers = None
 
     def perform_content_negotiation(self, request, force=False):
         # JSON only, whatever Accept says (see keycore.api.negotiation), without parsing Accept per call
         return self._renderer, self._renderer.media_type
+
+    def get_authenticators(self):
+        if CryptoView._authenticators is None:
+            CryptoView._authenticators = super().get_authenticators()
+        return CryptoView._authenticators
+
+    def get_parsers(self):
+        if CryptoView._parsers is None:
+            CryptoView._parsers = super().get_parsers()
+        return CryptoView._parsers
+
+    @property
+    def default_response_headers(self):
+        return {"Allow": "POST"}
 
     def peer(self, request):
         """The caller's address, worked out at most once and only if a call needs it."""

@@ -15,6 +15,7 @@ limit must not take the crypto API down with it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -52,6 +53,7 @@ def reset() -> None:
         _windows.clear()
 
 
+@functools.lru_cache(maxsize=16)
 def parse_rate(rate: str) -> tuple[int, int]:
     """``"100000/min"`` → (100000, 60): requests, and the window in seconds (s, m, h or d)."""
     number, _, period = rate.partition("/")
