@@ -311,7 +311,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # JSON in, JSON out: no browsable HTML API, no form parsing, never a 406
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["keycore.api.parsers.JSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "keycore.api.negotiation.JsonFirstNegotiation",
     "DEFAULT_METADATA_CLASS": None,  # OPTIONS is a 405: the schema describes every endpoint
     "EXCEPTION_HANDLER": "keycore.api.problems.exception_handler",

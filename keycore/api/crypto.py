@@ -35,6 +35,7 @@ from rest_framework.views import APIView
 from keycore import errors
 from keycore.api import examples as ex
 from keycore.api.authentication import tenant_allowed
+from keycore.api.parsers import loads
 from keycore.api.problems import error_body
 from keycore.api.serializers import Base64Field, ProblemSerializer
 from keycore.models.api import ApiScope
@@ -82,10 +83,7 @@ def read_object(request) -> dict[str, Any]:
     media = request.META.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         raise exceptions.UnsupportedMediaType(media or "(none)", detail="Send the body as application/json.")
-    try:
-        data = json.loads(request.body)
-    except ValueError as exc:
-        raise exceptions.ParseError(f"The body is not valid JSON: {exc}.") from None
+    data = loads(request.body)
     if type(data) is not dict:
         raise exceptions.ParseError("The body must be a JSON object.")
     return data

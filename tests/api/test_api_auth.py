@@ -198,6 +198,8 @@ def test_it_explains_malformed_json_and_the_wrong_content_type(api, tenant):
         assert answer.status == 415 and answer.problem_type == "unsupported-media-type", path
         answer = api.post(path, raw="[1, 2]")
         assert answer.status == 400, path
+        answer = api.post(path, raw="[" * 200_000, headers={"Idempotency-Key": "deep"})
+        assert answer.status == 400 and answer.json["detail"] == "The body is nested too deeply.", path
 
 
 def test_a_body_over_the_size_limit_is_a_413_problem(api, tenant, settings):
