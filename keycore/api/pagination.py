@@ -37,3 +37,15 @@ class OldestFirstPagination(CursorPagination):
     """For short lists that read best in the order things happened (a tenant's KMS configurations)."""
 
     ordering = "id"
+
+
+class NewestFirstByTime(CursorPagination):
+    """Rekey jobs: their indexes are (state, -created_at) and (tenant, -created_at)."""
+
+    ordering = "-created_at"
+
+
+class HistoryPagination(CursorPagination):
+    """Key history: its index is (tenant, -at)."""
+
+    ordering = "-at"

@@ -24,7 +24,7 @@ from keycore import errors
 from keycore.api import examples as ex
 from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
-from keycore.api.pagination import OldestFirstPagination
+from keycore.api.pagination import HistoryPagination, NewestFirstByTime, OldestFirstPagination
 from keycore.api.serializers import (
     AuditEventSerializer,
     BulkResultSerializer,
@@ -487,6 +487,7 @@ kms_config_retire = _config_state_view(
 class KeyHistoryView(TenantScoped, generics.ListAPIView):
     required_scope = READ
     serializer_class = KeyHistorySerializer
+    pagination_class = HistoryPagination
 
     def get_queryset(self):
         return KeyHistoryEntry.objects.for_tenant(self.tenant).select_related("kms_config")
@@ -505,6 +506,7 @@ _JOB_RELATED = ("tenant", "source_config", "target_config")
 class RekeyJobListView(generics.ListAPIView):
     required_scope = READ
     serializer_class = RekeyJobSerializer
+    pagination_class = NewestFirstByTime
     filter_backends = [ApiFilterBackend]
     filterset_class = RekeyJobFilterSet
     queryset = RekeyJob.objects.select_related(*_JOB_RELATED)
@@ -553,6 +555,7 @@ class RekeyJobDetailView(RekeyJobScoped, APIView):
 class TenantRekeyJobsView(TenantScoped, generics.ListAPIView):
     required_scopes = {"GET": READ, "POST": JOBS}
     serializer_class = RekeyJobSerializer
+    pagination_class = NewestFirstByTime
 
     def get_queryset(self):
         return RekeyJob.objects.for_tenant(self.tenant).select_related(*_JOB_RELATED)
