@@ -193,8 +193,9 @@ def tenant_open_invitations(tenant: Tenant) -> list[Invitation]:
 
 #: a day's key use is final this long after it ended (the last flushes of its final minute are in)
 KEY_USE_DAY_SETTLES = timedelta(minutes=5)
-#: how long a settled day's sums are kept in the cache (counts only, never keys)
-KEY_USE_DAY_CACHE_SECONDS = 24 * 3600
+#: a settled day's sums stay cached (counts only, never keys) until the day leaves the 30-day window, so a
+#: page view sums only the rows of today (and of yesterday for five minutes after midnight)
+KEY_USE_DAY_CACHE_SECONDS = 31 * 24 * 3600
 
 
 def _key_use_by_day(tenant: Tenant, since: datetime) -> dict:
