@@ -336,7 +336,7 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     overview = selectors.tenant_overview(tenant)
     primary = overview["primary"]
     audit = keyset_page(
-        selectors.vendor_audit_queryset().filter(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
+        selectors.vendor_audit_queryset().for_tenant(tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
     )
     context = {
         "nav": "tenants",
@@ -377,7 +377,7 @@ def tenant_detail(request, external_id: str):
 def tenant_audit(request, external_id: str):
     tenant = _tenant(external_id)
     page = keyset_page(
-        selectors.vendor_audit_queryset().filter(tenant=tenant),
+        selectors.vendor_audit_queryset().for_tenant(tenant),
         scope=f"tenant-audit:{tenant.pk}",
         sort=NEWEST,
         cursor=request.GET.get("cursor"),

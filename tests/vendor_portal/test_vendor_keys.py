@@ -160,3 +160,16 @@ def test_once_the_tenant_is_suspended_the_vendor_key_may_take_over(as_admin, ten
     assert response["Location"] == reverse("vendor:job", args=[job.uid])
     vendor_key.refresh_from_db()
     assert vendor_key.is_primary
+
+
+@pytest.mark.parametrize(("provider", "secret"), [("kmip", "client_key"), ("pkcs11", "pin")])
+def test_every_providers_form_keeps_its_secrets_write_only(as_admin, tenant, provider, secret):
+    url = reverse("vendor:key_create", args=["acme"])
+    assert as_admin.get(url, {"provider": provider}).status_code == 200
+    leaked = "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----"
+    response = as_admin.post(url + f"?provider={provider}", {"provider": provider, secret: leaked})
+    assert response.status_code == 400  # required settings are missing
+    assert response.context["form"].errors
+    assert "not-a-real-key" not in response.content.decode()
+    assert f'name="{secret}"' in response.content.decode()
+    assert not KmsConfig.objects.filter(tenant=tenant, provider=provider).exists()
