@@ -175,7 +175,7 @@ def _meta(obj: dict, peer, base: CallMeta | None = None, *, required: bool = Tru
             problems["custom"] = [message]
         else:
             values["custom"] = custom
-    if required and not problems and not values["requesting_id"].strip():
+    if required and "requesting_id" not in problems and not values["requesting_id"].strip():
         problems["requesting_id"] = ["Required: say who asks (a service or user id)."]
     if problems:
         raise errors.InvalidInput("The call's metadata has errors; see 'errors'.", field_errors=problems)

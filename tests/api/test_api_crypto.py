@@ -104,6 +104,8 @@ def test_every_call_must_say_who_asks(api, tenant):
         "/api/v1/crypto/encrypt", {"tenant": "acme", "fields": {}, "requesting_id": "x", "source_ip": "not an ip"}
     )
     assert answer.status == 400 and "source_ip" in answer.json["errors"]
+    answer = api.post("/api/v1/crypto/encrypt", {"tenant": "acme", "fields": {}, "label": 5, "custom": [1]})
+    assert set(answer.json["errors"]) == {"label", "custom", "requesting_id"}  # every problem at once
 
 
 def test_an_unknown_tenant_is_a_404_and_an_inactive_one_a_409(api, tenant, django_capture_on_commit_callbacks):
