@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db import connections
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Upper
 from django.db.models.lookups import GreaterThanOrEqual, LessThan
 
@@ -13,6 +14,17 @@ from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+SQLITE_SEARCH_TABLE = "keycore_tenant_search"
+
+
+def _sqlite_search_index(alias: str) -> bool:
+    """Whether this database is SQLite with the tenant search index (absent without FTS5)."""
+    connection = connections[alias]
+    if connection.vendor != "sqlite":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [SQLITE_SEARCH_TABLE])
+        return cursor.fetchone() is not None
 
 
 class TenantFilterSet(django_filters.FilterSet):
@@ -39,7 +51,15 @@ class TenantFilterSet(django_filters.FilterSet):
         if not value:
             return queryset
         if self.data.get("match") == "contains":
-            return queryset.filter(Q(name__icontains=value) | Q(external_id__icontains=value))
+            matches = Q(name__icontains=value) | Q(external_id__icontains=value)
+            if len(value) >= 3 and _sqlite_search_index(queryset.db):
+                # SQLite: candidates from the FTS5 trigram index (migration 0007); the LIKE keeps the answer exact
+                phrase = '"' + value.replace('"', '""') + '"'
+                # a constant table name; the text is a bound parameter, quoted as one FTS phrase
+                sql = f"SELECT rowid FROM {SQLITE_SEARCH_TABLE} WHERE {SQLITE_SEARCH_TABLE} MATCH %s"  # noqa: S608
+                candidates = RawSQL(sql, [phrase])  # noqa: S611
+                return queryset.filter(Q(pk__in=candidates) & matches)
+            return queryset.filter(matches)
         matches = Q(name__istartswith=value) | Q(external_id__istartswith=value)
         if connections[queryset.db].vendor == "sqlite":
             # SQLite cannot use an index for this LIKE, but it can for a range on UPPER(name) and

@@ -67,4 +67,29 @@ def test_a_search_can_read_an_index_instead_of_the_whole_table(names, match):
         plan = qs.explain()
         assert "tenant_uname_id" in plan and "tenant_uextid_id" in plan, plan
     else:
-        pytest.skip("SQLite has no index for a substring; the benchmark measures its scan")
+        plan = qs.explain()
+        assert "keycore_tenant_search" in plan, plan  # the FTS5 trigram index of migration 0007
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's full-text index; PostgreSQL indexes the columns")
+def test_the_sqlite_search_index_follows_renames_and_deletes_and_survives_a_table_rebuild(names):
+    from keycore.services.audit import Actor
+    from keycore.services.tenants import tenant_update
+    from vendor_portal.apps import restore_tenant_search
+
+    tenant_update(tenant=Tenant.objects.get(external_id="globex"), name="Initech Holdings", actor=Actor.system("t"))
+    assert _search("initech", "contains") == ["globex"] and _search("globex ind", "contains") == []
+    Tenant.objects.filter(external_id="globex").delete()
+    assert _search("initech", "contains") == []
+
+    # a later migration that rebuilds keycore_tenant drops its triggers; the post-migrate hook restores them
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER keycore_tenant_search_insert")
+    make_tenant("hooli", "Hooli XYZ")  # inserted while the trigger is gone
+    assert _search("hooli", "contains") == []
+    from django.apps import apps
+
+    restore_tenant_search(sender=apps.get_app_config("keycore"), using="default")
+    assert _search("hooli", "contains") == ["hooli"]
+    make_tenant("pied", "Pied Piper")
+    assert _search("piper", "contains") == ["pied"]
