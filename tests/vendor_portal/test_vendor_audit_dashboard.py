@@ -133,3 +133,16 @@ def test_the_dashboard_lists_tenants_whose_kms_fails_and_running_jobs(as_admin, 
     page = response.content.decode()
     assert "Globex Industries" in page and "<progress" in page
     assert Tenant.objects.get(pk=other_tenant.pk).health == "failing"
+
+
+def test_new_tenants_are_counted_in_the_week_they_were_created(db):
+    from keycore import selectors
+
+    now = timezone.now()
+    for external_id, age in [("a", 0), ("b", 0), ("c", 7), ("d", 7 * 11), ("old", 7 * 13)]:
+        Tenant.objects.filter(pk=make_tenant(external_id, external_id.upper()).pk).update(
+            created_at=now - timedelta(days=age)
+        )
+    weeks = selectors.vendor_tenants_per_week(12)
+    assert len(weeks) == 12 and weeks[-1][0] <= now.date() < weeks[-1][0] + timedelta(days=7)
+    assert [n for _, n in weeks] == [1] + [0] * 9 + [1, 2]  # "old" is before the first week
