@@ -1,6 +1,8 @@
 """Security events in a real browser (Chromium): a tenant owner reads key use and admin events, adds a
 webhook and sees its secret once, sends a test event, and verifies the chain while htmx follows the run;
-a vendor auditor verifies a tenant's chain. Screenshots land in test-results/."""
+a vendor auditor verifies a tenant's chain. Screenshots land in test-results/.
+
+(It lives with the other browser tests, which share one Chromium per session.)"""
 
 from __future__ import annotations
 
@@ -10,12 +12,21 @@ import pytest
 
 from keycore.models import ChainVerification
 from keycore.services.events import chain_verification_run
-from tests.browser.conftest import browser, page, shot, sign_in  # noqa: F401 - fixtures used here
+from tests.browser.conftest import shot, sign_in
 from tests.events.conftest import use_keys
 from tests.events.receivers import WebhookReceiver
 from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def recorder():
+    from keycore.services.keyuse import recorder
+
+    recorder.reset()
+    yield recorder
+    recorder.reset()
 
 
 @pytest.fixture
@@ -25,7 +36,7 @@ def receiver():
     server.close()
 
 
-def test_a_tenant_owner_reads_forwards_and_verifies_security_events(page, owner, tenant, recorder, receiver):  # noqa: F811
+def test_a_tenant_owner_reads_forwards_and_verifies_security_events(page, owner, tenant, recorder, receiver):
     use_keys(tenant, encrypts=40, decrypts=25, label="invoices", who="billing-svc")
     use_keys(tenant, encrypts=7, decrypts=3, label="payroll", who="hr-svc")
     sign_in(page, owner.email, PASSWORD, owner.totp_secret)
@@ -74,7 +85,7 @@ def test_a_tenant_owner_reads_forwards_and_verifies_security_events(page, owner,
     shot(page, "events-chain-verified")
 
 
-def test_a_vendor_auditor_verifies_a_tenants_chain(page, vendor_auditor, tenant):  # noqa: F811
+def test_a_vendor_auditor_verifies_a_tenants_chain(page, vendor_auditor, tenant):
     sign_in(page, vendor_auditor.email, PASSWORD, vendor_auditor.totp_secret)
     page.get_by_role("link", name="Event chains").click()
     page.fill("input[name=tenant]", tenant.external_id)
