@@ -242,4 +242,3 @@ def test_verifying_the_chain_from_the_portal(client, member, used):
     page = client.get(url("events_verification", used, verification=latest.uid)).content.decode()
     assert f"The chain is broken at event {victim.seq}" in page
     assert "changed after it was written" in page
-
