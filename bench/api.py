@@ -84,13 +84,26 @@ def prepare(folder: Path) -> tuple[str, dict[str, str]]:
     return raw, env
 
 
-def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, worker_class: str) -> subprocess.Popen:
+#: a gunicorn config: once a worker has loaded Django, move every object it made into the permanent
+#: generation, so the collector stops re-walking ~100k long-lived objects on each full collection
+#: (17–35 ms per 1,000-item batch otherwise, and the p99 of single calls)
+GC_FREEZE_CONFIG = """
+def post_worker_init(worker):
+    import gc
+    gc.freeze()
+"""
+
+
+def start_gunicorn(
+    env: dict[str, str], port: int, workers: int, threads: int, worker_class: str, config: Path | None = None
+) -> subprocess.Popen:
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "gunicorn",
             "config.wsgi",
+            *(["--config", str(config)] if config else ["--config", "/dev/null"]),
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
@@ -272,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker")
     parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
+    parser.add_argument("--no-gc-freeze", action="store_true", help="leave the garbage collector as it is")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args(argv)
@@ -283,7 +297,11 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         key, env = prepare(folder)
         port = free_port()
-        process = start_gunicorn(env, port, args.workers, args.threads, args.worker_class)
+        config = None
+        if not args.no_gc_freeze:
+            config = folder / "gunicorn.conf.py"
+            config.write_text(GC_FREEZE_CONFIG)
+        process = start_gunicorn(env, port, args.workers, args.threads, args.worker_class, config)
         reference = [reference_rate()]
         single = bench_single(port, key, args.requests, args.field_size)
         batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, connections=1)
@@ -299,6 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {
         "server": f"gunicorn, {args.workers} workers, {args.worker_class}"
         + (f" x{args.threads}" if args.worker_class == "gthread" else "")
+        + (", gc.freeze() after start" if not args.no_gc_freeze else "")
         + ", DEBUG off",
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         "throttle_cache": "redis" if os.environ.get("REDIS_URL") else "file",
