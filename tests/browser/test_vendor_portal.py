@@ -112,6 +112,28 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
         assert response.status == 200, path
         shot(page, name)
 
+    # bulk onboarding: the preview judges every row before anything is created
+    page.goto("/vendor/onboarding/import/")
+    page.set_input_files(
+        "#id_file",
+        files=[
+            {
+                "name": "tenants.csv",
+                "mimeType": "text/csv",
+                "buffer": b"external_id,name,admin_email,admin_role\n"
+                b"initech,Initech,ceo@initech.example,owner\n"
+                b"bad id,Broken,x@broken.example,owner\n"
+                b"acme,Acme Corporation,,\n",
+            }
+        ],
+    )
+    page.get_by_role("button", name="Preview").click()
+    assert page.get_by_text("will be created").is_visible() and page.get_by_text("exists already").is_visible()
+    shot(page, "tenant-import-preview")
+    page.get_by_role("button", name="Create 1 tenant").click()
+    assert page.get_by_role("heading", name="Created 1 tenant").is_visible()
+    shot(page, "tenant-import-done")
+
     # a form with errors shows them next to the fields
     page.goto("/vendor/onboarding/new/")
     page.fill("#id_name", "Acme again")
@@ -155,3 +177,32 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     acme.refresh_from_db()
     assert acme.status == "offboarded"
     shot(page, "tenant-shredded")
+
+
+def test_test_connection_answers_in_place_for_a_key_in_the_vendors_aws_kms(page, vendor_admin):
+    from tests.conftest import require
+    from tests.providers.servers import ServiceUnavailable, start_moto_server
+
+    try:
+        moto = start_moto_server()
+    except ServiceUnavailable as exc:
+        require(False, f"moto server: {exc}")
+    try:
+        make_tenant("acme", "Acme Corporation")
+        settings_, secrets = moto.provider_settings(moto.create_key())
+        sign_in(page, vendor_admin.email, PASSWORD, vendor_admin.totp_secret)
+        page.goto("/vendor/tenants/acme/keys/new/?provider=aws")
+        for name, value in {**settings_, **secrets}.items():
+            page.fill(f"#id_{name}", value)
+        page.get_by_role("button", name="Test connection").click()
+        result = page.locator("#test-result")
+        expect(result).to_contain_text("Connected")
+        assert result.get_attribute("aria-live") == "polite"
+        shot(page, "key-test-connection")
+        page.fill("#id_key_id", "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000")
+        page.get_by_role("button", name="Test connection").click()
+        expect(result).to_contain_text("Failed")
+        shot(page, "key-test-connection-failed")
+        assert not KmsConfig.objects.filter(provider="aws").exists()
+    finally:
+        moto.stop()
