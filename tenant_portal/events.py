@@ -10,7 +10,7 @@ re-pointing, disabling, deleting a destination, replacing its secret — asks fo
 from __future__ import annotations
 
 import inspect
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from allauth.account.decorators import reauthentication_required
 from django import forms
@@ -31,6 +31,8 @@ from keycore.services import forwarding
 from keycore.services.audit import Actor
 
 PAGE_SIZE = 100
+#: the key-use range one page sums when no "From" is given
+USAGE_WINDOW = timedelta(hours=24)
 FACILITY_CHOICES = [(number, f"{number} · {name}") for number, name in forwarding.SYSLOG_FACILITIES.items()]
 OPERATIONS = [("encrypt", "Encrypt"), ("decrypt", "Decrypt"), ("rekey", "Rekey"), ("rekey_in", "Rekey (moved in)")]
 
@@ -143,12 +145,24 @@ def events(request):
     audit_qs, keyuse_qs = event_services.export_querysets(tenant, form.export_filter())
     before = _before(request.GET.get("before"))
     if view == "usage":
-        rows, next_before = (
-            ([], None) if keyuse_qs is None else selectors.key_use_grouped(keyuse_qs, before=before, limit=PAGE_SIZE)
-        )
+        rows, totals, next_before, window = [], [], None, None
+        if keyuse_qs is not None:
+            if not form.cleaned_data.get("since"):
+                # summing needs every row of the range: without a "From", a page covers one window
+                # (rows of a busy tenant's whole retention period are never grouped at once)
+                end = before or form.cleaned_data.get("until") or timezone.now()
+                window = (end - USAGE_WINDOW, end)
+                windowed = keyuse_qs.filter(minute__gte=window[0], minute__lt=end)
+            else:
+                windowed = keyuse_qs
+            rows, next_before = selectors.key_use_grouped(windowed, before=before, limit=PAGE_SIZE)
+            totals = selectors.key_use_totals(windowed.filter(minute__lt=before) if before else windowed)
+            if next_before is None and window and keyuse_qs.filter(minute__lt=window[0]).exists():
+                next_before = window[0]  # older use exists: the next page is the window before this one
         context.update(
             rows=rows,
-            totals=selectors.key_use_totals(keyuse_qs) if keyuse_qs is not None else [],
+            totals=totals,
+            window=window,
             excluded=keyuse_qs is None,
             next_before=next_before.isoformat() if next_before else "",
         )

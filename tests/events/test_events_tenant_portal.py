@@ -91,15 +91,44 @@ def test_the_pages_are_paged_by_whole_minutes(client, member, tenant):
         ]
     )
     client.force_login(member)
-    first = client.get(url("events", tenant))
+    since = {"since": "2026-01-01T00:00"}
+    first = client.get(url("events", tenant), since)
     assert len(first.context["rows"]) == 60, "a page ends at a whole minute (100 rows would split the second)"
     seen = {r["minute"] for r in first.context["rows"]}
-    following = client.get(url("events", tenant), {"before": first.context["next_before"]})
+    following = client.get(url("events", tenant), {**since, "before": first.context["next_before"]})
     assert seen.isdisjoint({r["minute"] for r in following.context["rows"]})
     total = len(first.context["rows"]) + len(following.context["rows"])
     if following.context["next_before"]:
-        total += len(client.get(url("events", tenant), {"before": following.context["next_before"]}).context["rows"])
+        last = client.get(url("events", tenant), {**since, "before": following.context["next_before"]})
+        total += len(last.context["rows"])
     assert total == 180
+
+
+def test_without_a_from_date_a_page_sums_one_day_and_links_to_the_one_before(client, member, tenant):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from keycore.services.events import keyuse_append
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    row = {"tenant_id": tenant.pk, "operation": "encrypt", "label": "", "requesting_id": "svc", "source_ip": ""}
+    keyuse_append(
+        [
+            {**row, "minute": now - timedelta(hours=1), "result": "ok", "count": 5, "key_version": 1},
+            {**row, "minute": now - timedelta(days=3), "result": "ok", "count": 7, "key_version": 1},
+        ]
+    )
+    client.force_login(member)
+    page = client.get(url("events", tenant))
+    assert [(r["n"]) for r in page.context["rows"]] == [5]
+    assert page.context["totals"] == [{"operation": "encrypt", "result": "ok", "n": 5}]
+    older = page.context["next_before"]
+    assert older, "older key use exists: the page links to the day before"
+    day_before = client.get(url("events", tenant), {"before": older})
+    assert day_before.context["rows"] == [] and day_before.context["next_before"], "an empty day links further"
+    found = client.get(url("events", tenant), {"since": (now - timedelta(days=4)).strftime("%Y-%m-%dT%H:%M")})
+    assert sorted(r["n"] for r in found.context["rows"]) == [5, 7]
 
 
 def test_the_outsider_and_vendor_staff_find_nothing(client, outsider, vendor_admin, tenant, destination, owner):
