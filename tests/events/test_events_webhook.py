@@ -296,6 +296,12 @@ def test_delivery_runs_on_a_real_celery_worker(tenant, admin_actor, celery_worke
         deliver_events.delay(destination.pk)
         total = head_seq(tenant)
         wait_for(lambda: len(receiver.accepted_events()) >= total, timeout=60, what="the worker's delivery")
+        # the worker records the delivery and lets go of the destination just after the receiver answered
+        wait_for(
+            lambda: EventDestination.objects.filter(pk=destination.pk, cursor_seq=total, lease_until=None).exists(),
+            timeout=30,
+            what="the delivery to be recorded",
+        )
         use_keys(tenant, label="second")
         assert dispatch_event_deliveries() == 1
         wait_for(lambda: len(receiver.accepted_events()) >= head_seq(tenant), timeout=60, what="the dispatched one")
