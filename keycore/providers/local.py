@@ -119,8 +119,12 @@ class LocalProvider(KeyProvider):
         Raises ``KmsMisconfigured`` when the secrets hold no usable KEK: a rotation
         must never start from a configuration whose wraps it could not read.
         """
-        provider = cls({}, secrets)
-        provider._cipher()
+        try:
+            decode_key_text(secrets.get(KEK_SECRET, ""))
+        except ValueError as exc:
+            raise errors.KmsMisconfigured(
+                f"The local KEK of this configuration is missing or unusable: {exc}."
+            ) from None
         older = [secrets[KEK_SECRET].strip(), *_split_previous(secrets.get(PREVIOUS_SECRET, ""))]
         if len(older) > MAX_PREVIOUS_KEKS:
             raise errors.Conflict(
@@ -132,6 +136,8 @@ class LocalProvider(KeyProvider):
     @classmethod
     def drop_previous(cls, secrets: Mapping[str, str], keep: Collection[str] = ()) -> dict[str, str]:
         """Secrets without the previous KEKs, except those whose fingerprints (hex) are in ``keep``."""
+        if not keep:
+            return {KEK_SECRET: secrets[KEK_SECRET].strip()}
         kept = [
             text
             for text in _split_previous(secrets.get(PREVIOUS_SECRET, ""))

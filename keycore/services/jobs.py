@@ -46,8 +46,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django.db.models import BigIntegerField, Exists, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Cast, Substr
 from django.utils import timezone
@@ -287,7 +288,7 @@ def rotatable_providers() -> list[str]:
     names = []
     for name in provider_names():
         cls = get_provider_class(name)
-        if all(hasattr(cls, attr) for attr in ("rotate_kek", "drop_previous", "needs_rewrap")):
+        if all(hasattr(cls, attr) for attr in ("rotate_kek", "drop_previous", "needs_rewrap", "wrap_key_id")):
             names.append(name)
     return names
 
@@ -516,9 +517,7 @@ def job_retry(*, job: RekeyJob, actor: Actor) -> RekeyJob:
                 raise errors.Conflict("The job's target is no longer the primary key; it was superseded.")
         before = job.state
         # chunks that had failures start over; their items are idempotent, so done ones are only counted again
-        for chunk in RekeyJobChunk.objects.select_for_update().filter(job=job).exclude(
-            state=ChunkState.DONE, failed=0
-        ):
+        for chunk in RekeyJobChunk.objects.select_for_update().filter(job=job).exclude(state=ChunkState.DONE, failed=0):
             job.done -= chunk.done if chunk.failed else 0
             job.failed -= chunk.failed
             if chunk.failed:
@@ -632,7 +631,7 @@ class _Progress:
     done: int = 0
     failed: int = 0
     error: str = ""
-    audit: list[tuple[int, str, dict[str, Any], Any]] = field(default_factory=list)
+    audit: list[tuple[int, str, str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 @contextmanager
@@ -833,8 +832,7 @@ def _rewrap_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int)
         raise JobBlocked("The target configuration was deleted.")
     if target.state not in UNWRAP_STATES:
         raise JobBlocked(
-            f"The target key {target.name} is {target.get_state_display().lower()}; "
-            "re-enable it, then retry the job."
+            f"The target key {target.name} is {target.get_state_display().lower()}; re-enable it, then retry the job."
         )
     stamp = _config_stamp(target.pk)
     provider = provider_for(target)
@@ -928,114 +926,160 @@ def _finish_rewrap(job: RekeyJob) -> None:
 # --- KEK rotation: a new KEK inside each local configuration ------------------------------------------
 
 
-def _bulk_update_wraps(rows: list[tuple[int, bytes]], now) -> None:
+def _update_rows(model, columns: list[tuple[str, str]], rows: list[tuple], match: tuple[str, str] | None = None) -> int:
+    """``UPDATE model SET columns WHERE id = row[0] [AND match = row[-1]]`` for many rows at once; rows changed.
+
+    ``columns`` are (column, PostgreSQL type); a row is (id, *values[, expected]).
+    PostgreSQL: the rows go by binary COPY into a temporary table (emptied at
+    commit), then one ``UPDATE … FROM`` — the cheapest way in and no statement
+    that grows with the batch. SQLite: ``executemany``.
+    """
     if not rows:
-        return
-    table = connection.ops.quote_name(TenantKeyWrap._meta.db_table)
+        return 0
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            for start in range(0, len(rows), 1000):
-                part = rows[start : start + 1000]
-                values = ",".join(["(%s::bigint, %s::bytea)"] * len(part))
-                params: list[Any] = [now]
-                for pk, wrapped in part:
-                    params += [pk, wrapped]
-                cursor.execute(
-                    f"UPDATE {table} AS w SET wrapped = v.wrapped, verified_at = %s "  # noqa: S608 - names are ours
-                    f"FROM (VALUES {values}) AS v(id, wrapped) WHERE w.id = v.id",
-                    params,
+            names = ["id", *(name for name, _ in columns), *(["expected"] if match else [])]
+            types = ["int8", *(kind for _, kind in columns), *([match[1]] if match else [])]
+            scratch = f"keycore_job_{model._meta.model_name}_{len(columns)}{'_cas' if match else ''}"
+            definition = ", ".join(f"{name} {kind}" for name, kind in zip(names, types, strict=True))
+            assignments = ", ".join(f"{quote(name)} = v.{name}" for name, _ in columns)
+            condition = f"t.id = v.id AND t.{quote(match[0])} = v.expected" if match else "t.id = v.id"
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+                raw.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {scratch} ({definition}) ON COMMIT DELETE ROWS")
+                raw.execute(f"TRUNCATE {scratch}")
+                with raw.copy(f"COPY {scratch} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        copy.write_row(row)
+                raw.execute(
+                    f"UPDATE {table} AS t SET {assignments} FROM {scratch} AS v WHERE {condition}"  # noqa: S608
                 )
-        else:
-            cursor.executemany(
-                f"UPDATE {table} SET wrapped = %s, verified_at = %s WHERE id = %s",  # noqa: S608
-                [(wrapped, now, pk) for pk, wrapped in rows],
-            )
+                return raw.rowcount
+        assignments = ", ".join(f"{quote(name)} = %s" for name, _ in columns)
+        condition = f"id = %s AND {quote(match[0])} = %s" if match else "id = %s"
+        ordered = [(*row[1 : len(columns) + 1], row[0], *row[len(columns) + 1 :]) for row in rows]
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {condition}", ordered)  # noqa: S608
+        return cursor.rowcount
+
+
+def _insert_rows(model, rows: list[dict[str, Any]]) -> None:
+    """Insert rows (attname → value) of ``model`` at once: COPY on PostgreSQL, executemany elsewhere."""
+    if not rows:
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    if connection.vendor == "postgresql":
+        from psycopg.types.json import Jsonb
+
+        jsons = [isinstance(f, models.JSONField) for f in fields]
+        statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+        with (
+            connection.wrap_database_errors,
+            psycopg.Cursor(connection.connection) as raw,
+            raw.copy(statement) as copy,
+        ):
+            for row in rows:
+                copy.write_row(
+                    [Jsonb(row[f.attname]) if j else row.get(f.attname) for f, j in zip(fields, jsons, strict=True)]
+                )
+        return
+    # as the ORM would: each field prepares its own value (dates, JSON, addresses)
+    values = [[f.get_db_prep_save(row.get(f.attname), connection) for f in fields] for row in rows]
+    marks = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({marks})", values)  # noqa: S608
+
+
+def _bulk_update_wraps(rows: list[tuple[int, bytes]], now) -> None:
+    _update_rows(TenantKeyWrap, [("wrapped", "bytea"), ("verified_at", "timestamptz")], [(*r, now) for r in rows])
 
 
 def _bulk_swap_sealed(rows: list[tuple[int, bytes, bytes]]) -> int:
     """Set ``sealed_secrets`` = new where it still is old (compare-and-set); returns rows changed."""
-    if not rows:
-        return 0
-    table = connection.ops.quote_name(KmsConfig._meta.db_table)
     now = timezone.now()
-    changed = 0
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            for start in range(0, len(rows), 1000):
-                part = rows[start : start + 1000]
-                values = ",".join(["(%s::bigint, %s::bytea, %s::bytea)"] * len(part))
-                params: list[Any] = [now]
-                for pk, old, new in part:
-                    params += [pk, old, new]
-                cursor.execute(
-                    f"UPDATE {table} AS c SET sealed_secrets = v.new, updated_at = %s "  # noqa: S608
-                    f"FROM (VALUES {values}) AS v(id, old, new) WHERE c.id = v.id AND c.sealed_secrets = v.old",
-                    params,
-                )
-                changed += cursor.rowcount
-        else:
-            for pk, old, new in rows:
-                cursor.execute(
-                    f"UPDATE {table} SET sealed_secrets = %s, updated_at = %s "  # noqa: S608
-                    "WHERE id = %s AND sealed_secrets = %s",
-                    [new, now, pk, old],
-                )
-                changed += cursor.rowcount
-    return changed
+    return _update_rows(
+        KmsConfig,
+        [("sealed_secrets", "bytea"), ("updated_at", "timestamptz")],
+        [(pk, new, now, old) for pk, old, new in rows],
+        match=("sealed_secrets", "bytea"),
+    )
 
 
-def _audit_tenants(actor: Actor, action: str, rows: list[tuple[int, str, dict[str, Any], Any]]) -> None:
-    """Append one audit event per (tenant id, target repr, changes, target) to each tenant's chain, set-based.
+class _EventRow(dict):
+    """An audit row as attname → value, readable as attributes by ``audit_payload``."""
 
-    The same chain rules as :func:`keycore.services.audit.audit_record`, for a
-    batch: heads locked in tenant order (as key-use flushes lock them), hashes
-    chained, rows inserted at once, heads moved and re-signed at once.
+    __getattr__ = dict.get
+
+
+def _audit_tenants(actor: Actor, action: str, rows: list[tuple[int, str, str, str, dict[str, Any]]]) -> None:
+    """Append one audit event per (tenant id, target type, target id, target repr, changes) to its tenant's chain.
+
+    ``changes`` must be JSON-ready and hold no secret: callers pass fixed keys
+    (fingerprints, counts, the job), checked once here with ``scrub``.
+
+    The same chain rules as :func:`keycore.services.audit.audit_record`, set-based:
+    heads locked in tenant order (as key-use flushes lock them), hashes chained,
+    rows inserted at once, heads moved and re-signed at once.
     """
     if not rows:
         return
+    sample = rows[0][4]
+    if scrub(sample) != sample or json.loads(json.dumps(sample)) != sample:
+        raise errors.InvalidInput("Set-based audit events take plain, secret-free changes only.")
     now = timezone.now()
     keys = sorted({chain_key(tenant_id) for tenant_id, *_ in rows})
-    EventChain.objects.bulk_create([EventChain(key=key) for key in keys], ignore_conflicts=True)
-    heads = {
-        head.key: head
-        for head in EventChain.objects.select_for_update()
-        .filter(key__in=keys)
-        .order_by(Cast(Substr("key", 8), BigIntegerField()))
+
+    def lock(wanted):
+        chains = EventChain.objects.select_for_update().filter(key__in=wanted)
+        ordered = chains.order_by(Cast(Substr("key", 8), BigIntegerField()))
+        ordered = ordered.values_list("pk", "key", "seq", "last_hash")
+        return {key: [pk, seq, last] for pk, key, seq, last in ordered}
+
+    heads = lock(keys)
+    if len(heads) < len(keys):  # a tenant without any event yet
+        EventChain.objects.bulk_create([EventChain(key=k) for k in keys if k not in heads], ignore_conflicts=True)
+        heads.update(lock([k for k in keys if k not in heads]))
+    common = {
+        "action": action,
+        "actor_user_id": actor.user.pk if actor.user is not None and actor.user.pk else None,
+        "actor_api_key_id": actor.api_key.pk if actor.api_key is not None else None,
+        "actor_label": actor.label[:200],
+        "source_ip": normalise_ip(actor.source_ip),
+        "user_agent": actor.user_agent[:300],
+        "created_at": now,
     }
     events = []
-    for tenant_id, target_repr, changes, target in sorted(rows, key=lambda row: row[0]):
-        head = heads[chain_key(tenant_id)]
-        head.seq += 1
-        event = AuditEvent(
+    for tenant_id, target_type, target_id, target_repr, changes in sorted(rows, key=lambda row: row[0]):
+        key = chain_key(tenant_id)
+        head = heads[key]
+        head[1] += 1
+        event = _EventRow(
+            common,
             tenant_id=tenant_id,
-            chain=head.key,
-            seq=head.seq,
-            prev_hash=head.last_hash,
-            action=action,
-            actor_user=actor.user if actor.user is not None and actor.user.pk else None,
-            actor_api_key=actor.api_key,
-            actor_label=actor.label[:200],
-            target_type=target._meta.model_name,
-            target_id=str(getattr(target, "uid", None) or target.pk)[:64],
+            chain=key,
+            seq=head[1],
+            prev_hash=head[2],
+            target_type=target_type[:40],
+            target_id=target_id[:64],
             target_repr=target_repr[:300],
-            changes=json.loads(json.dumps(scrub(changes), default=str)),
-            source_ip=normalise_ip(actor.source_ip),
-            user_agent=actor.user_agent[:300],
-            created_at=now,
+            changes=changes,
         )
-        event.hash = event_digest(head.last_hash, audit_payload(event))
-        head.last_hash = event.hash
+        event["hash"] = head[2] = event_digest(head[2], audit_payload(event))
         events.append(event)
-    AuditEvent.objects.bulk_create(events, batch_size=1000)
-    for head in heads.values():  # what advance_head does, for many heads in one statement
-        head.head_key_id, head.head_mac = chain_sign("head", head.key, head.seq, head.last_hash)
-    EventChain.objects.bulk_update(
-        list(heads.values()), ["seq", "last_hash", "head_key_id", "head_mac"], batch_size=500
+    _insert_rows(AuditEvent, events)
+    moved = []
+    for key, (pk, seq, last) in heads.items():  # what advance_head does, for many heads in one statement
+        moved.append((pk, seq, last, *chain_sign("head", key, seq, last)))
+    _update_rows(
+        EventChain, [("seq", "int8"), ("last_hash", "text"), ("head_key_id", "text"), ("head_mac", "text")], moved
     )
 
 
 def _kek_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int) -> int | None:
-    from keycore.sealing import CONFIG_SECRETS, root_keyring, unseal_secrets
+    from keycore.sealing import CONFIG_SECRETS, root_keyring
 
     candidates = list(
         _rotatable_configs()
@@ -1045,51 +1089,55 @@ def _kek_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int) ->
     )
     if not candidates:
         return None
-    config_ids = [pk for pk, _ in candidates]
-    tenant_ids = sorted({tenant_id for _, tenant_id in candidates})
+    last = candidates[-1][0]
+    # ranges and subqueries, not lists of ids: the statements stay small whatever the batch size
+    in_batch = _rotatable_configs().filter(id__gt=cursor, id__lte=last)
     marker = job.uid.hex
     keyring = root_keyring()
     with _batch(chunk.pk, worker, cursor) as progress:
         # tenant rows first: creating a tenant key locks its tenant, so no wrap appears under an old KEK meanwhile
-        list(Tenant.objects.select_for_update().filter(pk__in=tenant_ids).order_by("pk").values_list("pk"))
-        tenants = {pk: (uid, ext) for pk, uid, ext in Tenant.objects.filter(pk__in=tenant_ids).values_list(
-            "pk", "uid", "external_id"
-        )}
+        tenants = {
+            pk: (uid, ext)
+            for pk, uid, ext in Tenant.objects.select_for_update()
+            .filter(pk__in=in_batch.values("tenant_id"))
+            .order_by("pk")
+            .values_list("pk", "uid", "external_id")
+        }
         configs = list(
-            KmsConfig.objects.filter(pk__in=config_ids)
-            .exclude(state__in=[ConfigState.RETIRED, ConfigState.DESTROYED])
-            .exclude(sealed_secrets__isnull=True)
-            .only("id", "uid", "tenant_id", "provider", "name", "settings", "sealed_secrets")
-            .order_by("id")
+            in_batch.order_by("id").values_list(
+                "id", "uid", "tenant_id", "provider", "name", "settings", "sealed_secrets"
+            )
         )
         wraps: dict[int, list[tuple[int, bytes, int, bytes]]] = defaultdict(list)
         for wrap_id, config_id, wrapped, version, check in TenantKeyWrap.objects.filter(
-            kms_config_id__in=config_ids
+            kms_config_id__gt=cursor, kms_config_id__lte=last
         ).values_list("id", "kms_config_id", "wrapped", "tenant_key__version", "tenant_key__check_value"):
             wraps[config_id].append((wrap_id, bytes(wrapped), version, bytes(check)))
         wrap_rows: list[tuple[int, bytes]] = []
         sealed_rows: list[tuple[int, bytes, bytes]] = []
-        progress.done += len(config_ids) - len(configs)  # retired or destroyed meanwhile: nothing to rotate
-        for config in configs:
-            tenant_uid, external_id = tenants[config.tenant_id]
-            cls = get_provider_class(config.provider)
+        progress.done += len(candidates) - len(configs)  # retired or destroyed meanwhile: nothing to rotate
+        for config_id, config_uid, tenant_id, provider, name, config_settings, blob in configs:
+            tenant_uid, external_id = tenants[tenant_id]
+            cls = get_provider_class(provider)
+            blob = bytes(blob)
             try:
-                secrets = unseal_secrets(config)
+                secrets = json.loads(keyring.unseal(blob, purpose=CONFIG_SECRETS, context=str(config_uid)))
                 if secrets.get("rotation") == marker:
                     new_secrets = secrets  # rotated by this job already (a retry): only finish its rewraps
                 else:
                     new_secrets = {**cls.rotate_kek(secrets), "rotation": marker}
-                current = cls(config.settings, new_secrets)
+                current = cls(config_settings, new_secrets)
+                before = current.previous_key_ids[0] if new_secrets is not secrets else current.current_key_id
             except errors.KeyCoreError as exc:
                 progress.failed += 1
-                progress.error = f"{config.name} of tenant {external_id}: {exc.detail}"
+                progress.error = f"{name} of tenant {external_id}: {exc.detail}"
                 continue
             moved, stuck = 0, set()
-            for wrap_id, wrapped, version, check in wraps[config.pk]:
+            for wrap_id, wrapped, version, check in wraps[config_id]:
                 try:
                     if not current.needs_rewrap(wrapped):
                         continue
-                    context = WrapContext(tenant_uid.hex, external_id, config.uid.hex, version)
+                    context = WrapContext(tenant_uid.hex, external_id, config_uid.hex, version)
                     raw = current.unwrap(wrapped, context)
                     if not hmac.compare_digest(key_check_value(raw), check):
                         raise errors.KmsMisconfigured("the unwrapped key does not match its check value")
@@ -1097,32 +1145,32 @@ def _kek_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int) ->
                     if not hmac.compare_digest(current.unwrap(rewrapped, context), raw):
                         raise errors.KmsMisconfigured("the new wrap did not verify")
                 except errors.KeyCoreError as exc:
-                    stuck.add(cls.wrap_key_id(wrapped) if hasattr(cls, "wrap_key_id") else "")
-                    progress.error = f"{config.name} of tenant {external_id}, tenant key v{version}: {exc.detail}"
+                    stuck.add(cls.wrap_key_id(wrapped))  # its KEK stays, for unwrap only
+                    progress.error = f"{name} of tenant {external_id}, tenant key v{version}: {exc.detail}"
                     continue
                 wrap_rows.append((wrap_id, rewrapped))
                 moved += 1
             # the old KEK goes in this same transaction, unless a wrap still needs it
             final = {**cls.drop_previous(new_secrets, stuck), "rotation": marker}
             sealed = keyring.seal(
-                json.dumps(final, sort_keys=True).encode(), purpose=CONFIG_SECRETS, context=str(config.uid)
+                json.dumps(final, sort_keys=True).encode(), purpose=CONFIG_SECRETS, context=str(config_uid)
             )
-            sealed_rows.append((config.pk, bytes(config.sealed_secrets), sealed))
+            sealed_rows.append((config_id, blob, sealed))
             if stuck:
                 progress.failed += 1
             else:
                 progress.done += 1
-            before = cls({}, secrets)
             progress.audit.append(
                 (
-                    config.tenant_id,
-                    f"{config.name}: KEK rotated",
+                    tenant_id,
+                    "kmsconfig",
+                    str(config_uid),
+                    f"{name}: KEK rotated",
                     {
-                        "fingerprint": [getattr(before, "current_key_id", ""), current.current_key_id],
+                        "fingerprint": [before, current.current_key_id],
                         "tenant_keys_rewrapped": [None, moved],
                         "job": [None, str(job.uid)],
                     },
-                    config,
                 )
             )
         now = timezone.now()
@@ -1131,7 +1179,7 @@ def _kek_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int) ->
         if _bulk_swap_sealed(sealed_rows) != len(sealed_rows):
             raise _Restart()  # a configuration's secrets changed under us: roll back, read again
         _audit_tenants(Actor.system("kek-rotation"), "kms_config.kek_rotated", progress.audit)
-        progress.cursor = candidates[-1][0]
+        progress.cursor = last
         # other processes rebuild their provider for a configuration when its sealed secrets change
     _fault_point("batch_committed")
     return progress.cursor

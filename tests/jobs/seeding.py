@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from keycore.crypto.envelope import TenantKeyHandle, encrypt_document, key_check_value, new_tenant_key
-from keycore.models import KmsConfig, Tenant, TenantKey, TenantKeyWrap
+from keycore.models import EventChain, KmsConfig, Tenant, TenantKey, TenantKeyWrap
 from keycore.providers.base import WrapContext
 from keycore.providers.local import LocalProvider
 from keycore.sealing import seal_secrets, unseal_secrets
@@ -29,20 +29,22 @@ class Document:
     plain: dict[str, bytes]
 
 
-def seed_local_tenants(count: int, keys_per_tenant: int, *, prefix: str = "t") -> list[Document]:
+def seed_local_tenants(
+    count: int, keys_per_tenant: int, *, prefix: str = "t", documents: bool = True
+) -> list[Document]:
     """``count`` tenants, each with a primary local configuration and ``keys_per_tenant`` key versions.
 
-    Returns one sample document per tenant, encrypted under a random version of its keys.
+    Returns one sample document per tenant (unless ``documents`` is false), encrypted
+    under a random version of its keys.
     """
     now = timezone.now()
     tenants = Tenant.objects.bulk_create(
         [Tenant(external_id=f"{prefix}-{i:06d}", name=f"{prefix} {i}", status_changed_at=now) for i in range(count)]
     )
+    EventChain.objects.bulk_create([EventChain(key=f"tenant:{t.pk}") for t in tenants], batch_size=5000)
     configs, secrets = [], []
     for tenant in tenants:
-        config = KmsConfig(
-            tenant=tenant, owner="vendor", provider="local", name="Vendor-provided key", is_primary=True
-        )
+        config = KmsConfig(tenant=tenant, owner="vendor", provider="local", name="Vendor-provided key", is_primary=True)
         kek = LocalProvider.generate_secrets()
         seal_secrets(config, kek)
         configs.append(config)
@@ -55,7 +57,7 @@ def seed_local_tenants(count: int, keys_per_tenant: int, *, prefix: str = "t") -
             keys.append(TenantKey(tenant=tenant, version=version, check_value=key_check_value(raw), created_at=now))
             raws.append(raw)
     TenantKey.objects.bulk_create(keys, batch_size=2000)
-    wraps, documents = [], []
+    wraps, samples = [], []
     rng = random.Random(count * 7919 + keys_per_tenant)
     for index, (tenant, config, kek) in enumerate(zip(tenants, configs, secrets, strict=True)):
         provider = LocalProvider({}, kek)
@@ -68,13 +70,15 @@ def seed_local_tenants(count: int, keys_per_tenant: int, *, prefix: str = "t") -
                     tenant_key=key, kms_config=config, wrapped=provider.wrap(raws[position], context), verified_at=now
                 )
             )
+        if not documents:
+            continue
         position = rng.choice(list(own))
         plain = {"name": f"customer of {tenant.external_id}".encode(), "note": rng.randbytes(64)}
         handle = TenantKeyHandle(tenant.uid.bytes, keys[position].version, raws[position])
         edek, fields = encrypt_document(handle, plain)
-        documents.append(Document(tenant.external_id, edek, fields, plain))
+        samples.append(Document(tenant.external_id, edek, fields, plain))
     TenantKeyWrap.objects.bulk_create(wraps, batch_size=2000)
-    return documents
+    return samples
 
 
 def wrap_problems() -> list[str]:
