@@ -341,3 +341,15 @@ def vendor_jobs_queryset():
 
 def vendor_audit_queryset():
     return AuditEvent.objects.select_related("tenant")
+
+
+def tenant_key_last_decrypt(key: TenantKey):
+    """When data under this tenant-key version was last decrypted (minute precision), or None.
+
+    What a tenant-key retirement shows while it waits: recent decrypts under the
+    version mean the application still has data under it that was not rekeyed.
+    """
+    used = KeyUseEvent.objects.for_tenant(key.tenant_id).filter(
+        key_version=key.version, operation="decrypt", result="ok"
+    )
+    return used.order_by("-minute").values_list("minute", flat=True).first()

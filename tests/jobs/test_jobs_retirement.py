@@ -81,3 +81,15 @@ def test_cancelling_a_retirement_makes_the_key_active_again(tenant, actor, two_v
     assert _v1(tenant).state == "active"
     with pytest.raises(errors.Conflict):
         jobs.job_confirm_key_retirement(job=RekeyJob.objects.get(pk=job.pk), actor=actor, rekeyed=True)
+
+
+def test_the_last_decrypt_under_a_retiring_version_is_shown(tenant, actor, two_versions):
+    from keycore.selectors import tenant_key_last_decrypt
+    from keycore.services.keyuse import recorder
+
+    key = _v1(tenant)
+    assert tenant_key_last_decrypt(key) is None
+    crypto_decrypt(tenant="acme", edek=two_versions.edek, fields=two_versions.fields, meta=META)
+    recorder.flush()
+    assert tenant_key_last_decrypt(key) is not None
+    assert tenant_key_last_decrypt(TenantKey.objects.get(tenant=tenant, version=2)) is None
