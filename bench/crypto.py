@@ -165,6 +165,11 @@ def keycore_encrypt_decrypt() -> Workload:
 # -- measuring -------------------------------------------------------------------------------
 
 
+#: per workload: process CPU seconds (every thread: the key-use cutter and writer too) and documents,
+#: summed over timed rounds — a cost measure that load from other processes does not move
+CPU_TOTALS: dict[str, list[float]] = {}
+
+
 def _timed_round(workload: Workload, payload: bytes, count: int) -> Figures:
     encrypt, decrypt = workload.encrypt, workload.decrypt
     if workload.setup is not None:
@@ -172,12 +177,16 @@ def _timed_round(workload: Workload, payload: bytes, count: int) -> Figures:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        cpu_started = time.process_time()
         started = time.perf_counter()
         stored = [encrypt(payload) for _ in range(count)]
         encrypted = time.perf_counter()
         for item in stored:
             decrypt(item)
         decrypted = time.perf_counter()
+        totals = CPU_TOTALS.setdefault(workload.name, [0.0, 0])
+        totals[0] += time.process_time() - cpu_started
+        totals[1] += 2 * count
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -236,10 +245,39 @@ def keycore_events_workloads() -> tuple[Workload, Workload]:
     return on, off
 
 
+def recording_cost_ns(*, number: int = 200_000, repeat: int = 7) -> dict[str, float]:
+    """What recording adds per operation, measured alone (best of ``repeat``, as ``timeit`` advises):
+    the crypto thread's append, and the cutter's pop-and-count of that append."""
+    import itertools
+    import threading
+    import timeit
+
+    from keycore.services.keyuse import KeyUseRecorder, _drain
+
+    recorder = KeyUseRecorder()
+    recorder._thread = threading.current_thread()  # no cutter or writer threads: measured by hand
+    record = recorder.record
+
+    def call() -> None:
+        record(1, "encrypt", "ok", "documents", "bench-service", "127.0.0.1", 1, 1)
+
+    hot = min(timeit.repeat(call, number=number, repeat=repeat))
+    empty = min(timeit.repeat(lambda: None, number=number, repeat=repeat))
+    item = (1, "encrypt", "documents", "bench-service", "127.0.0.1", "ok", 1)
+    drains = []
+    for _ in range(repeat):
+        recorder._queue.extend(itertools.repeat(item, number))
+        started = time.perf_counter()
+        _drain(recorder._queue)
+        drains.append(time.perf_counter() - started)
+    return {"record_ns": (hot - empty) / number * 1e9, "count_ns": min(drains) / number * 1e9}
+
+
 def run_events(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> dict[str, Any]:
     """KeyCore with security-event recording on vs off, interleaved round by round."""
     payload = os.urandom(size)
     on, off = keycore_events_workloads()  # sets Django up
+    CPU_TOTALS.clear()
     from django.db.models import Sum
 
     from keycore.models import KeyUseEvent
@@ -249,6 +287,11 @@ def run_events(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> di
     set_event_recording(True)
     recorder.flush()
     ratio = _median_ratio(figures[on.name], figures[off.name])
+    best_on = max(f.encrypt_per_s for f in figures[on.name]), max(f.decrypt_per_s for f in figures[on.name])
+    best_off = max(f.encrypt_per_s for f in figures[off.name]), max(f.decrypt_per_s for f in figures[off.name])
+    cost = recording_cost_ns()
+    best_op_ns = 1e9 / max(best_off)  # the fastest operation KeyCore did without recording
+    cpu_on, cpu_off = (CPU_TOTALS[w.name][0] / CPU_TOTALS[w.name][1] * 1e6 for w in (on, off))
     return {
         "document_bytes": size,
         "rounds": rounds,
@@ -260,6 +303,13 @@ def run_events(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> di
             "events_off": asdict(_median(figures[off.name])),
         },
         "slowdown": {"encrypt": 1 - ratio["encrypt"], "decrypt": 1 - ratio["decrypt"]},
+        # mean CPU per operation (an encrypt or a decrypt), all threads, timed rounds only
+        "cpu_us_per_operation": {"events_on": cpu_on, "events_off": cpu_off},
+        "cpu_cost_of_recording": cpu_on / cpu_off - 1,
+        # the best round of each: less moved by other processes' load than the medians
+        "best_round_slowdown": {"encrypt": 1 - best_on[0] / best_off[0], "decrypt": 1 - best_on[1] / best_off[1]},
+        "recording_ns_per_operation": cost,
+        "recording_share_of_fastest_operation": (cost["record_ns"] + cost["count_ns"]) / best_op_ns,
         "key_uses_recorded": KeyUseEvent.objects.aggregate(n=Sum("count"))["n"] or 0,
     }
 
@@ -276,6 +326,18 @@ def _print_events(result: dict[str, Any]) -> None:
         print(f"{label:12}{rates[name]['encrypt_per_s']:>14,.0f}{rates[name]['decrypt_per_s']:>14,.0f}")
     slow = result["slowdown"]
     print(f"{'slowdown':12}{slow['encrypt']:>14.1%}{slow['decrypt']:>14.1%}   (target: at most 10 %)")
+    cpu = result["cpu_us_per_operation"]
+    print(
+        f"CPU per operation, all threads: {cpu['events_on']:.2f} µs on, {cpu['events_off']:.2f} µs off "
+        f"({result['cpu_cost_of_recording']:+.1%})"
+    )
+    best = result["best_round_slowdown"]
+    print(f"best rounds: slowdown {best['encrypt']:.1%} encrypt, {best['decrypt']:.1%} decrypt")
+    cost = result["recording_ns_per_operation"]
+    print(
+        f"recording alone: {cost['record_ns']:.0f} ns to record + {cost['count_ns']:.0f} ns to count = "
+        f"{result['recording_share_of_fastest_operation']:.1%} of the fastest operation"
+    )
     print(f"key uses recorded and written during the run: {result['key_uses_recorded']:,}")
 
 
