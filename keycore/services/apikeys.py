@@ -78,7 +78,7 @@ def _insert_key(
 
 def api_key_revoke(*, key: ApiKey, actor: Actor) -> ApiKey:
     with transaction.atomic():
-        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        key = ApiKey.objects.select_for_update(no_key=True).get(pk=key.pk)
         if key.revoked_at is not None:
             raise errors.Conflict("This API key is already revoked.")
         key.revoked_at = timezone.now()
@@ -94,7 +94,7 @@ def api_key_rotate(*, key: ApiKey, actor: Actor) -> tuple[ApiKey, str]:
     is one action, not a creation plus a revocation.
     """
     with transaction.atomic():
-        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        key = ApiKey.objects.select_for_update(no_key=True).get(pk=key.pk)
         if key.revoked_at is not None:
             raise errors.Conflict("A revoked key cannot be rotated; create a new one.")
         new, raw = _insert_key(

@@ -246,7 +246,7 @@ def kms_config_create(
         config.health_latency_ms = result.latency_ms
     seal_secrets(config, clean_secrets)
     with transaction.atomic():
-        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         has_primary = KmsConfig.objects.filter(tenant=tenant, is_primary=True).exists()
         config.is_primary = not has_primary
         config.save()
@@ -314,7 +314,7 @@ def _set_state(config: KmsConfig, state: str, actor: Actor, action: str, history
 
 
 def _locked(config: KmsConfig) -> KmsConfig:
-    return KmsConfig.objects.select_for_update().select_related("tenant").get(pk=config.pk)
+    return KmsConfig.objects.select_for_update(of=("self",), no_key=True).select_related("tenant").get(pk=config.pk)
 
 
 def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool = False):
@@ -332,7 +332,7 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool 
             raise errors.Conflict(f"{config.name} is already the primary key.")
         if config.state not in (ConfigState.ACTIVE, ConfigState.DECRYPT_ONLY):
             raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}; re-enable it first.")
-        old = KmsConfig.objects.select_for_update().filter(tenant=tenant, is_primary=True).first()
+        old = KmsConfig.objects.select_for_update(no_key=True).filter(tenant=tenant, is_primary=True).first()
         if (
             by_vendor
             and config.owner == ConfigOwner.VENDOR
@@ -513,7 +513,12 @@ def kms_config_record_health(*, config: KmsConfig, result: HealthResult) -> None
     }
     fields["last_success_at" if result.ok else "last_failure_at"] = now
     with transaction.atomic():
-        before = KmsConfig.objects.select_for_update().filter(pk=config.pk).values_list("health", flat=True).first()
+        before = (
+            KmsConfig.objects.select_for_update(no_key=True)
+            .filter(pk=config.pk)
+            .values_list("health", flat=True)
+            .first()
+        )
         KmsConfig.objects.filter(pk=config.pk).update(**fields)
         _sync_tenant_summary(config.tenant)
         if before is not None and before != fields["health"]:
@@ -544,7 +549,7 @@ def kms_config_check(*, config: KmsConfig) -> HealthResult:
 def tenant_key_create(*, tenant: Tenant, actor: Actor, primary: KmsConfig | None = None) -> TenantKey:
     """A new tenant-key version, wrapped under the primary configuration; new data uses it."""
     with transaction.atomic():
-        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         primary = primary or KmsConfig.objects.get(tenant=tenant, is_primary=True)
         if primary.state != ConfigState.ACTIVE:
             raise errors.KeyUnavailable(f"The primary key {primary.name} is {primary.get_state_display().lower()}.")

@@ -111,7 +111,7 @@ def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
             "Retention must be 1–3650 days.", field_errors={"event_retention_days": ["1–3650 days."]}
         )
     with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         before = {k: getattr(tenant, k) for k in changes}
         for key, value in changes.items():
             setattr(tenant, key, value)
@@ -139,7 +139,7 @@ def tenant_set_status(*, tenant: Tenant, transition: str, actor: Actor, reason: 
         raise errors.InvalidInput(f"Unknown action {transition!r}.")
     allowed_from, target = _TRANSITIONS[transition]
     with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         if tenant.status not in allowed_from:
             raise errors.Conflict(f"{tenant.name} is {tenant.get_status_display().lower()}; cannot {transition}.")
         before = tenant.status
@@ -346,7 +346,7 @@ def invitation_accept(*, token: str, user: User, actor: Actor) -> Invitation:
     """Turn an invitation into a membership (or a staff role) for ``user``, once."""
     with transaction.atomic():
         invitation = invitation_lookup(token)
-        invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        invitation = Invitation.objects.select_for_update(no_key=True).get(pk=invitation.pk)
         if invitation.accepted_at:
             raise errors.Conflict("This invitation has already been used.")
         if invitation.email.lower() != user.email.lower():
@@ -399,7 +399,7 @@ def membership_set_role(*, membership: Membership, role: str, actor: Actor) -> M
     if role not in TenantRole.values:
         raise errors.InvalidInput(f"Unknown role {role!r}.", field_errors={"role": ["Unknown role."]})
     with transaction.atomic():
-        Tenant.objects.select_for_update().get(pk=membership.tenant_id)
+        Tenant.objects.select_for_update(no_key=True).get(pk=membership.tenant_id)
         membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
         if membership.role == TenantRole.OWNER and role != TenantRole.OWNER and _owners(membership.tenant) <= 1:
             raise errors.Conflict("The last owner cannot be demoted; make someone else owner first.")
@@ -419,7 +419,7 @@ def membership_set_role(*, membership: Membership, role: str, actor: Actor) -> M
 
 def membership_remove(*, membership: Membership, actor: Actor) -> None:
     with transaction.atomic():
-        Tenant.objects.select_for_update().get(pk=membership.tenant_id)
+        Tenant.objects.select_for_update(no_key=True).get(pk=membership.tenant_id)
         membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
         if membership.role == TenantRole.OWNER and _owners(membership.tenant) <= 1:
             raise errors.Conflict("The last owner cannot be removed; make someone else owner first.")
@@ -467,7 +467,7 @@ def staff_set_role(*, staff: VendorStaff, role: str, actor: Actor) -> VendorStaf
     if role not in VendorRole.values:
         raise errors.InvalidInput(f"Unknown role {role!r}.", field_errors={"role": ["Unknown role."]})
     with transaction.atomic():
-        staff = VendorStaff.objects.select_for_update().select_related("user").get(pk=staff.pk)
+        staff = VendorStaff.objects.select_for_update(of=("self",), no_key=True).select_related("user").get(pk=staff.pk)
         if staff.role == VendorRole.ADMIN and role != VendorRole.ADMIN and _active_admins() <= 1:
             raise errors.Conflict("The last vendor administrator cannot be demoted.")
         before = staff.role
@@ -485,7 +485,7 @@ def staff_set_role(*, staff: VendorStaff, role: str, actor: Actor) -> VendorStaf
 
 def staff_deactivate(*, staff: VendorStaff, actor: Actor) -> VendorStaff:
     with transaction.atomic():
-        staff = VendorStaff.objects.select_for_update().select_related("user").get(pk=staff.pk)
+        staff = VendorStaff.objects.select_for_update(of=("self",), no_key=True).select_related("user").get(pk=staff.pk)
         if staff.role == VendorRole.ADMIN and _active_admins() <= 1:
             raise errors.Conflict("The last vendor administrator cannot be removed.")
         staff.is_active = False
