@@ -165,12 +165,41 @@ class Client:
         self.conn.close()
 
 
+class WorkerClock:
+    """CPU seconds the gunicorn workers used (Linux /proc): what a call costs the server, whatever else runs.
+
+    On a machine shared with other work, wall-clock figures measure the contention as much as KeyCore;
+    the CPU time the workers spend per call is much steadier, and says what two workers could do on two
+    free cores.
+    """
+
+    def __init__(self, master_pid: int) -> None:
+        self.master = master_pid
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _workers(self) -> list[int]:
+        try:
+            return [int(p) for p in Path(f"/proc/{self.master}/task/{self.master}/children").read_text().split()]
+        except OSError:
+            return []
+
+    def seconds(self) -> float | None:
+        total = 0
+        workers = self._workers()
+        if not workers:
+            return None
+        for pid in workers:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / self.tick
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
 
 
-def bench_single(port: int, key: str, requests: int, field_size: int) -> dict:
+def bench_single(port: int, key: str, requests: int, field_size: int, clock: WorkerClock) -> dict:
     body = json.dumps(
         {
             "tenant": "bench",
@@ -183,16 +212,20 @@ def bench_single(port: int, key: str, requests: int, field_size: int) -> dict:
     for _ in range(300):  # warm-up: both workers' caches, connection, code paths
         client.post("/api/v1/crypto/encrypt", body)
     timings = []
-    clock = time.perf_counter
+    now = time.perf_counter
+    cpu_before = clock.seconds()
     for _ in range(requests):
-        started = clock()
+        started = now()
         answer = client.post("/api/v1/crypto/encrypt", body)
-        timings.append(clock() - started)
+        timings.append(now() - started)
         if "edek" not in answer:
             raise RuntimeError(f"unexpected answer {answer!r}")
+    cpu_after = clock.seconds()
     client.close()
     timings.sort()
+    cpu = (cpu_after - cpu_before) / requests if cpu_before is not None and cpu_after is not None else None
     return {
+        "server_cpu_ms_per_request": cpu * 1000 if cpu else None,
         "requests": requests,
         "p50_ms": percentile(timings, 50) * 1000,
         "p95_ms": percentile(timings, 95) * 1000,
@@ -215,7 +248,9 @@ def batch_body(items: int, field_size: int) -> bytes:
     ).encode()
 
 
-def bench_batch(port: int, key: str, batches: int, items: int, field_size: int, connections: int) -> dict:
+def bench_batch(
+    port: int, key: str, batches: int, items: int, field_size: int, connections: int, clock: WorkerClock
+) -> dict:
     body = batch_body(items, field_size)
     clients = [Client(port, key) for _ in range(connections)]
     for client in clients:
@@ -241,18 +276,24 @@ def bench_batch(port: int, key: str, batches: int, items: int, field_size: int, 
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+    cpu_before = clock.seconds()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    cpu_after = clock.seconds()
     for client in clients:
         client.close()
     if errors:
         raise errors[0]
     fields = batches * items * connections
+    cpu = (cpu_after - cpu_before) / (batches * connections) if cpu_before is not None and cpu_after else None
     return {
+        "server_cpu_ms_per_request": cpu * 1000 if cpu else None,
+        # two workers, each a core of its own: what the same CPU work per request would sustain
+        "fields_per_s_two_free_cores": 2 * items / cpu if cpu else None,
         "connections": connections,
         "requests": batches * connections,
         "items_per_request": items,
@@ -302,10 +343,11 @@ def main(argv: list[str] | None = None) -> dict:
             config = folder / "gunicorn.conf.py"
             config.write_text(GC_FREEZE_CONFIG)
         process = start_gunicorn(env, port, args.workers, args.threads, args.worker_class, config)
+        clock = WorkerClock(process.pid)
         reference = [reference_rate()]
-        single = bench_single(port, key, args.requests, args.field_size)
-        batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, connections=1)
-        batch_two = bench_batch(port, key, args.batches, args.items, args.field_size, connections=2)
+        single = bench_single(port, key, args.requests, args.field_size, clock)
+        batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, 1, clock)
+        batch_two = bench_batch(port, key, args.batches, args.items, args.field_size, 2, clock)
         reference.append(reference_rate())
     finally:
         if process is not None:
@@ -342,11 +384,18 @@ def main(argv: list[str] | None = None) -> dict:
             f"p50 {single['p50_ms']:.2f} ms, p95 {single['p95_ms']:.2f} ms, p99 {single['p99_ms']:.2f} ms, "
             f"{single['requests_per_s']:,.0f} req/s"
         )
+        if single["server_cpu_ms_per_request"]:
+            print(f"  server CPU per single encrypt: {single['server_cpu_ms_per_request']:.2f} ms")
         for batch in (batch_one, batch_two):
             print(
                 f"batch-encrypt ({batch['items_per_request']} x {args.field_size} B, {batch['connections']} "
                 f"connection(s)): {batch['fields_per_s']:,.0f} fields/s"
             )
+            if batch["server_cpu_ms_per_request"]:
+                print(
+                    f"  server CPU per batch: {batch['server_cpu_ms_per_request']:.1f} ms, i.e. "
+                    f"{batch['fields_per_s_two_free_cores']:,.0f} fields/s for two workers on two free cores"
+                )
     return figures
 
 
