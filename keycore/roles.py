@@ -48,6 +48,20 @@ VENDOR_ROLES_REQUIRING_MFA = frozenset({VendorRole.ADMIN})
 TENANT_ROLES_REQUIRING_MFA = frozenset({TenantRole.OWNER, TenantRole.ADMIN})
 
 
+def tenant_role_may_grant(granter: str | None, role: str) -> bool:
+    """Whether a member with role ``granter`` may give (or take away) ``role``.
+
+    ``granter`` None means the vendor (portal or API), who names a tenant's first
+    owners. Only owners make or unmake owners; an administrator cannot promote
+    anyone, itself included, above itself.
+    """
+    if granter is None or granter == TenantRole.OWNER:
+        return True
+    if granter == TenantRole.ADMIN:
+        return role != TenantRole.OWNER
+    return False
+
+
 def vendor_can(role: str | None, cap: str) -> bool:
     return role is not None and cap in VENDOR_CAPS.get(role, frozenset())
 

@@ -20,7 +20,7 @@ from keycore import errors
 from keycore.models import Invitation, Membership, Tenant, User, VendorStaff
 from keycore.models.keys import ConfigOwner
 from keycore.models.tenants import InvitationAudience, TenantStatus, external_id_validator
-from keycore.roles import TenantRole, VendorRole
+from keycore.roles import TenantRole, VendorRole, tenant_role_may_grant
 from keycore.services.audit import Actor, audit_record, diff
 from keycore.services.keys import ConfigInput, bump_epoch, kms_config_create, tenant_key_create
 
@@ -223,6 +223,8 @@ def invitation_create(
     """
     audience = InvitationAudience.TENANT if tenant is not None else InvitationAudience.VENDOR
     email = _validate_invite(email, role, audience=audience)
+    if tenant is not None:
+        _require_may_grant(tenant, actor, role)
     if tenant is not None and Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
         raise errors.Conflict(
             f"{email} is already a member of {tenant.name}.", field_errors={"email": ["Already a member."]}
@@ -391,6 +393,27 @@ def invitation_accept(*, token: str, user: User, actor: Actor) -> Invitation:
 # --- members -------------------------------------------------------------------------
 
 
+def _granter_role(tenant: Tenant, actor: Actor) -> str | None:
+    """The acting member's role in ``tenant``; None when the vendor (staff, API key, system) acts.
+
+    Who may reach a service at all is the portals' and the API's business; this
+    only decides how far a tenant member may grant.
+    """
+    if actor.user is None or actor.user.pk is None:
+        return None
+    return Membership.objects.filter(tenant=tenant, user=actor.user).values_list("role", flat=True).first()
+
+
+def _require_may_grant(tenant: Tenant, actor: Actor, *roles: str) -> None:
+    granter = _granter_role(tenant, actor)
+    for role in roles:
+        if not tenant_role_may_grant(granter, role):
+            raise errors.PermissionDenied(
+                "Only an owner can make someone an owner or change an owner's membership.",
+                field_errors={"role": ["Only owners grant or change the owner role."]},
+            )
+
+
 def _owners(tenant: Tenant) -> int:
     return Membership.objects.filter(tenant=tenant, role=TenantRole.OWNER).count()
 
@@ -401,6 +424,7 @@ def membership_set_role(*, membership: Membership, role: str, actor: Actor) -> M
     with transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).get(pk=membership.tenant_id)
         membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
+        _require_may_grant(membership.tenant, actor, membership.role, role)
         if membership.role == TenantRole.OWNER and role != TenantRole.OWNER and _owners(membership.tenant) <= 1:
             raise errors.Conflict("The last owner cannot be demoted; make someone else owner first.")
         before = membership.role
@@ -421,6 +445,8 @@ def membership_remove(*, membership: Membership, actor: Actor) -> None:
     with transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).get(pk=membership.tenant_id)
         membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
+        if membership.user_id != getattr(actor.user, "pk", None):  # anyone may leave; removing others needs the rank
+            _require_may_grant(membership.tenant, actor, membership.role)
         if membership.role == TenantRole.OWNER and _owners(membership.tenant) <= 1:
             raise errors.Conflict("The last owner cannot be removed; make someone else owner first.")
         audit_record(

@@ -195,3 +195,33 @@ def test_shredding_an_offboarded_tenant_destroys_its_data_for_good(tenant, actor
     with pytest.raises(errors.KeyDestroyed):
         keys.unwrap_tenant_key(tenant, 1)
     del enc
+
+
+def test_only_owners_make_or_unmake_owners(tenant, owner):
+    from keycore.models import Membership
+    from keycore.roles import TenantRole
+    from keycore.services.audit import Actor
+    from keycore.services.tenants import invitation_create, membership_remove, membership_set_role
+    from tests.factories import make_member
+
+    admin = make_member(tenant, "admin@acme.example", TenantRole.ADMIN)
+    auditor = make_member(tenant, "aud2@acme.example", TenantRole.AUDITOR)
+    as_admin = Actor.for_user(admin)
+    owner_membership = Membership.objects.get(tenant=tenant, user=owner)
+    auditor_membership = Membership.objects.get(tenant=tenant, user=auditor)
+    with pytest.raises(errors.PermissionDenied):
+        invitation_create(tenant=tenant, email="x@acme.example", role=TenantRole.OWNER, actor=as_admin)
+    with pytest.raises(errors.PermissionDenied):
+        membership_set_role(membership=auditor_membership, role=TenantRole.OWNER, actor=as_admin)
+    with pytest.raises(errors.PermissionDenied):
+        membership_set_role(membership=Membership.objects.get(user=admin), role=TenantRole.OWNER, actor=as_admin)
+    with pytest.raises(errors.PermissionDenied):
+        membership_remove(membership=owner_membership, actor=as_admin)
+    # what an admin may do
+    membership_set_role(membership=auditor_membership, role=TenantRole.ADMIN, actor=as_admin)
+    invitation_create(tenant=tenant, email="y@acme.example", role=TenantRole.AUDITOR, actor=as_admin, send=False)
+    # owners and the vendor may grant ownership
+    membership_set_role(membership=auditor_membership, role=TenantRole.OWNER, actor=Actor.for_user(owner))
+    invitation_create(
+        tenant=tenant, email="z@acme.example", role=TenantRole.OWNER, actor=Actor.system("api"), send=False
+    )
