@@ -194,7 +194,7 @@ def lock_chain(key: str) -> EventChain:
     PostgreSQL: SELECT … FOR UPDATE. SQLite: writers are serialised by the database
     (transactions begin IMMEDIATE), so there is nothing to lock.
     """
-    head, _ = EventChain.objects.select_for_update().get_or_create(key=key)
+    head, _ = EventChain.objects.select_for_update(no_key=True).get_or_create(key=key)
     return head
 
 

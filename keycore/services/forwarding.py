@@ -266,7 +266,11 @@ def destination_update(
 ) -> EventDestination:
     """Rename or re-point a destination (its secret is changed only by :func:`destination_rotate_secret`)."""
     with transaction.atomic():
-        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        destination = (
+            EventDestination.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("tenant")
+            .get(pk=destination.pk)
+        )
         before = {"name": destination.name, "settings": destination.settings}
         if name is not None:
             destination.name = _clean_name(name, destination.kind)
@@ -295,7 +299,11 @@ def destination_rotate_secret(*, destination: EventDestination, actor: Actor, se
     if secret is None:
         secret = shown = secrets.token_urlsafe(32)
     with transaction.atomic():
-        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        destination = (
+            EventDestination.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("tenant")
+            .get(pk=destination.pk)
+        )
         _seal(destination, secret)
         destination.save(update_fields=["sealed_secret", "updated_at"])
         audit_record(
@@ -311,7 +319,11 @@ def destination_rotate_secret(*, destination: EventDestination, actor: Actor, se
 def destination_set_enabled(*, destination: EventDestination, enabled: bool, actor: Actor) -> EventDestination:
     """Pause or resume forwarding. Resuming retries at once; events kept meanwhile are delivered in order."""
     with transaction.atomic():
-        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        destination = (
+            EventDestination.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("tenant")
+            .get(pk=destination.pk)
+        )
         if destination.enabled == enabled:
             raise errors.Conflict(f"{destination.name} is already {'enabled' if enabled else 'disabled'}.")
         destination.enabled = enabled
@@ -332,7 +344,11 @@ def destination_set_enabled(*, destination: EventDestination, enabled: bool, act
 
 def destination_delete(*, destination: EventDestination, actor: Actor) -> None:
     with transaction.atomic():
-        destination = EventDestination.objects.select_for_update().select_related("tenant").get(pk=destination.pk)
+        destination = (
+            EventDestination.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("tenant")
+            .get(pk=destination.pk)
+        )
         audit_record(
             actor=actor,
             action="event_destination.deleted",
@@ -605,7 +621,7 @@ def deliver_pending(
             result = send(destination, documents)
             first, last = documents[0]["seq"], documents[-1]["seq"]
             with transaction.atomic():
-                current = EventDestination.objects.select_for_update().get(pk=destination_id)
+                current = EventDestination.objects.select_for_update(no_key=True).get(pk=destination_id)
                 if current.lease_token != token or current.cursor_seq != destination.cursor_seq:
                     return DeliveryOutcome(delivered, dead, failed)  # our lease ran out and another took over
                 EventDelivery.objects.create(

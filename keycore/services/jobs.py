@@ -389,8 +389,8 @@ def job_start_key_retirement(*, key: TenantKey, actor: Actor, grace_days: int | 
     """
     grace_days = retirement_grace_days() if grace_days is None else max(0, int(grace_days))
     with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
-        key = TenantKey.objects.select_for_update().get(pk=key.pk)
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=key.tenant_id)
+        key = TenantKey.objects.select_for_update(no_key=True).get(pk=key.pk)
         if key.state == TenantKeyState.DESTROYED:
             raise errors.Conflict(f"Tenant key v{key.version} is already destroyed.")
         if RekeyJob.objects.filter(tenant_key=key, kind=JobKind.KEY_RETIREMENT, state__in=ACTIVE_JOB_STATES).exists():
@@ -442,7 +442,11 @@ def job_confirm_key_retirement(*, job: RekeyJob, actor: Actor, rekeyed: bool) ->
     still under it becomes unreadable (allowed only after the grace period).
     """
     with transaction.atomic():
-        job = RekeyJob.objects.select_for_update(of=("self",)).select_related("tenant", "tenant_key").get(pk=job.pk)
+        job = (
+            RekeyJob.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("tenant", "tenant_key")
+            .get(pk=job.pk)
+        )
         if job.kind != JobKind.KEY_RETIREMENT:
             raise errors.InvalidInput("Only tenant-key retirements wait for a confirmation.")
         if job.state != JobState.PAUSED or job.params.get("confirmed"):
@@ -479,7 +483,7 @@ def job_cancel(*, job: RekeyJob, actor: Actor) -> RekeyJob:
     Cancelling a tenant-key retirement makes the key active again.
     """
     with transaction.atomic():
-        job = RekeyJob.objects.select_for_update().get(pk=job.pk)
+        job = RekeyJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         if job.state not in ACTIVE_JOB_STATES:
             raise errors.Conflict(
                 f"The job is {job.get_state_display().lower()}; only waiting, running or paused jobs can be cancelled."
@@ -506,7 +510,7 @@ def job_cancel(*, job: RekeyJob, actor: Actor) -> RekeyJob:
 def job_retry(*, job: RekeyJob, actor: Actor) -> RekeyJob:
     """Run a failed, cancelled or paused job again: only what is not done yet is redone."""
     with transaction.atomic():
-        job = RekeyJob.objects.select_for_update().get(pk=job.pk)
+        job = RekeyJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         if job.state not in (JobState.FAILED, JobState.PAUSED, JobState.CANCELLED):
             raise errors.Conflict("Only failed, paused or cancelled jobs can be retried.")
         if job.kind == JobKind.KEY_RETIREMENT and not job.params.get("confirmed"):
@@ -517,7 +521,11 @@ def job_retry(*, job: RekeyJob, actor: Actor) -> RekeyJob:
                 raise errors.Conflict("The job's target is no longer the primary key; it was superseded.")
         before = job.state
         # chunks that had failures start over; their items are idempotent, so done ones are only counted again
-        for chunk in RekeyJobChunk.objects.select_for_update().filter(job=job).exclude(state=ChunkState.DONE, failed=0):
+        for chunk in (
+            RekeyJobChunk.objects.select_for_update(no_key=True)
+            .filter(job=job)
+            .exclude(state=ChunkState.DONE, failed=0)
+        ):
             job.done -= chunk.done if chunk.failed else 0
             job.failed -= chunk.failed
             if chunk.failed:
@@ -587,7 +595,7 @@ def _plan_subjects(job: RekeyJob) -> list[tuple[str, list[int], int]]:
 def job_plan(job_id: int) -> list[int]:
     """Split the job into chunks (once) and return the ids of chunks that still have work."""
     with transaction.atomic():
-        job = RekeyJob.objects.select_for_update().get(pk=job_id)
+        job = RekeyJob.objects.select_for_update(no_key=True).get(pk=job_id)
         if job.state not in ACTIVE_JOB_STATES:
             return []
         if job.kind == JobKind.KEY_RETIREMENT and not job.params.get("confirmed"):
@@ -641,7 +649,7 @@ def _batch(chunk_id: int, worker: str, cursor: int) -> Iterator[_Progress]:
     Refuses (rolls back) when another worker took the chunk over or the job stopped.
     """
     with transaction.atomic():
-        chunk = RekeyJobChunk.objects.select_for_update().get(pk=chunk_id)
+        chunk = RekeyJobChunk.objects.select_for_update(no_key=True).get(pk=chunk_id)
         if chunk.lease_owner != worker or chunk.cursor != cursor:
             raise _LeaseLost()
         state = RekeyJob.objects.filter(pk=chunk.job_id).values_list("state", flat=True).get()
@@ -677,7 +685,9 @@ def _batch(chunk_id: int, worker: str, cursor: int) -> Iterator[_Progress]:
 def _claim(chunk_id: int, worker: str) -> RekeyJobChunk | None:
     """Take the chunk's lease, or None when there is nothing to do. Raises ChunkBusy when it is leased."""
     with transaction.atomic():
-        chunk = RekeyJobChunk.objects.select_for_update(of=("self",)).select_related("job").get(pk=chunk_id)
+        chunk = (
+            RekeyJobChunk.objects.select_for_update(no_key=True, of=("self",)).select_related("job").get(pk=chunk_id)
+        )
         job = chunk.job
         if chunk.state == ChunkState.DONE or job.state not in ACTIVE_JOB_STATES:
             return None
@@ -773,7 +783,7 @@ def job_run_chunk(chunk_id: int, *, attempt: int = 0, worker: str | None = None)
 def _complete_chunk(chunk_id: int, job_id: int, worker: str) -> None:
     """Mark the chunk done; planned items that needed nothing by the time we got there count as done."""
     with transaction.atomic():
-        chunk = RekeyJobChunk.objects.select_for_update().get(pk=chunk_id)
+        chunk = RekeyJobChunk.objects.select_for_update(no_key=True).get(pk=chunk_id)
         if chunk.lease_owner != worker or chunk.state == ChunkState.DONE:
             return
         skipped = max(0, chunk.total - chunk.done - chunk.failed)
@@ -788,7 +798,7 @@ def _complete_chunk(chunk_id: int, job_id: int, worker: str) -> None:
 
 def _fail_job(job_id: int, reason: str) -> None:
     with transaction.atomic():
-        job = RekeyJob.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=job_id)
+        job = RekeyJob.objects.select_for_update(no_key=True, of=("self",)).select_related("tenant").get(pk=job_id)
         if job.state not in ACTIVE_JOB_STATES:
             return
         job.state = JobState.FAILED
@@ -887,7 +897,9 @@ def _rewrap_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int)
         reached = key.pk
     if reached != cursor:
         with _batch(chunk.pk, worker, cursor) as progress:
-            Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # wraps of a tenant are written in turn
+            Tenant.objects.select_for_update(no_key=True).filter(
+                pk=tenant.pk
+            ).first()  # wraps of a tenant are written in turn
             if _config_stamp(target.pk) != stamp:
                 raise _Restart()  # the target's KEK or state changed meanwhile: wrap again under what it is now
             TenantKeyWrap.objects.bulk_create(
@@ -1033,7 +1045,7 @@ def _audit_tenants(actor: Actor, action: str, rows: list[tuple[int, str, str, st
     keys = sorted({chain_key(tenant_id) for tenant_id, *_ in rows})
 
     def lock(wanted):
-        chains = EventChain.objects.select_for_update().filter(key__in=wanted)
+        chains = EventChain.objects.select_for_update(no_key=True).filter(key__in=wanted)
         ordered = chains.order_by(Cast(Substr("key", 8), BigIntegerField()))
         ordered = ordered.values_list("pk", "key", "seq", "last_hash")
         return {key: [pk, seq, last] for pk, key, seq, last in ordered}
@@ -1098,7 +1110,7 @@ def _kek_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int) ->
         # tenant rows first: creating a tenant key locks its tenant, so no wrap appears under an old KEK meanwhile
         tenants = {
             pk: (uid, ext)
-            for pk, uid, ext in Tenant.objects.select_for_update()
+            for pk, uid, ext in Tenant.objects.select_for_update(no_key=True)
             .filter(pk__in=in_batch.values("tenant_id"))
             .order_by("pk")
             .values_list("pk", "uid", "external_id")
@@ -1281,7 +1293,7 @@ def _root_authenticator_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, 
     if not ids:
         return None
     with _batch(chunk.pk, worker, cursor) as progress:
-        for authenticator in Authenticator.objects.select_for_update().filter(pk__in=ids).order_by("id"):
+        for authenticator in Authenticator.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("id"):
             try:
                 data, count = _reseal_values(authenticator.data, keyring, MFAAdapter.MARKER, MFAAdapter.PURPOSE)
             except (errors.KeyCoreError, ValueError) as exc:
@@ -1333,8 +1345,8 @@ def _retire_batch(job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int)
     if cursor >= chunk.last_id:
         return None
     with _batch(chunk.pk, worker, cursor) as progress:
-        tenant = Tenant.objects.select_for_update().get(pk=job.tenant_id)
-        key = TenantKey.objects.select_for_update().get(pk=chunk.last_id)
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=job.tenant_id)
+        key = TenantKey.objects.select_for_update(no_key=True).get(pk=chunk.last_id)
         progress.cursor = key.pk
         if key.state == TenantKeyState.DESTROYED:
             progress.done = 1
@@ -1379,7 +1391,7 @@ _HANDLERS = {
 def _maybe_finish(job_id: int) -> RekeyJob | None:
     """Close the job once every chunk is done: kind-specific clean-up, final state, audit event."""
     with transaction.atomic():
-        job = RekeyJob.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=job_id)
+        job = RekeyJob.objects.select_for_update(no_key=True, of=("self",)).select_related("tenant").get(pk=job_id)
         if job.state not in ACTIVE_JOB_STATES:
             return job
         if RekeyJobChunk.objects.filter(job=job).exclude(state=ChunkState.DONE).exists():
@@ -1529,7 +1541,7 @@ def tenant_key_rotate_if_due(*, tenant_id: int, now=None) -> TenantKey | None:
         return None
     kms_acquire(primary, 2)
     with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant_id)
         if tenant.status != TenantStatus.ACTIVE or not tenant.key_rotation_days:
             return None
         newest = (

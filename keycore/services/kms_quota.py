@@ -77,7 +77,7 @@ def _database_take(config_id: int, rate: float, n: int) -> float:
     capacity = burst(rate)
     now = time.time()
     with transaction.atomic():
-        bucket, _ = KmsRateBucket.objects.select_for_update().get_or_create(
+        bucket, _ = KmsRateBucket.objects.select_for_update(no_key=True).get_or_create(
             config_id=config_id, defaults={"tokens": capacity, "refilled_at": now}
         )
         tokens = min(capacity, bucket.tokens + max(0.0, now - bucket.refilled_at) * rate) - n
