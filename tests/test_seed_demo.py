@@ -1,0 +1,44 @@
+"""`seed_demo`, what `make run` loads: the demo logins work, and running it twice duplicates nothing."""
+
+from __future__ import annotations
+
+import io
+
+from django.core.management import call_command
+from django.db.models import Sum
+
+from keycore.models import AuditEvent, KeyUseEvent, Membership, Tenant, User, VendorStaff
+from keycore.services.events import chain_verify
+
+LABELS = {"invoice.iban", "contact.phone", "ticket.body"}
+
+
+def _counts() -> dict[str, int]:
+    return {
+        "users": User.objects.count(),
+        "staff": VendorStaff.objects.count(),
+        "tenants": Tenant.objects.count(),
+        "members": Membership.objects.count(),
+        "key_use": KeyUseEvent.objects.aggregate(n=Sum("count"))["n"] or 0,
+        "audit": AuditEvent.objects.count(),
+    }
+
+
+def test_seed_demo_is_idempotent_and_leaves_real_key_use(transactional_db, client):
+    call_command("seed_demo", stdout=io.StringIO())
+    first = _counts()
+    call_command("seed_demo", stdout=io.StringIO())
+    assert _counts() == first
+
+    assert first["tenants"] == 3 and first["staff"] == 2
+    for tenant in Tenant.objects.all():
+        uses = KeyUseEvent.objects.filter(tenant=tenant)
+        assert set(uses.values_list("label", flat=True)) == LABELS
+        per_op = dict(uses.values_list("operation").annotate(n=Sum("count")))
+        assert per_op == {"encrypt": 22, "decrypt": 12}
+        assert set(uses.values_list("result", flat=True)) == {"ok"}
+        assert chain_verify(tenant.pk).ok
+
+    from keycore.management.commands.seed_demo import DEMO_PASSWORD
+
+    assert client.login(email="owner@acme.example", password=DEMO_PASSWORD)
