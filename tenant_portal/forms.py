@@ -12,7 +12,7 @@ from django import forms
 
 from keycore import errors
 from keycore.providers.base import KeyProvider, SettingField
-from keycore.roles import TenantRole
+from keycore.roles import TenantRole, tenant_role_may_grant
 
 #: form field names the configuration form uses itself; provider fields get a prefix if they collide
 CONFIG_NAME = "config_name"
@@ -25,14 +25,16 @@ def assignable_roles(role: str) -> list[tuple[str, str]]:
     Only an owner makes or unmakes owners; otherwise an administrator could make
     itself owner and reach the tenant settings its role does not have.
     """
-    if role == TenantRole.OWNER:
-        return list(TenantRole.choices)
-    return [(value, label) for value, label in TenantRole.choices if value != TenantRole.OWNER]
+    return [(value, label) for value, label in TenantRole.choices if tenant_role_may_grant(role, value)]
 
 
 def may_manage_member(actor_role: str, target_role: str) -> bool:
-    """Whether a member with ``actor_role`` may change or remove a member who holds ``target_role``."""
-    return actor_role == TenantRole.OWNER or target_role != TenantRole.OWNER
+    """Whether a member with ``actor_role`` may change or remove a member who holds ``target_role``.
+
+    The services enforce the same rule (``keycore.roles.tenant_role_may_grant``); the
+    portal asks first so that it offers only what will be allowed.
+    """
+    return tenant_role_may_grant(actor_role, target_role)
 
 
 def apply_errors(form: forms.Form, exc: errors.KeyCoreError, *, field_map: dict[str, str] | None = None) -> None:
