@@ -47,6 +47,8 @@ OPERATION_MAX = 16
 RESULT_MAX = 40
 #: items counted per step while draining; between steps other threads may run (bounded GIL hold)
 DRAIN_CHUNK = 20_000
+#: distinct buckets kept interned between cuts before the table starts afresh
+BUCKETS_MAX = 50_000
 
 # (tenant_id, operation, label, requesting_id, source_ip, result, key_version)
 Bucket = tuple[int, str, str, str, str, str, "int | None"]
@@ -85,6 +87,7 @@ class KeyUseRecorder:
 
     def _reset_state(self) -> None:
         self._queue: deque = deque()
+        self._buckets: dict[Bucket, Bucket] = {}  # interned buckets; dropped by the cutter when it grows
         self._counts = self._queue  # the name the test fixtures clear between tests
         self._lock = threading.Lock()  # cutting and the pending list
         self._write_lock = threading.Lock()  # one writer at a time
@@ -112,7 +115,10 @@ class KeyUseRecorder:
         """Count ``count`` uses. Strings are truncated when written, not here (keeps this path short)."""
         if self.enabled:
             if count == 1:
-                self._queue.append((tenant_id, operation, label, requesting_id, source_ip, result, key_version))
+                # one shared tuple per bucket: the one built here is freed at once, so a million queued
+                # uses are a million references to a few tuples, not a million objects for the GC to walk
+                bucket = (tenant_id, operation, label, requesting_id, source_ip, result, key_version)
+                self._queue.append(self._buckets.setdefault(bucket, bucket))
             else:
                 self._queue.append(
                     ((tenant_id, operation, label, requesting_id, source_ip, result, key_version), count)
@@ -139,6 +145,8 @@ class KeyUseRecorder:
             now = self.clock()
             start, self._batch_start = self._batch_start, now
             counts = _drain(self._queue)
+            if len(self._buckets) > BUCKETS_MAX:
+                self._buckets = {}  # a swap, not a clear: a record() in flight keeps the tuple it got
             if not counts:
                 return 0
             minute = int(start if stamp == "start" else now) // 60
