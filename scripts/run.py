@@ -43,7 +43,7 @@ def main() -> int:
             str(var / "celerybeat-schedule"),
             "--pool=threads",
             "--concurrency=4",
-            "--loglevel=INFO",
+            "--loglevel=WARNING",  # beat dispatches every few seconds; INFO would bury the sign-in lines
             "--without-gossip",
             "--without-mingle",
         ],
