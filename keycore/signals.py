@@ -54,6 +54,12 @@ def on_signup(sender, request, user, **kwargs):
     from keycore.services.tenants import invitation_accept, invitation_lookup
 
     audit_record(actor=_actor(request, user), action="auth.signed_up", target=user, target_repr=user.email)
+    if request is not None and user.has_usable_password():
+        # the password was chosen in this very request: count it as entered again, so enrolling the
+        # MFA an owner or admin must have does not open with "confirm your password"
+        from allauth.account.internal.flows.login import record_authentication
+
+        record_authentication(request, user, method="password", reauthenticated=True)
     token = request.session.get(INVITATION_SESSION_KEY) if request is not None else None
     if not token:
         return
