@@ -600,7 +600,9 @@ def key_test(request, external_id: str):
     if form.is_valid():
         settings_, secrets = form.provider_values()
         try:
-            result = keys.kms_config_test_connection(tenant=tenant, provider=name, settings_=settings_, secrets=secrets)
+            result = keys.kms_config_test_connection(
+                tenant=tenant, provider=name, settings_=settings_, secrets=secrets, owner=ConfigOwner.VENDOR
+            )
         except errors.KeyCoreError as exc:
             problems = [f"{field}: {m}" for field, ms in exc.field_errors.items() for m in ms] or [exc.detail]
     else:

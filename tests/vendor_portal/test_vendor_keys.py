@@ -54,6 +54,14 @@ def test_test_connection_answers_inline_before_anything_is_saved(as_admin, tenan
     assert not KmsConfig.objects.filter(tenant=tenant, provider="aws").exists()
 
 
+def test_the_vendors_own_kms_on_a_private_address_is_tested_like_it_is_saved(as_admin, tenant, moto, settings):
+    # the egress policy guards configurations a tenant types in; the vendor's own KMS is its infrastructure
+    settings.KEYCORE_TENANT_KMS_ALLOWED_NETWORKS = []
+    url = reverse("vendor:key_test", args=["acme"])
+    ok = as_admin.post(url, _aws_form(moto), headers={"HX-Request": "true"})
+    assert b"Connected" in ok.content, ok.content.decode()
+
+
 def test_it_saves_a_key_in_the_vendors_aws_kms_and_never_shows_its_credentials(as_admin, tenant, moto):
     data = _aws_form(moto)
     response = as_admin.post(reverse("vendor:key_create", args=["acme"]), data)
