@@ -17,7 +17,8 @@ rendering) and reports the median and the 95th percentile:
 * ``prefix search``: a name prefix matching ~2% of the tenants;
 * ``contains search``: a word inside names, matching ~1–3%;
 * plus, for context: an external-id prefix, a filtered list sorted by date, the
-  dashboard, and a rare substring (no matches: the worst case of a search).
+  dashboard, a rare substring (no matches: the worst case of a search) and two
+  filters that match no tenant (the worst case of a filter).
 
 Target: p95 ≤ 50 ms for the first four, on SQLite and on PostgreSQL.
 """
@@ -149,6 +150,10 @@ def main() -> None:
         "external id prefix": base + f"?q={PREFIX}-00421",
         "filtered, newest first": base + "?status=active&health=ok&sort=-created",
         "rare substring (no match)": base + "?q=zzqx&match=contains",
+        # filters nothing matches (every seeded tenant is active, on a local key): the worst case,
+        # where a missing index means walking the sort's index through every row to prove it
+        "filter, no match (provider)": base + "?provider=aws",
+        "filter, no match, newest first": base + "?status=suspended&sort=-created",
         "dashboard": "/vendor/",
     }
     results = {}

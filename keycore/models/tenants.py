@@ -70,6 +70,13 @@ class Tenant(models.Model):
             models.Index(fields=["key_ownership", "name", "id"], name="tenant_owner_name"),
             models.Index(fields=["health", "name", "id"], name="tenant_health_name"),
             models.Index(fields=["created_at", "id"], name="tenant_created"),
+            # each filter of the tenants list under each sort: without these, a filter that matches few
+            # tenants walks the sort's index through all 100k rows looking for them
+            models.Index(fields=["primary_provider", "name", "id"], name="tenant_provider_name"),
+            models.Index(fields=["status", "created_at", "id"], name="tenant_status_created"),
+            models.Index(fields=["key_ownership", "created_at", "id"], name="tenant_owner_created"),
+            models.Index(fields=["health", "created_at", "id"], name="tenant_health_created"),
+            models.Index(fields=["primary_provider", "created_at", "id"], name="tenant_provider_created"),
         ]
 
     def __str__(self) -> str:

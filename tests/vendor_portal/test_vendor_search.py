@@ -93,3 +93,28 @@ def test_the_sqlite_search_index_follows_renames_and_deletes_and_survives_a_tabl
     assert _search("hooli", "contains") == ["hooli"]
     make_tenant("pied", "Pied Piper")
     assert _search("piper", "contains") == ["pied"]
+
+
+@pytest.mark.parametrize(
+    ("params", "order", "index"),
+    [
+        ({"provider": "aws"}, ("name", "id"), "tenant_provider_name"),
+        ({"provider": "aws"}, ("-created_at", "-id"), "tenant_provider_created"),
+        ({"status": "suspended"}, ("name", "id"), "tenant_status_name"),
+        ({"status": "suspended"}, ("-created_at", "-id"), "tenant_status_created"),
+        ({"key_ownership": "tenant"}, ("-created_at", "-id"), "tenant_owner_created"),
+        ({"health": "failing"}, ("created_at", "id"), "tenant_health_created"),
+    ],
+)
+def test_a_filter_under_any_sort_reads_its_own_index(names, params, order, index):
+    # without an index on (filter, sort key), a filter that matches few tenants walks the sort's index
+    # through every row: 150 ms at 100k tenants on SQLite (bench/tenants_list.py, "filter, no match")
+    filterset = TenantFilterSet(params, queryset=Tenant.objects.all())
+    assert filterset.is_valid()
+    qs = filterset.qs.order_by(*order)[:51]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_sort = off")
+    plan = qs.explain()
+    assert index in plan, plan
