@@ -1,5 +1,6 @@
 """Shared fixtures: the three people of every access test (an owner, a member, an outsider),
-vendor staff of each role, and the switch that turns a missing service into a failure in CI."""
+vendor staff of each role, a real Celery worker, moto's AWS KMS endpoint, and the switch that
+turns a missing service into a failure in CI."""
 
 from __future__ import annotations
 
@@ -114,3 +115,20 @@ def celery_worker(transactional_db, tmp_path):
     yield worker
     worker.stop()
     worker.restore_app()
+
+
+@pytest.fixture
+def moto():
+    """moto's AWS KMS endpoint, served in this process for this test.
+
+    A test may stop() it to play a KMS outage and start() it again: keys are kept
+    (moto's state is per process), and every test gets a running server.
+    """
+    from tests.providers.servers import ServiceUnavailable, start_moto_server
+
+    try:
+        server = start_moto_server()
+    except ServiceUnavailable as exc:
+        require(False, f"moto server: {exc}")
+    yield server
+    server.stop()

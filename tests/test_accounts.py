@@ -104,9 +104,7 @@ def test_an_invitation_email_leads_to_sign_up_and_into_the_tenant(client, tenant
     membership = Membership.objects.get(tenant=tenant, user__email="new.admin@acme.example")
     assert membership.role == "admin"
     # an admin must enrol MFA; having just chosen the password, it is not asked for again
-    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse(
-        "mfa_activate_totp"
-    )
+    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_activate_totp")
     assert client.get(reverse("mfa_activate_totp")).status_code == 200
     invitation.refresh_from_db()
     assert invitation.accepted_at is not None

@@ -21,7 +21,6 @@ from keycore.services.keys import (
     tenant_key_create,
 )
 from keycore.services.keyuse import recorder
-from tests.conftest import require
 
 pytestmark = pytest.mark.django_db
 
@@ -125,18 +124,6 @@ def test_a_revoked_key_is_its_own_problem_type(api, tenant, django_capture_on_co
     for answer in (encrypt(api), decrypt(api, "acme", sealed["edek"], sealed["fields"])):
         assert answer.status == 409 and answer.problem_type == "key-revoked"
         assert "revoked" in answer.json["detail"]
-
-
-@pytest.fixture
-def moto():
-    from tests.providers.servers import ServiceUnavailable, start_moto_server
-
-    try:
-        server = start_moto_server()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()
 
 
 def test_an_unreachable_kms_is_a_503_with_retry_after(api, tenant, moto, django_capture_on_commit_callbacks):

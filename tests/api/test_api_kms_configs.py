@@ -12,21 +12,8 @@ from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.services.audit import Actor
 from keycore.services.jobs import job_run
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_make_primary
-from tests.conftest import require
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def moto():
-    from tests.providers.servers import ServiceUnavailable, start_moto_server
-
-    try:
-        server = start_moto_server()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

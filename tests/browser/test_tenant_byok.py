@@ -15,24 +15,12 @@ from keycore.services.audit import Actor
 from keycore.services.crypto import CallMeta, crypto_encrypt
 from keycore.services.tenants import invitation_create
 from tests.browser.conftest import shot
-from tests.conftest import require
 from tests.factories import PASSWORD, totp_code
-from tests.providers.servers import ServiceUnavailable, start_moto_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 EMAIL = "security.admin@acme.example"
 SECRET_ACCESS_KEY = "Br0wser/Secret+NeverShownAgain0123456789"
-
-
-@pytest.fixture
-def moto():
-    try:
-        server = start_moto_server()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()
 
 
 def fresh_totp_code(secret: str) -> str:

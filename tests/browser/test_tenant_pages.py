@@ -17,21 +17,9 @@ from keycore.services.jobs import job_run
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_make_primary
 from keycore.services.tenants import invitation_create
 from tests.browser.conftest import shot, sign_in
-from tests.conftest import require
 from tests.factories import PASSWORD, make_member
-from tests.providers.servers import ServiceUnavailable, start_moto_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def moto():
-    try:
-        server = start_moto_server()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

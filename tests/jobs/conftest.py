@@ -1,4 +1,4 @@
-"""Real Celery workers sharing one queue (so a second one can take over from a killed first), and moto."""
+"""Real Celery workers sharing one queue, so a second one can take over from a killed first."""
 
 from __future__ import annotations
 
@@ -52,18 +52,3 @@ def worker_pool(transactional_db, tmp_path) -> Iterator[WorkerPool]:
     pool = WorkerPool(tmp_path)
     yield pool
     pool.stop()
-
-
-@pytest.fixture
-def moto():
-    """moto's AWS endpoint in this process; stop() refuses connections, start() brings it back, keys kept."""
-    from tests.conftest import require
-    from tests.providers.servers import MotoServer, ServiceUnavailable
-
-    server = MotoServer()
-    try:
-        server.start()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from typing import NoReturn
 
 import pytest
 
 from keycore.providers.base import WrapContext
+from tests.conftest import require
 from tests.providers.servers import (
     KmipServer,
     MotoServer,
@@ -24,17 +24,6 @@ from tests.providers.servers import (
     start_kmip_server,
     start_moto_server,
 )
-
-
-def services_required() -> bool:
-    return os.environ.get("KEYCORE_REQUIRE_SERVICES") == "1"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, or fail when CI requires every service."""
-    if services_required():
-        pytest.fail(f"{reason} (KEYCORE_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 def make_context(tenant_uid: str | None = None, key_version: int = 1) -> WrapContext:
@@ -51,7 +40,7 @@ def moto_server() -> Iterator[MotoServer]:
     try:
         server = start_moto_server()
     except ServiceUnavailable as exc:
-        unavailable(f"moto server: {exc}")
+        require(False, f"moto server: {exc}")
     yield server
     server.stop()
 
@@ -61,7 +50,7 @@ def kmip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmipServer
     try:
         server = start_kmip_server(tmp_path_factory.mktemp("kmip"))
     except ServiceUnavailable as exc:
-        unavailable(f"PyKMIP server: {exc}")
+        require(False, f"PyKMIP server: {exc}")
     yield server
     server.stop()
 
@@ -74,7 +63,7 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmT
         # A second, empty token in the same store: "token present, key missing" cases.
         init_softhsm_token(directory, label="keycore-empty", pin=token.pin, so_pin=token.so_pin)
     except ServiceUnavailable as exc:
-        unavailable(f"SoftHSM2: {exc}")
+        require(False, f"SoftHSM2: {exc}")
     previous = os.environ.get("SOFTHSM2_CONF")
     # SoftHSM2 reads its configuration when this process first initialises the module.
     os.environ.update(token.env)

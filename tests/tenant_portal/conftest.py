@@ -3,14 +3,10 @@ administrator, a real moto AWS KMS endpoint, and the tenant's own AWS configurat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.urls import reverse
 
-from tests.conftest import require
 from tests.factories import PASSWORD
-from tests.providers.servers import MotoServer, ServiceUnavailable, start_moto_server
 
 #: what tests type as an AWS secret access key; no response may ever contain it after it was sent
 SECRET = "Wr1teOnly/Secret+NeverShown0123456789abcd"
@@ -22,16 +18,6 @@ def admin(tenant):
     from tests.factories import make_member
 
     return make_member(tenant, "admin@acme.example", TenantRole.ADMIN)
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    try:
-        server = start_moto_server()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.urls import reverse
 
 from tests.factories import PASSWORD
-from tests.providers.servers import MotoServer, ServiceUnavailable, start_moto_server
 
 
 def reauthenticate(client) -> None:
@@ -33,19 +30,6 @@ def as_operator(client, vendor_operator):
 def as_auditor(client, vendor_auditor):
     client.force_login(vendor_auditor)
     return client
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    """moto's AWS KMS endpoint: the AWS provider talks to it as to AWS."""
-    from tests.conftest import require
-
-    try:
-        server = start_moto_server()
-    except ServiceUnavailable as exc:
-        require(False, f"moto server: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
