@@ -454,6 +454,20 @@ def _batch_schema(name: str, item: dict, result: dict, request_example, response
     )
 
 
+def _plain_item(tenant, fields, allowed) -> bool:
+    """Whether a batch item's tenant and fields pass as they are, for the inline path of the batch views.
+
+    Anything this does not accept goes the careful way (``_tenant``, ``_fields``), which says what is wrong.
+    """
+    return (
+        type(tenant) is str
+        and 0 < len(tenant) <= TENANT_MAX
+        and (allowed is None or tenant in allowed)
+        and type(fields) is dict
+        and len(fields) <= MAX_FIELDS
+    )
+
+
 _OPTIONAL_META = {k: v for k, v in _meta_fields().items() if k != "requesting_id"}
 _OPTIONAL_META["requesting_id"] = serializers.CharField(max_length=200, required=False)
 
@@ -491,13 +505,7 @@ class BatchEncryptView(CryptoView):
             # anything wrong) takes the careful path below, which says exactly what is wrong
             if quick_meta is not None and type(item) is dict and len(item) == 2:
                 tenant, fields = item.get("tenant"), item.get("fields")
-                if (
-                    type(tenant) is str
-                    and 0 < len(tenant) <= TENANT_MAX
-                    and (allowed is None or tenant in allowed)
-                    and type(fields) is dict
-                    and len(fields) <= MAX_FIELDS
-                ):
+                if _plain_item(tenant, fields, allowed):
                     try:
                         decoded = {name: _a2b(text, strict_mode=True) for name, text in fields.items()}
                     except (binascii.Error, ValueError, TypeError):
@@ -568,13 +576,7 @@ class BatchDecryptView(CryptoView):
             # as in batch-encrypt: {"tenant", "edek", "fields"} inline, anything else the careful way
             if quick_meta is not None and type(item) is dict and len(item) == 3:
                 tenant, edek, fields = item.get("tenant"), item.get("edek"), item.get("fields")
-                if (
-                    type(tenant) is str
-                    and 0 < len(tenant) <= TENANT_MAX
-                    and (allowed is None or tenant in allowed)
-                    and type(fields) is dict
-                    and len(fields) <= MAX_FIELDS
-                ):
+                if _plain_item(tenant, fields, allowed):
                     try:
                         raw_edek = _a2b(edek, strict_mode=True)
                         decoded = {name: _a2b(text, strict_mode=True) for name, text in fields.items()}
