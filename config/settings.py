@@ -376,6 +376,14 @@ KEYCORE_TENANT_KMS_ALLOWED_NETWORKS = env_list(
 # PKCS#11 modules (paths, os.pathsep-separated) that configurations may load; unset = any (embedded only for tenants)
 KEYCORE_PKCS11_MODULES = env("KEYCORE_PKCS11_MODULES")
 KEYCORE_OFFBOARD_GRACE_DAYS = int(env("KEYCORE_OFFBOARD_GRACE_DAYS", "30"))
+# rekey jobs (docs/jobs.md): items per chunk (one task) and per transaction, lease and backoff, retirement grace
+KEYCORE_JOB_CHUNK_SIZE = int(env("KEYCORE_JOB_CHUNK_SIZE", "2000"))
+KEYCORE_JOB_BATCH_SIZE = int(env("KEYCORE_JOB_BATCH_SIZE", "500"))
+KEYCORE_JOB_REMOTE_BATCH_SIZE = int(env("KEYCORE_JOB_REMOTE_BATCH_SIZE", "25"))
+KEYCORE_JOB_LEASE_SECONDS = float(env("KEYCORE_JOB_LEASE_SECONDS", "60"))
+KEYCORE_JOB_RETRY_BASE = float(env("KEYCORE_JOB_RETRY_BASE", "1"))
+KEYCORE_JOB_RETRY_MAX = float(env("KEYCORE_JOB_RETRY_MAX", "300"))
+KEYCORE_KEY_RETIREMENT_GRACE_DAYS = int(env("KEYCORE_KEY_RETIREMENT_GRACE_DAYS", "30"))
 
 # --- i18n, static ------------------------------------------------------------------------
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.adapter import DefaultMFAAdapter
+from django import forms
 from django.urls import reverse
+
+from keycore import errors
+from keycore.sealing import seal_mfa_secret, unseal_mfa_secret
+from keycore.services.tenants import invitation_lookup
 
 INVITATION_SESSION_KEY = "keycore_invitation_token"
 
@@ -14,9 +17,6 @@ INVITATION_SESSION_KEY = "keycore_invitation_token"
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request) -> bool:
         """Nobody signs up uninvited: KeyCore accounts come from invitations."""
-        from keycore import errors
-        from keycore.services.tenants import invitation_lookup
-
         token = request.session.get(INVITATION_SESSION_KEY)
         if not token:
             return False
@@ -28,11 +28,6 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def clean_email(self, email: str) -> str:
         """At sign-up, the address must be the one the invitation was sent to."""
-        from django import forms
-
-        from keycore import errors
-        from keycore.services.tenants import invitation_lookup
-
         request = getattr(self, "request", None)
         token = request.session.get(INVITATION_SESSION_KEY) if request is not None else None
         if token and request.path.startswith(reverse("account_signup")):
@@ -56,19 +51,8 @@ class AccountAdapter(DefaultAccountAdapter):
 class MFAAdapter(DefaultMFAAdapter):
     """TOTP secrets and recovery-code seeds are sealed with the root key, never stored in the clear."""
 
-    PURPOSE = "mfa-secret"
-    MARKER = "kcsealed:"
-
     def encrypt(self, text: str) -> str:
-        from keycore.sealing import root_keyring
-
-        sealed = root_keyring().seal(text.encode(), purpose=self.PURPOSE, context="allauth")
-        return self.MARKER + base64.b64encode(sealed).decode()
+        return seal_mfa_secret(text)
 
     def decrypt(self, encrypted_text: str) -> str:
-        from keycore.sealing import root_keyring
-
-        if not encrypted_text.startswith(self.MARKER):
-            raise ValueError("An MFA secret is not sealed.")
-        blob = base64.b64decode(encrypted_text[len(self.MARKER) :])
-        return root_keyring().unseal(blob, purpose=self.PURPOSE, context="allauth").decode()
+        return unseal_mfa_secret(encrypted_text)

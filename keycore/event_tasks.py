@@ -13,6 +13,11 @@ import logging
 from celery import shared_task
 from celery.signals import worker_process_shutdown
 
+from keycore.models import EventDestination
+from keycore.services.events import chain_verification_run, events_prune_all
+from keycore.services.forwarding import dead_letters_deliver, deliver_pending, destinations_due
+from keycore.services.keyuse import recorder
+
 log = logging.getLogger(__name__)
 
 
@@ -23,9 +28,6 @@ def deliver_events(destination_id: int) -> int:
     A failing destination is not re-enqueued here: the dispatcher picks it up when its
     backoff has passed, so retries never pile up as tasks.
     """
-    from keycore.models import EventDestination
-    from keycore.services.forwarding import deliver_pending
-
     if not EventDestination.objects.filter(pk=destination_id).exists():
         return 0
     outcome = deliver_pending(destination_id)
@@ -37,8 +39,6 @@ def deliver_events(destination_id: int) -> int:
 @shared_task
 def dispatch_event_deliveries() -> int:
     """Periodic: a delivery task for every destination that has events waiting and is due."""
-    from keycore.services.forwarding import destinations_due
-
     due = destinations_due()
     for pk in due:
         deliver_events.delay(pk)
@@ -47,9 +47,6 @@ def dispatch_event_deliveries() -> int:
 
 @shared_task(acks_late=True)
 def replay_dead_letters(destination_id: int) -> int:
-    from keycore.models import EventDestination
-    from keycore.services.forwarding import dead_letters_deliver
-
     if not EventDestination.objects.filter(pk=destination_id).exists():
         return 0
     return dead_letters_deliver(destination_id)
@@ -57,16 +54,12 @@ def replay_dead_letters(destination_id: int) -> int:
 
 @shared_task(acks_late=True)
 def run_chain_verification(verification_id: int) -> str:
-    from keycore.services.events import chain_verification_run
-
     return chain_verification_run(verification_id).state
 
 
 @shared_task
 def prune_events() -> int:
     """Periodic: apply every chain's retention period behind a signed checkpoint."""
-    from keycore.services.events import events_prune_all
-
     results = events_prune_all()
     for result in results:
         if result.problem and result.problem != "retention is unlimited":
@@ -77,8 +70,6 @@ def prune_events() -> int:
 @worker_process_shutdown.connect
 def flush_key_use_on_shutdown(**kwargs) -> None:
     """Celery pool processes exit without running atexit handlers: flush key-use counts here."""
-    from keycore.services.keyuse import recorder
-
     try:
         recorder.flush()
     except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import cache
 
@@ -31,3 +32,23 @@ def unseal_secrets(config) -> dict[str, str]:
         return {}
     blob = root_keyring().unseal(bytes(config.sealed_secrets), purpose=CONFIG_SECRETS, context=str(config.uid))
     return json.loads(blob)
+
+
+# --- MFA secrets (allauth's TOTP secrets and recovery-code seeds) ---------------------------------
+
+MFA_PURPOSE = "mfa-secret"
+#: what marks a sealed MFA secret inside allauth's JSON
+MFA_MARKER = "kcsealed:"
+
+
+def seal_mfa_secret(text: str) -> str:
+    """An MFA secret as allauth stores it: the marker and the sealed blob in base64."""
+    sealed = root_keyring().seal(text.encode(), purpose=MFA_PURPOSE, context="allauth")
+    return MFA_MARKER + base64.b64encode(sealed).decode()
+
+
+def unseal_mfa_secret(stored: str) -> str:
+    if not stored.startswith(MFA_MARKER):
+        raise ValueError("An MFA secret is not sealed.")
+    blob = base64.b64decode(stored[len(MFA_MARKER) :])
+    return root_keyring().unseal(blob, purpose=MFA_PURPOSE, context="allauth").decode()

@@ -3,6 +3,8 @@ an account is not one tenant's); invitations verify the address."""
 
 from __future__ import annotations
 
+from allauth.account.internal.flows.login import record_authentication
+from allauth.account.models import EmailAddress
 from allauth.account.signals import (
     email_added,
     email_changed,
@@ -17,7 +19,10 @@ from allauth.mfa.signals import authentication_failed, authenticator_added, auth
 from django.contrib.auth.signals import user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from keycore import errors
+from keycore.accounts import INVITATION_SESSION_KEY
 from keycore.services.audit import Actor, audit_record
+from keycore.services.tenants import invitation_accept, invitation_lookup
 
 
 def _actor(request, user=None) -> Actor:
@@ -47,18 +52,10 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
 @receiver(user_signed_up)
 def on_signup(sender, request, user, **kwargs):
     """An invitation link reached this address: count it as verified, then accept the invitation."""
-    from allauth.account.models import EmailAddress
-
-    from keycore import errors
-    from keycore.accounts import INVITATION_SESSION_KEY
-    from keycore.services.tenants import invitation_accept, invitation_lookup
-
     audit_record(actor=_actor(request, user), action="auth.signed_up", target=user, target_repr=user.email)
     if request is not None and user.has_usable_password():
         # the password was chosen in this very request: count it as entered again, so enrolling the
         # MFA an owner or admin must have does not open with "confirm your password"
-        from allauth.account.internal.flows.login import record_authentication
-
         record_authentication(request, user, method="password", reauthenticated=True)
     token = request.session.get(INVITATION_SESSION_KEY) if request is not None else None
     if not token:

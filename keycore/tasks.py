@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_ready
+from django.db import InterfaceError, OperationalError
 
 from keycore import errors, event_tasks  # noqa: F401 - event_tasks: the security-events tasks, found through here
+from keycore.models import KmsConfig
+from keycore.models.keys import UNWRAP_STATES
+from keycore.providers.registry import get_provider_class, provider_names
+from keycore.services.jobs import (
+    ChunkBusy,
+    ChunkPaused,
+    job_mark_enqueued,
+    job_plan,
+    job_resume_stalled,
+    job_run_chunk,
+    jobs_never_planned,
+    retry_delay,
+)
+from keycore.services.keys import kms_config_check, tenant_key_rotate_if_due, tenants_due_for_rotation
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def run_rekey_job(self, job_id: int) -> None:
     """Plan a rekey job (once) and fan its chunks out, one task each."""
-    from django.db import InterfaceError, OperationalError
-
-    from keycore.services.jobs import job_mark_enqueued, job_plan, retry_delay
-
     try:
         chunk_ids = job_plan(job_id)
     except (OperationalError, InterfaceError) as exc:
@@ -28,10 +43,6 @@ def run_rekey_job(self, job_id: int) -> None:
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def run_rekey_chunk(self, chunk_id: int) -> None:
     """Work one chunk of a rekey job; resumable from its committed cursor wherever it stopped."""
-    from django.db import InterfaceError, OperationalError
-
-    from keycore.services.jobs import ChunkBusy, ChunkPaused, job_run_chunk, retry_delay
-
     try:
         job_run_chunk(chunk_id, attempt=self.request.retries)
     except ChunkBusy as busy:
@@ -48,8 +59,6 @@ def run_rekey_chunk(self, chunk_id: int) -> None:
 @shared_task
 def resume_rekey_jobs(startup: bool = False) -> int:
     """Periodic (and at worker start): re-enqueue chunks whose task was lost with a killed worker."""
-    from keycore.services.jobs import job_mark_enqueued, job_resume_stalled, jobs_never_planned
-
     for job_id in jobs_never_planned():
         run_rekey_job.delay(job_id)
     stalled = job_resume_stalled(startup=startup)
@@ -72,8 +81,6 @@ ROTATION_BATCH = 200
 @shared_task
 def rotate_due_tenant_keys() -> int:
     """Periodic (hourly): a new tenant-key version for every tenant whose rotation period has passed."""
-    from keycore.services.jobs import tenants_due_for_rotation
-
     due = tenants_due_for_rotation()
     for start in range(0, len(due), ROTATION_BATCH):
         rotate_tenant_keys.delay(due[start : start + ROTATION_BATCH])
@@ -86,27 +93,18 @@ def rotate_tenant_keys(tenant_ids: list[int]) -> int:
 
     A tenant whose KMS fails stays due, so the next hourly run tries it again.
     """
-    import logging
-
-    from keycore.services.jobs import tenant_key_rotate_if_due
-
     rotated = 0
     for tenant_id in tenant_ids:
         try:
             rotated += tenant_key_rotate_if_due(tenant_id=tenant_id) is not None
         except errors.KeyCoreError as exc:
-            logging.getLogger(__name__).warning("scheduled rotation of tenant %s failed: %s", tenant_id, exc.code)
+            log.warning("scheduled rotation of tenant %s failed: %s", tenant_id, exc.code)
     return rotated
 
 
 @shared_task
 def check_kms_health() -> int:
     """Periodic: health-check every configuration in use and record the result for the portals."""
-    from keycore.models import KmsConfig
-    from keycore.models.keys import UNWRAP_STATES
-    from keycore.providers.registry import get_provider_class, provider_names
-    from keycore.services.keys import kms_config_check
-
     remote = [name for name in provider_names() if get_provider_class(name).periodic_health_check]
     configs = KmsConfig.objects.filter(state__in=UNWRAP_STATES, provider__in=remote).select_related("tenant")
     count = 0

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keycore import errors
 from keycore.access import memberships_of, staff_of
 from keycore.accounts import INVITATION_SESSION_KEY
+from keycore.models import User
 from keycore.models.tenants import InvitationAudience
 from keycore.services.audit import Actor
 from keycore.services.tenants import invitation_accept as accept_invitation
@@ -79,8 +80,6 @@ def invitation_accept(request, token: str):
     request.session[INVITATION_SESSION_KEY] = token
     context = {"invitation": invitation, "token": token}
     if not request.user.is_authenticated:
-        from keycore.models import User
-
         context["has_account"] = User.objects.filter(email__iexact=invitation.email).exists()
         return render(request, "invitation_accept.html", context)
     if request.method == "POST":

@@ -24,7 +24,8 @@ from keycore.providers.registry import get_provider_class
 from keycore.roles import Cap, TenantRole, tenant_can
 from keycore.services.audit import Actor
 from keycore.services.jobs import job_cancel, job_retry
-from keycore.services.keys import describe_config, tenant_key_create
+from keycore.services.keyring import describe_config
+from keycore.services.keys import tenant_key_create
 from keycore.services.tenants import (
     invitation_create,
     invitation_resend,

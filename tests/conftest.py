@@ -26,7 +26,7 @@ def _fresh_process_caches():
     yield
     from django.core.cache import cache
 
-    from keycore.services.keys import clear_caches
+    from keycore.services.keyring import clear_caches
     from keycore.services.keyuse import recorder
 
     cache.clear()

@@ -61,7 +61,10 @@ def _reset_pool(app) -> None:
 class Worker:
     """A real Celery worker process on its own queue."""
 
-    def __init__(self, tmp_path: Path, *, concurrency: int = 2, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, *, concurrency: int = 2, extra_env: dict[str, str] | None = None, app: str = "config"
+    ) -> None:
+        self.app = app
         self.queue = f"keycore-test-{uuid.uuid4().hex[:10]}"
         broker = settings.CELERY_BROKER_URL
         self.env = process_env(CELERY_QUEUE=self.queue, **(extra_env or {}))
@@ -108,7 +111,7 @@ class Worker:
             "-m",
             "celery",
             "-A",
-            "config",
+            self.app,
             "worker",
             "--loglevel=INFO",
             "-Q",

@@ -29,7 +29,7 @@ from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap, VendorRole
-from keycore.services import apikeys, jobs, keys, tenants
+from keycore.services import apikeys, jobs, keyring, keys, tenants
 from keycore.services.audit import Actor
 from vendor_portal import charts, onboarding
 from vendor_portal.forms import (
@@ -329,7 +329,7 @@ def _where(config: KmsConfig) -> str:
         label = get_provider_class(config.provider).label
     except errors.KeyCoreError:
         return config.provider
-    return f"{label}: {keys.describe_config(config)}" if config.settings else label
+    return f"{label}: {keyring.describe_config(config)}" if config.settings else label
 
 
 def _tenant_context(request, tenant: Tenant, **extra) -> dict:

@@ -300,8 +300,6 @@ class AwsKmsProvider(KeyProvider):
     @classmethod
     def egress(cls, settings: Mapping[str, Any]) -> list[str]:
         """Custom endpoints only; AWS's own regional endpoints are public."""
-        from urllib.parse import urlsplit
-
         hosts = []
         for name in ("endpoint_url", "sts_endpoint_url"):
             url = str(settings.get(name) or "").strip()

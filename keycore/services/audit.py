@@ -17,14 +17,22 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import transaction
+from django.db.models import BigIntegerField
+from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
+from keycore import errors
+from keycore.crypto.rootkey import key_id as root_key_id
+from keycore.crypto.rootkey import parse_root_key
 from keycore.models import AuditEvent, EventChain
 from keycore.models.audit import GENESIS_HASH
+from keycore.services.bulk_writes import insert_rows, update_rows
 
-__all__ = ["GENESIS_HASH", "Actor", "audit_record", "chain_key", "diff", "event_digest", "scrub"]
+__all__ = ["GENESIS_HASH", "Actor", "audit_record", "audit_record_many", "chain_key", "diff", "event_digest", "scrub"]
 #: field names whose values never enter an audit event, whatever a caller passes
 SECRET_FIELD_MARKERS = (
     "secret",
@@ -156,16 +164,11 @@ def chain_mac_keys() -> dict[str, bytes]:
 
     A different key from the one that seals secrets: the root key is never used for two purposes.
     """
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    from keycore.crypto.rootkey import key_id, parse_root_key
-
     keys: dict[str, bytes] = {}
     for text in [settings.KEYCORE_ROOT_KEY, *settings.KEYCORE_ROOT_KEY_PREVIOUS]:
         root = parse_root_key(text)
         derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MAC_INFO).derive(root)
-        keys.setdefault(key_id(root), derived)
+        keys.setdefault(root_key_id(root), derived)
     return keys
 
 
@@ -175,8 +178,8 @@ def _mac_message(kind: str, chain: str, seq: int, digest: str) -> bytes:
 
 def chain_sign(kind: str, chain: str, seq: int, digest: str) -> tuple[str, str]:
     """(root-key id, HMAC-SHA256 hex) over a chain position: ``kind`` is "head" or "checkpoint"."""
-    key_id, key = next(iter(chain_mac_keys().items()))
-    return key_id, hmac.new(key, _mac_message(kind, chain, seq, digest), hashlib.sha256).hexdigest()
+    signer, key = next(iter(chain_mac_keys().items()))
+    return signer, hmac.new(key, _mac_message(kind, chain, seq, digest), hashlib.sha256).hexdigest()
 
 
 def chain_signature_valid(kind: str, chain: str, seq: int, digest: str, *, key_id: str, mac: str) -> bool | None:
@@ -247,6 +250,76 @@ def audit_record(
         event.save()
         advance_head(head, seq, event.hash)
     return event
+
+
+class _EventRow(dict):
+    """An audit row as attname → value, readable as attributes by ``audit_payload``."""
+
+    __getattr__ = dict.get
+
+
+def audit_record_many(*, actor: Actor, action: str, rows: list[tuple[int, str, str, str, dict[str, Any]]]) -> None:
+    """Append one audit event per (tenant id, target type, target id, target repr, changes) to its tenant's chain.
+
+    ``changes`` must be JSON-ready and hold no secret: callers pass fixed keys
+    (fingerprints, counts, the job), checked once here with ``scrub``.
+
+    The same chain rules as :func:`audit_record`, set-based (for jobs over
+    thousands of tenants): heads locked in tenant order (as key-use flushes lock
+    them), hashes chained, rows inserted at once, heads moved and re-signed at once.
+    """
+    if not rows:
+        return
+    sample = rows[0][4]
+    if scrub(sample) != sample or json.loads(json.dumps(sample)) != sample:
+        raise errors.InvalidInput("Set-based audit events take plain, secret-free changes only.")
+    now = timezone.now()
+    keys = sorted({chain_key(tenant_id) for tenant_id, *_ in rows})
+
+    def lock(wanted):
+        chains = EventChain.objects.select_for_update(no_key=True).filter(key__in=wanted)
+        ordered = chains.order_by(Cast(Substr("key", 8), BigIntegerField()))
+        ordered = ordered.values_list("pk", "key", "seq", "last_hash")
+        return {key: [pk, seq, last] for pk, key, seq, last in ordered}
+
+    heads = lock(keys)
+    if len(heads) < len(keys):  # a tenant without any event yet
+        EventChain.objects.bulk_create([EventChain(key=k) for k in keys if k not in heads], ignore_conflicts=True)
+        heads.update(lock([k for k in keys if k not in heads]))
+    common = {
+        "action": action,
+        "actor_user_id": actor.user.pk if actor.user is not None and actor.user.pk else None,
+        "actor_api_key_id": actor.api_key.pk if actor.api_key is not None else None,
+        "actor_label": actor.label[:200],
+        "source_ip": normalise_ip(actor.source_ip),
+        "user_agent": actor.user_agent[:300],
+        "created_at": now,
+    }
+    events = []
+    for tenant_id, target_type, target_id, target_repr, changes in sorted(rows, key=lambda row: row[0]):
+        key = chain_key(tenant_id)
+        head = heads[key]
+        head[1] += 1
+        event = _EventRow(
+            common,
+            tenant_id=tenant_id,
+            chain=key,
+            seq=head[1],
+            prev_hash=head[2],
+            target_type=target_type[:40],
+            target_id=target_id[:64],
+            target_repr=target_repr[:300],
+            changes=changes,
+        )
+        event["hash"] = head[2] = event_digest(head[2], audit_payload(event))
+        events.append(event)
+    insert_rows(AuditEvent, events)
+    moved = []
+    for key, (pk, seq, last) in heads.items():  # what advance_head does, for many heads in one statement
+        moved.append((pk, seq, last, *chain_sign("head", key, seq, last)))
+    update_rows(
+        EventChain, [("seq", "int8"), ("last_hash", "text"), ("head_key_id", "text"), ("head_mac", "text")], moved
+    )
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:

@@ -15,15 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
-
 from keycore import errors
-from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import decrypt_document, edek_key_version, encrypt_document, rewrap_edek
 from keycore.models import Tenant
 from keycore.models.tenants import TenantStatus
 from keycore.services import keyuse
-from keycore.services.keys import current_key_version, read_epoch, unwrap_tenant_key
+from keycore.services.keyring import current_key_version, tenant_cache, unwrap_tenant_key
 
 MAX_FIELDS = 1000
 MAX_BATCH = 1000
@@ -70,31 +67,11 @@ class ItemResult:
         return self.error is None
 
 
-_tenants: TenantKeyCache | None = None
-
-
-def _tenant_cache() -> TenantKeyCache:
-    global _tenants
-    if _tenants is None:
-        _tenants = TenantKeyCache(
-            ttl=min(60.0, settings.KEYCORE_KEY_CACHE_TTL),
-            max_entries=settings.KEYCORE_KEY_CACHE_SIZE,
-            epoch_source=read_epoch,
-            epoch_interval=settings.KEYCORE_REVOCATION_POLL,
-        )
-    return _tenants
-
-
-def clear_tenant_cache() -> None:
-    if _tenants is not None:
-        _tenants.clear()
-
-
 def resolve_tenant(external_id: str) -> TenantRef:
     """The tenant by its external id; TenantNotFound or TenantInactive otherwise."""
     if not isinstance(external_id, str) or not external_id:
         raise errors.InvalidInput("Name the tenant (its external id).", field_errors={"tenant": ["Required."]})
-    cache = _tenant_cache()
+    cache = tenant_cache()
     ref = cache.get(external_id)
     if ref is None:
         generation = cache.generation

@@ -1,4 +1,4 @@
-"""Key services: KMS configurations, tenant keys, their wraps, and the in-process key cache.
+"""Key services: KMS configurations and tenant keys — every change to them, audited where it happens.
 
 Rules that live here and nowhere else:
 
@@ -6,140 +6,44 @@ Rules that live here and nowhere else:
   enforces "at most one"; these services never leave "none");
 * a tenant key is wrapped under the primary configuration when created, and may
   carry wraps under several configurations during a transition;
-* a tenant key with a wrap under a *disabled* or *revoked* configuration cannot be
-  used at all — a tenant's kill switch must not be sidestepped by an older wrap;
 * a vendor may not make a vendor-provided key primary while the tenant's own key
   is primary, unless the tenant is suspended or offboarding;
 * every change that must empty key caches bumps the revocation epoch in the same
-  transaction; every process polls it at most once per ``KEYCORE_REVOCATION_POLL``.
+  transaction (:mod:`keycore.services.keyring`, which also reaches the keys).
 """
 
 from __future__ import annotations
 
-import hmac
-import logging
-import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
 from keycore import errors
-from keycore.crypto.cache import TenantKeyCache
-from keycore.crypto.envelope import TenantKeyHandle, key_check_value, new_tenant_key
+from keycore.crypto.envelope import key_check_value, new_tenant_key
 from keycore.egress import check_tenant_egress
-from keycore.models import KeyHistoryEntry, KmsConfig, RevocationEpoch, Tenant, TenantKey, TenantKeyWrap
-from keycore.models.keys import BLOCKING_STATES, UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction
+from keycore.models import KmsConfig, Tenant, TenantKey, TenantKeyWrap
+from keycore.models.keys import BLOCKING_STATES, UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction, TenantKeyState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
-from keycore.providers.base import HealthResult, KeyProvider, WrapContext
+from keycore.providers.base import HealthResult, WrapContext
 from keycore.providers.registry import get_provider_class
 from keycore.sealing import seal_secrets, unseal_secrets
 from keycore.services.audit import Actor, audit_record
-
-log = logging.getLogger(__name__)
-
-# --- revocation epoch and caches ---------------------------------------------------
-
-
-def read_epoch() -> int:
-    value = RevocationEpoch.objects.filter(pk=1).values_list("value", flat=True).first()
-    return value or 0
-
-
-def bump_epoch() -> None:
-    """Make every process drop its cached keys and tenant lookups within the poll interval."""
-    updated = RevocationEpoch.objects.filter(pk=1).update(value=F("value") + 1, changed_at=timezone.now())
-    if not updated:
-        RevocationEpoch.objects.get_or_create(pk=1, defaults={"value": 1})
-    # this process need not wait for its own poll
-    transaction.on_commit(clear_caches)
-
-
-_caches_lock = threading.Lock()
-_key_cache: TenantKeyCache | None = None
-_providers: dict[int, tuple[Any, KeyProvider]] = {}
-
-
-def key_cache() -> TenantKeyCache:
-    global _key_cache
-    if _key_cache is None:
-        with _caches_lock:
-            if _key_cache is None:
-                _key_cache = TenantKeyCache(
-                    ttl=settings.KEYCORE_KEY_CACHE_TTL,
-                    max_entries=settings.KEYCORE_KEY_CACHE_SIZE,
-                    epoch_source=read_epoch,
-                    epoch_interval=settings.KEYCORE_REVOCATION_POLL,
-                )
-    return _key_cache
-
-
-def clear_caches() -> None:
-    from keycore.services.crypto import clear_tenant_cache
-
-    key_cache().clear()
-    clear_tenant_cache()
-    with _caches_lock:
-        old = list(_providers.values())
-        _providers.clear()
-    for _, provider in old:
-        try:
-            provider.close()
-        except Exception:
-            log.debug("closing a provider failed", exc_info=True)
-
-
-# --- providers -----------------------------------------------------------------------
-
-
-def wrap_context(config: KmsConfig, tenant: Tenant, version: int = 0) -> WrapContext:
-    return WrapContext(
-        tenant_uid=tenant.uid.hex,
-        tenant_external_id=tenant.external_id,
-        config_uid=config.uid.hex,
-        key_version=version,
-    )
-
-
-def provider_for(config: KmsConfig) -> KeyProvider:
-    """The provider instance of a configuration, built once per process and configuration version."""
-    stamp = (config.updated_at, bytes(config.sealed_secrets or b""))
-    cached = _providers.get(config.pk)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    cls = get_provider_class(config.provider)
-    provider = cls(config.settings, unseal_secrets(config), timeout=settings.KEYCORE_KMS_TIMEOUT)
-    with _caches_lock:
-        _providers[config.pk] = (stamp, provider)
-    return provider
-
-
-def describe_config(config: KmsConfig) -> str:
-    """A non-secret one-liner of where the key lives."""
-    try:
-        cls = get_provider_class(config.provider)
-        return cls(config.settings, {}, timeout=settings.KEYCORE_KMS_TIMEOUT).describe()
-    except Exception:
-        return config.provider
-
+from keycore.services.jobs import job_start_rewrap
+from keycore.services.keyring import (
+    bump_epoch,
+    cache_tenant_key,
+    key_history_record,
+    provider_for,
+    wrap_context,
+)
+from keycore.services.kms_quota import kms_acquire
 
 # --- configurations --------------------------------------------------------------------
-
-
-def _history(tenant: Tenant, config: KmsConfig | None, action: str, actor: Actor, detail: str = "") -> None:
-    KeyHistoryEntry.objects.create(
-        tenant=tenant,
-        kms_config=config,
-        config_name=config.name if config else "",
-        config_owner=config.owner if config else "",
-        config_provider=config.provider if config else "",
-        action=action,
-        detail=detail[:300],
-        actor_label=actor.label[:200],
-    )
 
 
 def _sync_tenant_summary(tenant: Tenant) -> None:
@@ -250,7 +154,7 @@ def kms_config_create(
         has_primary = KmsConfig.objects.filter(tenant=tenant, is_primary=True).exists()
         config.is_primary = not has_primary
         config.save()
-        _history(tenant, config, HistoryAction.CREATED, actor, description)
+        key_history_record(tenant, config, HistoryAction.CREATED, actor, description)
         audit_record(
             actor=actor,
             action="kms_config.created",
@@ -264,7 +168,7 @@ def kms_config_create(
             },
         )
         if config.is_primary:
-            _history(tenant, config, HistoryAction.MADE_PRIMARY, actor, "first configuration of the tenant")
+            key_history_record(tenant, config, HistoryAction.MADE_PRIMARY, actor, "first configuration of the tenant")
             _sync_tenant_summary(tenant)
     if make_primary and not config.is_primary:
         kms_config_make_primary(config=config, actor=actor)
@@ -307,7 +211,7 @@ def _set_state(config: KmsConfig, state: str, actor: Actor, action: str, history
     config.state = state
     config.state_changed_at = timezone.now()
     config.save(update_fields=["state", "state_changed_at", "updated_at"])
-    _history(config.tenant, config, history, actor, detail)
+    key_history_record(config.tenant, config, history, actor, detail)
     audit_record(actor=actor, action=action, tenant=config.tenant, target=config, changes={"state": [before, state]})
     bump_epoch()
     return config
@@ -323,8 +227,6 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool 
     The previous primary becomes decrypt-only (never deleted) until the job has
     rewrapped every tenant key. Returns the started rekey job.
     """
-    from keycore.services.jobs import job_start_rewrap
-
     with transaction.atomic():
         config = _locked(config)
         tenant = config.tenant
@@ -354,7 +256,7 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool 
         config.state = ConfigState.ACTIVE
         config.state_changed_at = timezone.now()
         config.save(update_fields=["is_primary", "state", "state_changed_at", "updated_at"])
-        _history(tenant, config, HistoryAction.MADE_PRIMARY, actor, f"replacing {old.name}" if old else "")
+        key_history_record(tenant, config, HistoryAction.MADE_PRIMARY, actor, f"replacing {old.name}" if old else "")
         audit_record(
             actor=actor,
             action="kms_config.made_primary",
@@ -458,14 +360,16 @@ def kms_config_destroy(*, config: KmsConfig, actor: Actor) -> KmsConfig:
         orphaned = _keys_wrapped_only_under(config)
         TenantKeyWrap.objects.filter(kms_config=config).delete()
         now = timezone.now()
-        TenantKey.objects.filter(pk__in=orphaned).update(state="destroyed", destroyed_at=now)
+        TenantKey.objects.filter(pk__in=orphaned).update(state=TenantKeyState.DESTROYED, destroyed_at=now)
         config.sealed_secrets = None
         config.secret_fields_set = []
         config.save(update_fields=["sealed_secrets", "secret_fields_set", "updated_at"])
         if config.is_primary:
             config.state = ConfigState.REVOKED  # a primary cannot be 'destroyed'; nothing under it can be read
             config.save(update_fields=["state", "updated_at"])
-            _history(config.tenant, config, HistoryAction.DESTROYED, actor, f"{len(orphaned)} tenant key(s) shredded")
+            key_history_record(
+                config.tenant, config, HistoryAction.DESTROYED, actor, f"{len(orphaned)} tenant key(s) shredded"
+            )
             audit_record(
                 actor=actor,
                 action="kms_config.destroyed",
@@ -489,7 +393,7 @@ def _keys_wrapped_only_under(config: KmsConfig) -> list[int]:
     """Ids of live tenant keys whose only usable wrap is under ``config``."""
     ids = list(
         TenantKeyWrap.objects.filter(kms_config=config)
-        .exclude(tenant_key__state="destroyed")
+        .exclude(tenant_key__state=TenantKeyState.DESTROYED)
         .values_list("tenant_key_id", flat=True)
     )
     if not ids:
@@ -559,7 +463,7 @@ def tenant_key_create(*, tenant: Tenant, actor: Actor, primary: KmsConfig | None
         key = TenantKey.objects.create(tenant=tenant, version=version, check_value=key_check_value(raw))
         TenantKeyWrap.objects.create(tenant_key=key, kms_config=primary, wrapped=wrapped, verified_at=timezone.now())
         if version > 1:
-            _history(tenant, primary, HistoryAction.KEY_ROTATED, actor, f"tenant key v{version}")
+            key_history_record(tenant, primary, HistoryAction.KEY_ROTATED, actor, f"tenant key v{version}")
         audit_record(
             actor=actor,
             action="tenant_key.created",
@@ -569,106 +473,62 @@ def tenant_key_create(*, tenant: Tenant, actor: Actor, primary: KmsConfig | None
             changes={"version": [None, version]},
         )
         bump_epoch()
-    key_cache().put((tenant.pk, version), TenantKeyHandle(tenant.uid.bytes, version, raw))
+    cache_tenant_key(tenant, version, raw)
     return key
 
 
-def current_key_version(tenant: Tenant) -> int:
-    version = TenantKey.objects.filter(tenant=tenant, state="active").aggregate(v=Max("version"))["v"]
-    if version is None:
-        raise errors.KeyUnavailable(f"Tenant {tenant.external_id} has no active tenant key.")
-    return version
+# --- scheduled tenant-key rotation ----------------------------------------------------------------
 
 
-def unwrap_tenant_key(tenant, version: int) -> TenantKeyHandle:
-    """The tenant key of ``version``, from the cache or through a KMS (and then cached).
+def tenants_due_for_rotation(now=None) -> list[int]:
+    """Ids of active tenants whose newest tenant key is older than their ``key_rotation_days``.
 
-    ``tenant`` is a Tenant or anything with its ``pk``, ``uid`` and ``external_id``.
-    Raises KeyRevoked / KeyDisabled when a configuration it is wrapped under is
-    revoked / disabled, KeyDestroyed when the version is gone, and the KMS's own
-    typed error when no usable wrap could be unwrapped.
+    Set-based: one query per distinct rotation period (there are a handful), each
+    a scan of tenants with a per-tenant index lookup of the newest version.
     """
-    cache = key_cache()
-    handle = cache.get((tenant.pk, version))
-    if handle is not None:
-        return handle
-    # a revocation that lands while we fetch must win: put() drops the entry if the cache was emptied meanwhile
-    generation = cache.generation
-    key = TenantKey.objects.filter(tenant_id=tenant.pk, version=version).first()
-    if key is None:
-        raise errors.AuthenticationFailed(
-            f"No tenant key v{version} exists for tenant {tenant.external_id}: "
-            "the data belongs to another tenant or is corrupt."
-        )
-    handle = TenantKeyHandle(tenant.uid.bytes, version, unwrap_raw(tenant, key))
-    cache.put((tenant.pk, version), handle, generation=generation)
-    return handle
-
-
-def unwrap_raw(tenant, key: TenantKey, wraps: list[TenantKeyWrap] | None = None) -> bytes:
-    """Unwrap ``key`` through its usable wraps (primary first), verified against its check value.
-
-    Only jobs that rewrap keys call this directly; everything else goes through
-    :func:`unwrap_tenant_key` and its cache. Jobs pass ``wraps`` (all of the key's
-    wraps with their ``kms_config``, primary first) when they loaded a batch at once.
-    """
-    version = key.version
-    if key.state == "destroyed":
-        raise errors.KeyDestroyed(
-            f"Tenant key v{version} of {tenant.external_id} was destroyed; data under it is gone."
-        )
-    if wraps is None:
-        wraps = list(
-            TenantKeyWrap.objects.filter(tenant_key=key)
-            .select_related("kms_config")
-            .order_by("-kms_config__is_primary", "-id")
-        )
-    for wrap in wraps:
-        if wrap.kms_config.state == ConfigState.REVOKED:
-            raise errors.KeyRevoked(
-                f"The key {wrap.kms_config.name} of tenant {tenant.external_id} is revoked: "
-                "data under it cannot be encrypted or decrypted until it is re-enabled."
-            )
-        if wrap.kms_config.state == ConfigState.DISABLED:
-            raise errors.KeyDisabled(f"The key {wrap.kms_config.name} of tenant {tenant.external_id} is disabled.")
-    usable = [w for w in wraps if w.kms_config.state in UNWRAP_STATES]
-    if not usable:
-        raise errors.KeyDestroyed(f"Tenant key v{version} of {tenant.external_id} has no usable wrap left.")
-    first_error: errors.KeyCoreError | None = None
-    for wrap in usable:
-        try:
-            raw = provider_for(wrap.kms_config).unwrap(
-                bytes(wrap.wrapped), wrap_context(wrap.kms_config, tenant, version)
-            )
-        except errors.KeyCoreError as exc:
-            log.warning(
-                "unwrap of tenant key v%s of tenant %s via %s failed: %s",
-                version,
-                tenant.pk,
-                wrap.kms_config.uid,
-                exc.code,
-            )
-            first_error = first_error or exc
-            continue
-        if not hmac.compare_digest(key_check_value(raw), bytes(key.check_value)):
-            first_error = first_error or errors.KmsMisconfigured(
-                f"The KMS behind {wrap.kms_config.name} returned a different key than was wrapped."
-            )
-            continue
-        return raw
-    assert first_error is not None
-    raise first_error
-
-
-def wrap_tenant_key(*, key: TenantKey, raw: bytes, config: KmsConfig) -> TenantKeyWrap:
-    """Wrap a tenant key under ``config`` and verify the new wrap (unwrap and compare) before saving it."""
-    context = wrap_context(config, key.tenant, key.version)
-    provider = provider_for(config)
-    wrapped = provider.wrap(raw, context)
-    back = provider.unwrap(wrapped, context)
-    if not hmac.compare_digest(back, raw):
-        raise errors.KmsMisconfigured(f"Verification of the new wrap under {config.name} failed.")
-    wrap, _ = TenantKeyWrap.objects.update_or_create(
-        tenant_key=key, kms_config=config, defaults={"wrapped": wrapped, "verified_at": timezone.now()}
+    now = now or timezone.now()
+    tenants = Tenant.objects.filter(
+        status=TenantStatus.ACTIVE,
+        key_rotation_days__gt=0,
+        kms_configs__is_primary=True,
+        kms_configs__state=ConfigState.ACTIVE,
     )
-    return wrap
+    newest = (
+        TenantKey.objects.filter(tenant=OuterRef("pk"))
+        .exclude(state=TenantKeyState.DESTROYED)
+        .order_by("-version")
+        .values("created_at")[:1]
+    )
+    due: list[int] = []
+    for days in tenants.values_list("key_rotation_days", flat=True).distinct().order_by():
+        due += list(
+            tenants.filter(key_rotation_days=days)
+            .annotate(newest=Subquery(newest))
+            .filter(newest__lte=now - timedelta(days=days))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    return due
+
+
+def tenant_key_rotate_if_due(*, tenant_id: int, now=None) -> TenantKey | None:
+    """Create the tenant's next key version if it is (still) due; idempotent under re-delivery."""
+    now = now or timezone.now()
+    primary = KmsConfig.objects.filter(tenant_id=tenant_id, is_primary=True).first()
+    if primary is None:
+        return None
+    kms_acquire(primary, 2)
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant_id)
+        if tenant.status != TenantStatus.ACTIVE or not tenant.key_rotation_days:
+            return None
+        newest = (
+            TenantKey.objects.filter(tenant=tenant)
+            .exclude(state=TenantKeyState.DESTROYED)
+            .order_by("-version")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        if newest is not None and newest > now - timedelta(days=tenant.key_rotation_days):
+            return None
+        return tenant_key_create(tenant=tenant, actor=Actor.system("key-rotation-schedule"))

@@ -38,6 +38,11 @@ from collections import Counter, deque
 from datetime import UTC, datetime
 from itertools import repeat, starmap
 
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from keycore.services.events import keyuse_append
+
 log = logging.getLogger(__name__)
 
 LABEL_MAX = 100
@@ -182,8 +187,6 @@ class KeyUseRecorder:
     # -- the threads -------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        from django.conf import settings
-
         with self._lock:
             if self._thread is not None:
                 return
@@ -241,10 +244,6 @@ class KeyUseRecorder:
 
 
 def _write(batches: list[Batch]) -> None:
-    from django.db import close_old_connections, connection
-
-    from keycore.services.events import keyuse_append
-
     if not connection.in_atomic_block:
         # the writer thread's connection may have gone stale between writes; never close a caller's transaction
         close_old_connections()

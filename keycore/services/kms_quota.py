@@ -20,8 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
 from django.conf import settings
 from django.db import transaction
+
+from keycore.models.jobs import KmsRateBucket
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ def burst(rate: float) -> float:
 def _redis_take(key: str, rate: float, n: int) -> float:
     global _redis_client, _script
     if _script is None:
-        import redis
-
         with _redis_lock:
             if _script is None:
                 _redis_client = redis.Redis.from_url(settings.REDIS_URL)
@@ -72,8 +73,6 @@ def _redis_take(key: str, rate: float, n: int) -> float:
 
 
 def _database_take(config_id: int, rate: float, n: int) -> float:
-    from keycore.models.jobs import KmsRateBucket
-
     capacity = burst(rate)
     now = time.time()
     with transaction.atomic():

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -17,12 +18,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keycore import errors
-from keycore.models import Invitation, Membership, Tenant, User, VendorStaff
-from keycore.models.keys import ConfigOwner
+from keycore.models import Invitation, KmsConfig, Membership, Tenant, User, VendorStaff
+from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import InvitationAudience, TenantStatus, external_id_validator
 from keycore.roles import TenantRole, VendorRole, tenant_role_may_grant
 from keycore.services.audit import Actor, audit_record, diff
-from keycore.services.keys import ConfigInput, bump_epoch, kms_config_create, tenant_key_create
+from keycore.services.keyring import bump_epoch
+from keycore.services.keys import ConfigInput, kms_config_create, kms_config_destroy, tenant_key_create
 
 # --- tenants ---------------------------------------------------------------------------
 
@@ -161,10 +163,6 @@ def tenant_set_status(*, tenant: Tenant, transition: str, actor: Actor, reason: 
 
 def tenant_shred(*, tenant: Tenant, actor: Actor, force: bool = False) -> int:
     """Crypto-shred an offboarding tenant's vendor-provided keys (after the grace period unless forced)."""
-    from keycore.models import KmsConfig
-    from keycore.models.keys import ConfigState
-    from keycore.services.keys import kms_config_destroy
-
     tenant = Tenant.objects.get(pk=tenant.pk)
     if tenant.status not in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED):
         raise errors.Conflict("Only an offboarding tenant's keys can be shredded.")
@@ -475,8 +473,6 @@ def staff_create(*, email: str, role: str, actor: Actor, password: str | None = 
             user.save(update_fields=["password"])
         if Membership.objects.filter(user=user).exists():
             raise errors.Conflict(f"{email} is a tenant member; vendor staff need a separate account.")
-        from allauth.account.models import EmailAddress
-
         EmailAddress.objects.update_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
         staff, created = VendorStaff.objects.update_or_create(user=user, defaults={"role": role, "is_active": True})
         audit_record(

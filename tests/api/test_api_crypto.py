@@ -12,9 +12,9 @@ import pytest
 from keycore.models import KeyUseEvent, KmsConfig
 from keycore.models.keys import ConfigOwner
 from keycore.services.audit import Actor
+from keycore.services.keyring import clear_caches
 from keycore.services.keys import (
     ConfigInput,
-    clear_caches,
     kms_config_create,
     kms_config_make_primary,
     kms_config_revoke,

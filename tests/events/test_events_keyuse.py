@@ -79,7 +79,7 @@ def test_a_revoked_key_is_recorded_as_a_refused_use(tenant, recorder, admin_acto
     meta = CallMeta(requesting_id="billing-svc")
     stored = crypto_encrypt(tenant="acme", fields={"f": b"secret"}, meta=meta)
     kms_config_revoke(config=KmsConfig.objects.get(tenant=tenant, is_primary=True), actor=admin_actor)
-    from keycore.services.keys import clear_caches
+    from keycore.services.keyring import clear_caches
 
     clear_caches()
     with pytest.raises(errors.KeyRevoked):
@@ -114,18 +114,18 @@ def test_batches_are_cut_at_minute_boundaries_and_stamped_with_their_minute(tena
 
 @pytest.mark.django_db(transaction=True)
 def test_the_writer_keeps_up_while_the_cutter_never_waits_for_the_database(tenant, monkeypatch):
-    import keycore.services.events as events
+    import keycore.services.keyuse as keyuse
 
     recorder = KeyUseRecorder()
     recorder.record(tenant.pk, "encrypt", "ok", "", "svc", "", 1)
     release = threading.Event()
-    real = events.keyuse_append
+    real = keyuse.keyuse_append
 
     def slow_database(rows):
         release.wait(5)
         return real(rows)
 
-    monkeypatch.setattr(events, "keyuse_append", slow_database)
+    monkeypatch.setattr(keyuse, "keyuse_append", slow_database)
     recorder.tick()
     written = []
 
@@ -146,7 +146,7 @@ def test_the_writer_keeps_up_while_the_cutter_never_waits_for_the_database(tenan
     release.set()
     writer.join(10)
     assert written == [1]
-    monkeypatch.setattr(events, "keyuse_append", real)
+    monkeypatch.setattr(keyuse, "keyuse_append", real)
     assert recorder.write_pending() == 3
     assert totals(tenant) == {("encrypt", "ok"): 4}
 
@@ -163,21 +163,21 @@ def test_long_strings_are_truncated_when_written_and_their_counts_merged(tenant)
 
 @pytest.mark.django_db
 def test_a_failed_flush_keeps_its_counts_for_the_next_one(tenant, monkeypatch):
-    import keycore.services.events as events
+    import keycore.services.keyuse as keyuse
 
     recorder = KeyUseRecorder()
     recorder.record(tenant.pk, "encrypt", "ok", "", "svc", "", 1, 7)
-    real = events.keyuse_append
+    real = keyuse.keyuse_append
 
     def database_down(rows):
         raise RuntimeError("database unavailable")
 
-    monkeypatch.setattr(events, "keyuse_append", database_down)
+    monkeypatch.setattr(keyuse, "keyuse_append", database_down)
     with pytest.raises(RuntimeError):
         recorder.flush()
     recorder.record(tenant.pk, "encrypt", "ok", "", "svc", "", 1, 3)
     assert recorder.pending() == 10
-    monkeypatch.setattr(events, "keyuse_append", real)
+    monkeypatch.setattr(keyuse, "keyuse_append", real)
     assert recorder.flush() == 10
     assert totals(tenant) == {("encrypt", "ok"): 10}
 

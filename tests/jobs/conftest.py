@@ -25,7 +25,8 @@ class WorkerPool:
         self.workers: list[Worker] = []
 
     def start(self, *, concurrency: int = 2, **env: str) -> Worker:
-        worker = Worker(self.tmp_path, concurrency=concurrency, extra_env={**FAST_JOBS, **env})
+        # the app with the fault receivers of tests/jobs/faults.py (they act only when KEYCORE_TEST_FAULTS says so)
+        worker = Worker(self.tmp_path, concurrency=concurrency, extra_env={**FAST_JOBS, **env}, app="tests.jobs.faults")
         if self.workers:
             first = self.workers[0]
             worker.queue = first.queue

@@ -13,7 +13,7 @@ from django.db.models import F
 from keycore.models import AuditEvent, KmsConfig, RekeyJob, TenantKey, TenantKeyWrap
 from keycore.models.jobs import RekeyJobChunk
 from keycore.sealing import unseal_secrets
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring, keys
 from keycore.services.audit import Actor
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 from keycore.services.events import chain_verify
@@ -55,7 +55,7 @@ def _assert_rotated_exactly_once(job: RekeyJob, before: dict[int, str], document
     for tenant_id in rotated.values_list("tenant_id", flat=True)[:10]:
         report = chain_verify(tenant_id)
         assert report.ok, report.problem
-    keys.clear_caches()
+    keyring.clear_caches()
     for doc in documents:
         assert crypto_decrypt(tenant=doc.tenant, edek=doc.edek, fields=doc.fields, meta=META) == doc.plain
 
@@ -96,7 +96,7 @@ def test_a_kms_outage_pauses_the_job_with_the_reason_and_it_finishes_when_the_km
     for version in range(2, 19):
         keys.tenant_key_create(tenant=tenant, actor=ACTOR)
         if version % 6 == 0:
-            keys.clear_caches()
+            keyring.clear_caches()
             documents.append(crypto_encrypt(tenant="acme", fields={"v": str(version).encode()}, meta=META))
     settings_, secrets = moto.provider_settings(moto.create_key())
     own = keys.kms_config_create(
@@ -121,7 +121,7 @@ def test_a_kms_outage_pauses_the_job_with_the_reason_and_it_finishes_when_the_km
     assert TenantKeyWrap.objects.filter(kms_config=own, verified_at__isnull=False).count() == 18
     assert not TenantKeyWrap.objects.filter(kms_config=local).exists()
     assert KmsConfig.objects.get(pk=local.pk).state == "decrypt_only"
-    keys.clear_caches()
+    keyring.clear_caches()
     for doc in documents:
         crypto_decrypt(tenant="acme", edek=doc.edek, fields=doc.fields, meta=META)
 
@@ -132,12 +132,12 @@ def test_a_database_connection_dropped_mid_batch_leaves_nothing_half_written(wor
     worker_pool.start(
         concurrency=1,
         KEYCORE_JOB_BATCH_SIZE="10",
-        KEYCORE_TEST_FAULTS="dbdrop:kek_between_writes:2",
+        KEYCORE_TEST_FAULTS="dbdrop:batch_written:2",
         KEYCORE_TEST_FAULT_DIR=str(tmp_path),
     )
     job = jobs.job_start_kek_rotation(actor=ACTOR)
     marker = wait_for(lambda: next(Path(tmp_path).glob("dbdrop-*"), None), timeout=30, what="the fault point")
-    # the worker sits inside its second batch: wraps rewritten, configurations not yet, nothing committed
+    # the worker sits inside its second batch: everything written, nothing committed
     assert _job(job.pk).done == 10
     assert wrap_problems() == []
     assert sum(before[pk] != now for pk, now in kek_fingerprints().items()) == 10

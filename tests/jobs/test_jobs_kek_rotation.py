@@ -10,23 +10,24 @@ from keycore.crypto.formats import LOCAL_WRAP_KIND, unpack_keyed
 from keycore.models import AuditEvent, KmsConfig, RekeyJob, TenantKeyWrap
 from keycore.providers.local import LocalProvider
 from keycore.sealing import seal_secrets, unseal_secrets
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring, keys
 from keycore.services.crypto import CallMeta, crypto_decrypt
 from keycore.services.events import chain_verify
+from keycore.services.jobs import kek_rotation
 from tests.jobs.seeding import kek_fingerprints, seed_local_tenants, wrap_problems
 
 META = CallMeta(requesting_id="tests")
 
 
 @pytest.fixture
-def documents(db, monkeypatch):
-    monkeypatch.setattr(jobs, "chunk_size", lambda: 7)
-    monkeypatch.setattr(jobs, "batch_size", lambda: 3)
+def documents(db, settings):
+    settings.KEYCORE_JOB_CHUNK_SIZE = 7
+    settings.KEYCORE_JOB_BATCH_SIZE = 3
     return seed_local_tenants(20, 3, prefix="kek")
 
 
 def _decrypts_all(documents):
-    keys.clear_caches()
+    keyring.clear_caches()
     for doc in documents:
         assert crypto_decrypt(tenant=doc.tenant, edek=doc.edek, fields=doc.fields, meta=META) == doc.plain
 
@@ -122,15 +123,15 @@ def test_data_written_during_the_rotation_stays_readable(documents, actor, monke
     """A tenant key created between batches lands under whatever KEK the configuration holds then."""
     from keycore.models import Tenant
 
-    real = jobs._kek_batch
+    real = kek_rotation.KekRotation.run_batch
     created = []
 
-    def create_keys_between_batches(job, chunk, worker, cursor):
+    def create_keys_between_batches(runner, job, chunk, worker, cursor):
         tenant = Tenant.objects.order_by("id")[len(created)]
         created.append(keys.tenant_key_create(tenant=tenant, actor=actor))
-        return real(job, chunk, worker, cursor)
+        return real(runner, job, chunk, worker, cursor)
 
-    monkeypatch.setitem(jobs._HANDLERS, ("kek_rotation", "kms_config"), create_keys_between_batches)
+    monkeypatch.setattr(kek_rotation.KekRotation, "run_batch", create_keys_between_batches)
     job = jobs.job_run(jobs.job_start_kek_rotation(actor=actor).pk)
     assert job.state == "succeeded" and len(created) > 3
     assert wrap_problems() == []

@@ -10,7 +10,7 @@ from django.utils import timezone
 from keycore import errors
 from keycore.crypto.envelope import edek_key_version
 from keycore.models import KeyHistoryEntry, RekeyJob, TenantKey, TenantKeyWrap
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring, keys
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt, crypto_rekey
 
 META = CallMeta(requesting_id="tests")
@@ -20,7 +20,7 @@ META = CallMeta(requesting_id="tests")
 def two_versions(tenant, actor):
     old_doc = crypto_encrypt(tenant="acme", fields={"f": b"old"}, meta=META)
     keys.tenant_key_create(tenant=tenant, actor=actor)
-    keys.clear_caches()
+    keyring.clear_caches()
     return old_doc
 
 
@@ -51,7 +51,7 @@ def test_confirmed_as_rekeyed_it_destroys_the_version_and_its_wraps(tenant, acto
     assert key.state == "destroyed" and key.destroyed_at is not None
     assert not TenantKeyWrap.objects.filter(tenant_key=key).exists()
     assert KeyHistoryEntry.objects.filter(tenant=tenant, action="key_destroyed").exists()
-    keys.clear_caches()
+    keyring.clear_caches()
     with pytest.raises(errors.KeyDestroyed):
         crypto_decrypt(tenant="acme", edek=two_versions.edek, fields=two_versions.fields, meta=META)
     assert crypto_decrypt(tenant="acme", edek=moved, fields=two_versions.fields, meta=META) == {"f": b"old"}

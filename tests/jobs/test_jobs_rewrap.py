@@ -10,8 +10,9 @@ from django.utils import timezone
 from keycore import errors
 from keycore.models import AuditEvent, KmsConfig, RekeyJob, TenantKey, TenantKeyWrap
 from keycore.models.jobs import ChunkState, RekeyJobChunk
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring, keys
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
+from keycore.services.jobs import engine, rewrap
 from keycore.services.keys import ConfigInput
 
 META = CallMeta(requesting_id="tests")
@@ -28,7 +29,7 @@ def versions(tenant, actor):
     docs = [crypto_encrypt(tenant="acme", fields={"n": b"v1"}, meta=META)]
     for n in range(2, 5):
         keys.tenant_key_create(tenant=tenant, actor=actor)
-        keys.clear_caches()
+        keyring.clear_caches()
         docs.append(crypto_encrypt(tenant="acme", fields={"n": f"v{n}".encode()}, meta=META))
     return docs
 
@@ -44,7 +45,7 @@ def test_it_moves_every_tenant_key_under_the_new_primary_and_drops_the_old_wraps
     assert set(wraps.values_list("kms_config_id", flat=True)) == {new.pk}
     assert wraps.filter(verified_at__isnull=False).count() == 4
     assert KmsConfig.objects.get(pk=old.pk).state == "decrypt_only"
-    keys.clear_caches()
+    keyring.clear_caches()
     for n, doc in enumerate(versions, start=1):
         assert crypto_decrypt(tenant="acme", edek=doc.edek, fields=doc.fields, meta=META) == {"n": f"v{n}".encode()}
     actions = list(AuditEvent.objects.filter(tenant=tenant, target_id=str(job.uid)).values_list("action", flat=True))
@@ -62,34 +63,34 @@ def test_a_chunk_run_again_after_it_finished_does_nothing_twice(tenant, actor, v
     assert dict(TenantKeyWrap.objects.filter(tenant_key__tenant=tenant).values_list("pk", "wrapped")) == before
 
 
-def test_a_restarted_chunk_resumes_after_its_last_committed_batch(tenant, actor, versions, monkeypatch):
-    monkeypatch.setattr(jobs, "batch_size", lambda: 1)
+def test_a_restarted_chunk_resumes_after_its_last_committed_batch(tenant, actor, versions, monkeypatch, settings):
+    settings.KEYCORE_JOB_BATCH_SIZE = 1
     new, job = _new_primary(tenant, actor)
     chunk_id = jobs.job_plan(job.pk)[0]
     calls = []
-    real = jobs._rewrap_batch
+    real = rewrap.Rewrap.run_batch
 
-    def crash_on_third(job_, chunk, worker, cursor):
+    def crash_on_third(runner, job_, chunk, worker, cursor):
         calls.append(cursor)
         if len(calls) == 3:
             raise KeyboardInterrupt("worker killed")
-        return real(job_, chunk, worker, cursor)
+        return real(runner, job_, chunk, worker, cursor)
 
-    monkeypatch.setitem(jobs._HANDLERS, ("rewrap", "tenant_key"), crash_on_third)
+    monkeypatch.setattr(rewrap.Rewrap, "run_batch", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         jobs.job_run_chunk(chunk_id, worker="first")
     chunk = RekeyJobChunk.objects.get(pk=chunk_id)
     assert (chunk.done, chunk.state) == (2, "running")
     assert TenantKeyWrap.objects.filter(kms_config=new).count() == 2
-    monkeypatch.setitem(jobs._HANDLERS, ("rewrap", "tenant_key"), real)
+    monkeypatch.setattr(rewrap.Rewrap, "run_batch", real)
     seen = []
-    real_unwrap = keys.unwrap_raw
+    real_unwrap = keyring.unwrap_raw
 
     def recording_unwrap(tenant_, key, wraps=None):
         seen.append(key.version)
         return real_unwrap(tenant_, key, wraps)
 
-    monkeypatch.setattr(keys, "unwrap_raw", recording_unwrap)
+    monkeypatch.setattr(rewrap, "unwrap_raw", recording_unwrap)
     with pytest.raises(jobs.ChunkBusy):
         jobs.job_run_chunk(chunk_id, worker="second")  # the killed worker's lease has not run out yet
     RekeyJobChunk.objects.filter(pk=chunk_id).update(lease_until=timezone.now() - timedelta(seconds=1))
@@ -102,23 +103,23 @@ def test_a_restarted_chunk_resumes_after_its_last_committed_batch(tenant, actor,
 def test_a_second_worker_cannot_take_a_leased_chunk_until_the_lease_runs_out(tenant, actor, versions):
     _, job = _new_primary(tenant, actor)
     chunk_id = jobs.job_plan(job.pk)[0]
-    assert jobs._claim(chunk_id, "first") is not None
+    assert engine._claim(chunk_id, "first") is not None
     with pytest.raises(jobs.ChunkBusy) as busy:
-        jobs._claim(chunk_id, "second")
-    assert 0 < busy.value.wait <= jobs.lease_seconds() + 1
+        engine._claim(chunk_id, "second")
+    assert 0 < busy.value.wait <= engine.lease_seconds() + 1
     RekeyJobChunk.objects.filter(pk=chunk_id).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert jobs._claim(chunk_id, "second").lease_owner == "second"
+    assert engine._claim(chunk_id, "second").lease_owner == "second"
     # the first worker, back from a long pause, cannot commit anything any more
     chunk = RekeyJobChunk.objects.get(pk=chunk_id)
-    with pytest.raises(jobs._LeaseLost):
-        jobs._rewrap_batch(job, chunk, "first", chunk.cursor)
+    with pytest.raises(engine.LeaseLost):
+        rewrap.Rewrap().run_batch(job, chunk, "first", chunk.cursor)
     assert TenantKeyWrap.objects.filter(kms_config=job.target_config).count() == 0
 
 
 def test_a_new_wrap_that_does_not_verify_is_never_written(tenant, actor, versions, monkeypatch):
     old = KmsConfig.objects.get(tenant=tenant, is_primary=True)
     new, job = _new_primary(tenant, actor)
-    provider = keys.provider_for(KmsConfig.objects.get(pk=new.pk))  # the instance the job will use
+    provider = keyring.provider_for(KmsConfig.objects.get(pk=new.pk))  # the instance the job will use
     monkeypatch.setattr(provider, "unwrap", lambda wrapped, context: b"\x00" * 32)
     job = jobs.job_run(job.pk)
     assert (job.state, job.done, job.failed) == ("failed", 0, 4)
@@ -126,14 +127,14 @@ def test_a_new_wrap_that_does_not_verify_is_never_written(tenant, actor, version
     assert not TenantKeyWrap.objects.filter(kms_config=new).exists()
     assert TenantKeyWrap.objects.filter(kms_config=old).count() == 4, "the old wraps stay when the job fails"
     monkeypatch.undo()
-    keys.clear_caches()
+    keyring.clear_caches()
     for doc in versions:
         crypto_decrypt(tenant="acme", edek=doc.edek, fields=doc.fields, meta=META)
 
 
 def test_retry_redoes_only_what_failed(tenant, actor, versions, monkeypatch):
     new, job = _new_primary(tenant, actor)
-    provider = keys.provider_for(KmsConfig.objects.get(pk=new.pk))  # the instance the job will use
+    provider = keyring.provider_for(KmsConfig.objects.get(pk=new.pk))  # the instance the job will use
     real_wrap = provider.wrap
     version_three = TenantKey.objects.get(tenant=tenant, version=3)
 
@@ -165,18 +166,18 @@ def test_a_revoked_target_fails_the_job_with_the_reason(tenant, actor, versions)
     assert "revoked" in job.last_error
 
 
-def test_a_cancelled_job_stops_and_keeps_what_it_committed(tenant, actor, versions, monkeypatch):
-    monkeypatch.setattr(jobs, "batch_size", lambda: 1)
+def test_a_cancelled_job_stops_and_keeps_what_it_committed(tenant, actor, versions, monkeypatch, settings):
+    settings.KEYCORE_JOB_BATCH_SIZE = 1
     new, job = _new_primary(tenant, actor)
-    real = jobs._rewrap_batch
+    real = rewrap.Rewrap.run_batch
 
-    def cancel_after_first(job_, chunk, worker, cursor):
-        result = real(job_, chunk, worker, cursor)
+    def cancel_after_first(runner, job_, chunk, worker, cursor):
+        result = real(runner, job_, chunk, worker, cursor)
         if not RekeyJob.objects.filter(pk=job_.pk, state="cancelled").exists():
             jobs.job_cancel(job=job_, actor=actor)
         return result
 
-    monkeypatch.setitem(jobs._HANDLERS, ("rewrap", "tenant_key"), cancel_after_first)
+    monkeypatch.setattr(rewrap.Rewrap, "run_batch", cancel_after_first)
     job = jobs.job_run(job.pk)
     assert (job.state, job.done) == ("cancelled", 1)
     assert TenantKeyWrap.objects.filter(kms_config=new).count() == 1

@@ -10,7 +10,7 @@ from allauth.mfa.utils import decrypt
 from keycore.crypto.rootkey import generate_root_key_text
 from keycore.models import KmsConfig
 from keycore.sealing import root_keyring, unseal_secrets
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring
 from keycore.services.audit import chain_mac_keys
 from keycore.services.crypto import CallMeta, crypto_decrypt
 from tests.jobs.seeding import seed_local_tenants
@@ -27,7 +27,7 @@ def use_root_keys(settings):
         settings.KEYCORE_ROOT_KEY_PREVIOUS = previous
         root_keyring.cache_clear()
         chain_mac_keys.cache_clear()  # chain heads are signed with a key derived from the root key
-        keys.clear_caches()
+        keyring.clear_caches()
 
     original = (settings.KEYCORE_ROOT_KEY, list(settings.KEYCORE_ROOT_KEY_PREVIOUS))
     yield switch
@@ -35,8 +35,8 @@ def use_root_keys(settings):
 
 
 @pytest.fixture
-def sealed(db, vendor_admin, monkeypatch):
-    monkeypatch.setattr(jobs, "batch_size", lambda: 4)
+def sealed(db, vendor_admin, settings):
+    settings.KEYCORE_JOB_BATCH_SIZE = 4
     documents = seed_local_tenants(9, 2, prefix="root")
     RecoveryCodes.activate(vendor_admin)
     return documents

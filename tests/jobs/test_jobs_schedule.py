@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from keycore.models import KmsConfig, Tenant, TenantKey
-from keycore.services import jobs
+from keycore.services import keys
 from keycore.tasks import rotate_tenant_keys
 
 
@@ -28,9 +28,9 @@ def test_it_selects_exactly_the_tenants_whose_period_has_passed(tenant, other_te
     for t in (tenant, never, suspended, revoked):
         _age(t, 91)
     _age(other_tenant, 89)
-    assert jobs.tenants_due_for_rotation() == [tenant.pk]
+    assert keys.tenants_due_for_rotation() == [tenant.pk]
     Tenant.objects.filter(pk=other_tenant.pk).update(key_rotation_days=30)
-    assert sorted(jobs.tenants_due_for_rotation()) == sorted([tenant.pk, other_tenant.pk])
+    assert sorted(keys.tenants_due_for_rotation()) == sorted([tenant.pk, other_tenant.pk])
 
 
 def test_the_task_rotates_a_due_tenant_once_however_often_it_is_delivered(tenant, actor):
@@ -40,7 +40,7 @@ def test_the_task_rotates_a_due_tenant_once_however_often_it_is_delivered(tenant
     assert rotate_tenant_keys([tenant.pk]) == 0
     versions = list(TenantKey.objects.filter(tenant=tenant).order_by("version").values_list("version", "state"))
     assert versions == [(1, "active"), (2, "active")]
-    assert jobs.tenants_due_for_rotation() == []
+    assert keys.tenants_due_for_rotation() == []
 
 
 def test_the_schedule_is_wired_into_celery_beat():

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 
 from keycore import errors
 from keycore.models import AuditEvent, KeyHistoryEntry, KmsConfig, RekeyJob, TenantKey, TenantKeyWrap
-from keycore.services import keys
+from keycore.services import keyring, keys
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 from keycore.services.tenants import tenant_create, tenant_set_status
 
@@ -92,7 +92,7 @@ def test_making_another_key_primary_moves_tenant_keys_under_it(
     assert job.state == "succeeded" and job.done == 1
     assert old.state == "decrypt_only" and not old.is_primary
     assert set(TenantKeyWrap.objects.for_tenant(tenant).values_list("kms_config", flat=True)) == {new.pk}
-    keys.clear_caches()
+    keyring.clear_caches()
     assert crypto_decrypt(tenant="acme", edek=enc.edek, fields=enc.fields, meta=META) == {"f": b"before"}
     assert KeyHistoryEntry.objects.for_tenant(tenant).first().action == "made_primary"
 
@@ -124,7 +124,7 @@ def test_a_revoked_key_blocks_even_a_tenant_key_wrapped_elsewhere_too(
         tenant=tenant, owner="vendor", data=ConfigInput("local", "Other", {}, {}), actor=actor
     )
     key = TenantKey.objects.get(tenant=tenant)
-    keys.wrap_tenant_key(key=key, raw=keys.unwrap_raw(tenant, key), config=other)
+    keyring.wrap_tenant_key(key=key, raw=keyring.unwrap_raw(tenant, key), config=other)
     with django_capture_on_commit_callbacks(execute=True):
         keys.kms_config_revoke(config=other, actor=actor)
     with pytest.raises(errors.KeyRevoked):
@@ -134,7 +134,7 @@ def test_a_revoked_key_blocks_even_a_tenant_key_wrapped_elsewhere_too(
 def test_rotation_creates_a_new_version_and_old_data_still_decrypts(tenant, actor):
     old = crypto_encrypt(tenant="acme", fields={"f": b"old"}, meta=META)
     keys.tenant_key_create(tenant=tenant, actor=actor)
-    keys.clear_caches()
+    keyring.clear_caches()
     new = crypto_encrypt(tenant="acme", fields={"f": b"new"}, meta=META)
     from keycore.crypto.envelope import edek_key_version
 
@@ -193,7 +193,7 @@ def test_shredding_an_offboarded_tenant_destroys_its_data_for_good(tenant, actor
     tenant.refresh_from_db()
     assert tenant.status == "offboarded"
     with pytest.raises(errors.KeyDestroyed):
-        keys.unwrap_tenant_key(tenant, 1)
+        keyring.unwrap_tenant_key(tenant, 1)
     del enc
 
 

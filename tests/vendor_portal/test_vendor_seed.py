@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from keycore.models import AuditEvent, KeyHistoryEntry, KmsConfig, Tenant, TenantKey, TenantKeyWrap
 from keycore.sealing import unseal_secrets
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring, keys
 from keycore.services.audit import Actor
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 
@@ -40,9 +40,9 @@ def test_seeded_tenants_have_working_keys_and_one_summary_event(db):
 
     # a random seeded tenant encrypts and decrypts through the KMS path (no key in any cache yet)
     external_id = random.choice(list(seeded.values_list("external_id", flat=True)))
-    keys.clear_caches()
+    keyring.clear_caches()
     sealed = crypto_encrypt(tenant=external_id, fields={"iban": b"DE89 3704 0044 0532 0130 00"}, meta=META)
-    keys.clear_caches()
+    keyring.clear_caches()
     assert crypto_decrypt(tenant=external_id, edek=sealed.edek, fields=sealed.fields, meta=META) == {
         "iban": b"DE89 3704 0044 0532 0130 00"
     }
@@ -57,7 +57,7 @@ def test_a_seeded_tenant_can_move_to_another_key(db):
     )
     job = keys.kms_config_make_primary(config=new, actor=actor)
     assert jobs.job_run(job.pk).state == "succeeded"
-    keys.clear_caches()
+    keyring.clear_caches()
     crypto_encrypt(tenant=tenant.external_id, fields={"x": b"1"}, meta=META)
 
 

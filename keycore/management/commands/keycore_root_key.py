@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from keycore.crypto.rootkey import generate_root_key_text
+from keycore.sealing import root_keyring
 
 
 class Command(BaseCommand):
@@ -17,6 +18,5 @@ class Command(BaseCommand):
         if generate:
             self.stdout.write(generate_root_key_text())
             return
-        from keycore.sealing import root_keyring
 
         self.stdout.write(f"current root key: {root_keyring().current_id}")

@@ -21,7 +21,17 @@ from django.core.management.base import BaseCommand, CommandError
 from keycore import errors
 from keycore.models import KmsConfig, RekeyJob, Tenant
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
+from keycore.sealing import root_keyring
 from keycore.services.audit import Actor
+from keycore.services.jobs import (
+    ChunkPaused,
+    job_cancel,
+    job_retry,
+    job_run,
+    job_start_kek_rotation,
+    job_start_root_rotation,
+    rotatable_providers,
+)
 
 
 def _find(prefix: str) -> RekeyJob:
@@ -78,8 +88,6 @@ class Command(BaseCommand):
                     tenant = Tenant.objects.filter(external_id=options["tenant"]).first()
                     if tenant is None:
                         raise CommandError(f"No tenant {options['tenant']!r}.")
-                    from keycore.services.jobs import rotatable_providers
-
                     config = (
                         KmsConfig.objects.filter(tenant=tenant, provider__in=rotatable_providers())
                         .order_by("-is_primary", "-id")
@@ -87,14 +95,10 @@ class Command(BaseCommand):
                     )
                     if config is None:
                         raise CommandError(f"Tenant {tenant.external_id} has no vendor-provided key to rotate.")
-                from keycore.services.jobs import job_start_kek_rotation
 
                 job = job_start_kek_rotation(actor=actor, config=config)
                 self._started(job, options["wait"])
             elif action == "root-rotation":
-                from keycore.sealing import root_keyring
-                from keycore.services.jobs import job_start_root_rotation
-
                 keyring = root_keyring()
                 if len(keyring.key_ids) == 1:
                     self.stderr.write(
@@ -112,16 +116,10 @@ class Command(BaseCommand):
             elif action == "watch":
                 self._watch(_find(options["job"]))
             elif action == "cancel":
-                from keycore.services.jobs import job_cancel
-
                 self.stdout.write(describe(job_cancel(job=_find(options["job"]), actor=actor)))
             elif action == "retry":
-                from keycore.services.jobs import job_retry
-
                 self.stdout.write(describe(job_retry(job=_find(options["job"]), actor=actor)))
             elif action == "run":
-                from keycore.services.jobs import ChunkPaused, job_run
-
                 try:
                     job = job_run(_find(options["job"]).pk)
                 except ChunkPaused as paused:

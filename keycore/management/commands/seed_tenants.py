@@ -32,6 +32,7 @@ from keycore.providers.base import WrapContext
 from keycore.providers.registry import get_provider_class
 from keycore.sealing import seal_secrets
 from keycore.services.audit import Actor, audit_record
+from keycore.services.tenants import validate_external_id
 
 VENDOR_PROVIDER = "local"
 CONFIG_NAME = "Vendor-provided key"
@@ -276,8 +277,6 @@ class Command(BaseCommand):
         if batch < 1:
             raise CommandError("--batch must be positive.")
         try:
-            from keycore.services.tenants import validate_external_id
-
             validate_external_id(f"{prefix}-0000001")
         except Exception as exc:
             raise CommandError(f"--prefix {prefix!r} does not make valid external ids.") from exc
