@@ -68,6 +68,13 @@ class PermissionDenied(KeyCoreError):
     http_status = 403
 
 
+class TenantSovereignty(PermissionDenied):
+    """The vendor tried what only the tenant may do (its own key, settings or members); the attempt is audited."""
+
+    code = "tenant-sovereignty"
+    title = "Only the tenant may do this"
+
+
 class Conflict(KeyCoreError):
     """The action does not fit the current state (e.g. making a revoked key primary)."""
 

@@ -155,7 +155,9 @@ def key_use_charts(days: list[date], rows: list[dict]) -> dict:
     labels = series_order(encrypts + decrypts, key="label")
     table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
-        operation = "rekey" if row["operation"].startswith("rekey") else row["operation"]
+        if row["operation"] == "rekey_in":
+            continue  # the arriving side of a rekey: the "rekey" row of the same call already counts it
+        operation = row["operation"]
         column = operation if row["result"] == "ok" else "refused"
         table[_label(row["label"])][column] += row["n"]
     return {

@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def restore_tenant_search(sender, using, **kwargs):
-    """After every migrate: put back SQLite's tenant search index if a table rebuild dropped its triggers."""
+    """After every migrate: put back SQLite's tenant search indexes if a table rebuild dropped them."""
     from importlib import import_module
 
     from django.db import connections
@@ -19,6 +19,12 @@ def restore_tenant_search(sender, using, **kwargs):
         applied = cursor.fetchone() is not None
     if applied:
         fts.ensure_tenant_search(connection)
+        with connection.cursor() as cursor:
+            # SQLite rebuilds a table to add a NOT NULL column, keeping only the indexes the model declares:
+            # the external-id index of migration 0004 is SQLite's own, so it is put back here too
+            cursor.execute(
+                'CREATE INDEX IF NOT EXISTS "tenant_uextid_id" ON "keycore_tenant" ((UPPER("external_id")), "id")'
+            )
 
 
 class VendorPortalConfig(AppConfig):

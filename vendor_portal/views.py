@@ -29,7 +29,7 @@ from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap, VendorRole
-from keycore.services import apikeys, jobs, keyring, keys, tenants
+from keycore.services import apikeys, jobs, keyring, keys, sovereignty, tenants
 from keycore.services.audit import Actor
 from vendor_portal import charts, onboarding
 from vendor_portal.forms import (
@@ -350,11 +350,8 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
         "invite_form": InvitationForm(),
         "status_form": StatusForm(),
         "shred_form": ShredForm(external_id=tenant.external_id),
-        # the rule kms_config_make_primary(by_vendor=True) enforces, shown next to its button
         "tenant_key_is_primary": primary is not None and primary.owner == ConfigOwner.TENANT,
-        "vendor_may_replace_primary": not (
-            primary is not None and primary.owner == ConfigOwner.TENANT and tenant.status == TenantStatus.ACTIVE
-        ),
+        "vendor_may_replace_primary": not sovereignty.tenant_owns_key(tenant),
         "grace_days": settings.KEYCORE_OFFBOARD_GRACE_DAYS,
         "grace_over": tenant.shred_after is not None and tenant.shred_after <= timezone.now(),
         "can_shred": tenant.status in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED)
@@ -617,7 +614,7 @@ def key_make_primary(request, external_id: str, uid):
     tenant = _tenant(external_id)
     config = _vendor_config(tenant, uid)
     try:
-        job = keys.kms_config_make_primary(config=config, actor=Actor.from_request(request), by_vendor=True)
+        job = keys.kms_config_make_primary(config=config, actor=Actor.from_request(request))
     except errors.KeyCoreError as exc:
         messages.error(request, exc.detail)
         return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")

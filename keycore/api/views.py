@@ -434,7 +434,7 @@ class KmsConfigMakePrimaryView(KmsConfigScoped, APIView):
 
     @idempotent
     def post(self, request, external_id: str, uid):
-        job = key_services.kms_config_make_primary(config=self.vendor_config(), actor=actor(request), by_vendor=True)
+        job = key_services.kms_config_make_primary(config=self.vendor_config(), actor=actor(request))
         return Response(RekeyJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -102,6 +102,8 @@ class TenantKey(models.Model):
 
     ``check_value`` (an HMAC of a constant under the key) lets any unwrap be
     verified without touching data; it reveals nothing about the key.
+    ``documents`` and ``last_decrypt_at`` are kept by the key-use writer in the
+    transaction that records the uses (keycore.services.events.keyuse_append).
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tenant_keys")
@@ -111,6 +113,12 @@ class TenantKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     retiring_at = models.DateTimeField(null=True, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    #: documents KeyCore issued under this version and did not move away (encrypt adds, rekey moves)
+    documents = models.BigIntegerField(default=0)
+    #: the minute of the last successful decrypt under this version
+    last_decrypt_at = models.DateTimeField(null=True, blank=True)
+    #: ever wrapped under a vendor-provided key: a backup from then, with the vendor's key, recovers this version
+    vendor_held = models.BooleanField(default=False)
 
     objects = TenantScopedQuerySet.as_manager()
 

@@ -55,6 +55,14 @@ class Tenant(models.Model):
         null=True, blank=True, help_text="Create a new tenant-key version this often (empty: only on demand)."
     )
     event_retention_days = models.PositiveIntegerField(default=365)
+    #: the tenant's own bound on how long a KeyCore process keeps one of its unwrapped keys (None: the operator's)
+    key_cache_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds an unwrapped key may stay in a KeyCore process's memory (30–300)."
+    )
+    #: an older tenant-key version idle this long (no decrypt) may be retired even if data still counts under it
+    retire_idle_days = models.PositiveIntegerField(null=True, blank=True)
+    #: retire drained or idle older versions without asking (the tenant's opt-in)
+    auto_retire_versions = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
@@ -135,6 +143,10 @@ class Invitation(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     accepted_by = models.ForeignKey("keycore.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     revoked_at = models.DateTimeField(null=True, blank=True)
+    #: asked by the vendor for a tenant that already has owners: no link exists until an owner approves
+    awaiting_approval = models.BooleanField(default=False)
+    approved_by = models.ForeignKey("keycore.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantScopedQuerySet.as_manager()
 
@@ -151,6 +163,8 @@ class Invitation(models.Model):
             return "accepted"
         if self.revoked_at:
             return "revoked"
+        if self.awaiting_approval:
+            return "awaiting approval"
         if self.expires_at <= timezone.now():
             return "expired"
         return "pending"

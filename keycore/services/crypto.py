@@ -47,6 +47,8 @@ class TenantRef:
     external_id: str
     status: str
     current_version: int | None
+    #: the tenant's own bound on how long its unwrapped keys stay cached (None: the operator's)
+    key_cache_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +77,18 @@ def resolve_tenant(external_id: str) -> TenantRef:
     ref = cache.get(external_id)
     if ref is None:
         generation = cache.generation
-        tenant = Tenant.objects.filter(external_id=external_id).only("pk", "uid", "external_id", "status").first()
+        tenant = (
+            Tenant.objects.filter(external_id=external_id)
+            .only("pk", "uid", "external_id", "status", "key_cache_seconds")
+            .first()
+        )
         if tenant is None:
             raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
         try:
             version = current_key_version(tenant)
         except errors.KeyUnavailable:
             version = None
-        ref = TenantRef(tenant.pk, tenant.uid, tenant.external_id, tenant.status, version)
+        ref = TenantRef(tenant.pk, tenant.uid, tenant.external_id, tenant.status, version, tenant.key_cache_seconds)
         cache.put(external_id, ref, generation=generation)
     if ref.status != TenantStatus.ACTIVE:
         raise errors.TenantInactive(f"Tenant {external_id} is {ref.status}; its data cannot be used.")
@@ -166,20 +172,21 @@ def crypto_rekey(
         raise errors.KeyUnavailable(f"Tenant {target.external_id} has no active tenant key.")
     new_handle = _handle(target, target.current_version)
     results: list[ItemResult] = []
-    ok = 0
+    moved: dict[int, int] = {}
     for edek in edeks:
         version = None
         try:
             version = edek_key_version(edek)
             results.append(ItemResult(rewrap_edek(edek, _handle(source, version), new_handle)))
-            ok += 1
+            moved[version] = moved.get(version, 0) + 1
         except errors.KeyCoreError as exc:
             _record(source, "rekey", meta, exc.code, version)
             results.append(ItemResult(error=exc))
-    if ok:
-        _record(source, "rekey", meta, "ok", None, count=ok)
-        if target is not source:
-            _record(target, "rekey_in", meta, "ok", target.current_version, count=ok)
+    # documents leave their old versions and arrive under the current one (counted per version: docs/events.md)
+    for version, count in moved.items():
+        _record(source, "rekey", meta, "ok", version, count=count)
+    if moved:
+        _record(target, "rekey_in", meta, "ok", target.current_version, count=sum(moved.values()))
     return results
 
 

@@ -23,11 +23,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min, QuerySet
+from django.db.models import F, Min, QuerySet, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from keycore import errors
-from keycore.models import AuditEvent, ChainVerification, EventChain, KeyUseEvent, Tenant
+from keycore.models import AuditEvent, ChainVerification, EventChain, KeyUseEvent, Tenant, TenantKey
 from keycore.models.audit import GENESIS_HASH
 from keycore.models.events import DeadLetter, EventDelivery, EventDestination, VerificationState
 from keycore.services.audit import (
@@ -76,12 +77,44 @@ def row_payload(row: Row) -> dict[str, Any]:
 # --- appending key use -----------------------------------------------------------------------
 
 
+#: what an operation that worked does to the documents counted under its tenant-key version
+DOCUMENT_DELTAS = {"encrypt": 1, "rekey_in": 1, "rekey": -1}
+
+
+def _count_versions(tenant_id: int, rows: list[dict[str, Any]]) -> None:
+    """Move each version's document count and last decrypt, in the transaction that records the uses.
+
+    Runs before the tenant's chain head is locked: a retirement locks the version row and then
+    the chain, so taking them in the same order never deadlocks.
+    """
+    deltas: dict[int, int] = defaultdict(int)
+    decrypted: dict[int, datetime] = {}
+    for row in rows:
+        version = row["key_version"]
+        if row["result"] != "ok" or version is None:
+            continue
+        deltas[version] += DOCUMENT_DELTAS.get(row["operation"], 0) * row["count"]
+        if row["operation"] == "decrypt":
+            decrypted[version] = max(decrypted.get(version, row["minute"]), row["minute"])
+    for version in sorted(set(deltas) | set(decrypted)):
+        fields: dict[str, Any] = {}
+        if deltas.get(version):
+            fields["documents"] = F("documents") + deltas[version]
+        if version in decrypted:
+            at = decrypted[version]
+            fields["last_decrypt_at"] = Greatest(Coalesce(F("last_decrypt_at"), Value(at)), Value(at))
+        if fields:
+            TenantKey.objects.filter(tenant_id=tenant_id, version=version).update(**fields)
+
+
 def keyuse_append(rows: list[dict[str, Any]]) -> list[KeyUseEvent]:
     """Append aggregated key-use rows, each tenant's rows onto that tenant's chain.
 
     One transaction; chain heads are locked in tenant order, so concurrent flushes of
     several processes never deadlock and never fork a chain. Rows of tenants that no
     longer exist are dropped (logged), so one deleted tenant cannot block everyone's counts.
+    The same transaction moves the documents counted per tenant-key version, so the
+    counts are exactly what the chain records.
     """
     by_tenant: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -94,6 +127,7 @@ def keyuse_append(rows: list[dict[str, Any]]) -> list[KeyUseEvent]:
                 dropped = sum(r["count"] for r in by_tenant[tenant_id])
                 log.warning("dropping %d key uses of tenant %s, which no longer exists", dropped, tenant_id)
                 continue
+            _count_versions(tenant_id, by_tenant[tenant_id])
             key = chain_key(tenant_id)
             head = lock_chain(key)
             now = timezone.now()

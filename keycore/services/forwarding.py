@@ -53,6 +53,7 @@ from keycore.models.events import DeadLetter, DestinationKind, EventDelivery, Ev
 from keycore.sealing import root_keyring
 from keycore.services.audit import Actor, audit_record, chain_key, diff
 from keycore.services.events import chain_rows, event_document
+from keycore.services.sovereignty import guard
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,16 @@ def _clean_name(name: str, kind: str) -> str:
     return name or DestinationKind(kind).label.split(" (")[0]
 
 
+def _tenant_only(actor: Actor, tenant: Tenant, attempted: str) -> None:
+    """SIEM destinations are the tenant's own: the vendor neither adds, changes nor silences them."""
+    guard(
+        actor=actor,
+        tenant=tenant,
+        attempted=attempted,
+        reason=f"Where {tenant.name}'s security events go is {tenant.name}'s decision alone.",
+    )
+
+
 def destination_create(
     *,
     tenant: Tenant,
@@ -226,6 +237,7 @@ def destination_create(
 
     Delivery starts with the next event, or with the oldest retained one (``from_beginning``).
     """
+    _tenant_only(actor, tenant, "event_destination.create")
     clean = clean_settings(kind, settings_)
     shown: str | None = None
     if kind == DestinationKind.WEBHOOK:
@@ -265,6 +277,7 @@ def destination_update(
     *, destination: EventDestination, actor: Actor, name: str | None = None, settings_: dict[str, Any] | None = None
 ) -> EventDestination:
     """Rename or re-point a destination (its secret is changed only by :func:`destination_rotate_secret`)."""
+    _tenant_only(actor, destination.tenant, "event_destination.update")
     with transaction.atomic():
         destination = (
             EventDestination.objects.select_for_update(no_key=True, of=("self",))
@@ -292,6 +305,7 @@ def destination_update(
 
 def destination_rotate_secret(*, destination: EventDestination, actor: Actor, secret: str | None = None) -> str | None:
     """Replace a webhook's signing secret; returns the new one when KeyCore generated it (shown once)."""
+    _tenant_only(actor, destination.tenant, "event_destination.rotate_secret")
     if destination.kind != DestinationKind.WEBHOOK:
         raise errors.Conflict("Only webhooks have a signing secret.")
     secret = _clean_secret(secret)
@@ -318,6 +332,7 @@ def destination_rotate_secret(*, destination: EventDestination, actor: Actor, se
 
 def destination_set_enabled(*, destination: EventDestination, enabled: bool, actor: Actor) -> EventDestination:
     """Pause or resume forwarding. Resuming retries at once; events kept meanwhile are delivered in order."""
+    _tenant_only(actor, destination.tenant, "event_destination.set_enabled")
     with transaction.atomic():
         destination = (
             EventDestination.objects.select_for_update(no_key=True, of=("self",))
@@ -343,6 +358,7 @@ def destination_set_enabled(*, destination: EventDestination, enabled: bool, act
 
 
 def destination_delete(*, destination: EventDestination, actor: Actor) -> None:
+    _tenant_only(actor, destination.tenant, "event_destination.delete")
     with transaction.atomic():
         destination = (
             EventDestination.objects.select_for_update(no_key=True, of=("self",))

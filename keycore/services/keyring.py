@@ -32,7 +32,7 @@ from keycore import errors
 from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import TenantKeyHandle, key_check_value
 from keycore.models import KeyHistoryEntry, KmsConfig, RevocationEpoch, Tenant, TenantKey, TenantKeyWrap
-from keycore.models.keys import UNWRAP_STATES, ConfigState, TenantKeyState
+from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState, TenantKeyState
 from keycore.providers.base import KeyProvider, WrapContext
 from keycore.providers.registry import get_provider_class
 from keycore.sealing import unseal_secrets
@@ -175,13 +175,23 @@ def unwrap_tenant_key(tenant, version: int) -> TenantKeyHandle:
             "the data belongs to another tenant or is corrupt."
         )
     handle = TenantKeyHandle(tenant.uid.bytes, version, unwrap_raw(tenant, key))
-    cache.put((tenant.pk, version), handle, generation=generation)
+    cache.put((tenant.pk, version), handle, ttl=cache_ttl(tenant), generation=generation)
     return handle
+
+
+def cache_ttl(tenant) -> float:
+    """How long a process may keep this tenant's unwrapped keys: the operator's bound, or the tenant's if shorter.
+
+    That bound is how long a key disabled or destroyed inside the tenant's own KMS keeps working here.
+    """
+    default = settings.KEYCORE_KEY_CACHE_TTL
+    own = getattr(tenant, "key_cache_seconds", None)
+    return min(default, float(own)) if own else default
 
 
 def cache_tenant_key(tenant, version: int, raw: bytes) -> None:
     """Keep a key this process just created, so its first use needs no KMS round trip."""
-    key_cache().put((tenant.pk, version), TenantKeyHandle(tenant.uid.bytes, version, raw))
+    key_cache().put((tenant.pk, version), TenantKeyHandle(tenant.uid.bytes, version, raw), ttl=cache_ttl(tenant))
 
 
 def unwrap_raw(tenant, key: TenantKey, wraps: list[TenantKeyWrap] | None = None) -> bytes:
@@ -250,6 +260,9 @@ def wrap_tenant_key(*, key: TenantKey, raw: bytes, config: KmsConfig) -> TenantK
     wrap, _ = TenantKeyWrap.objects.update_or_create(
         tenant_key=key, kms_config=config, defaults={"wrapped": wrapped, "verified_at": timezone.now()}
     )
+    if config.owner == ConfigOwner.VENDOR and not key.vendor_held:
+        TenantKey.objects.filter(pk=key.pk).update(vendor_held=True)
+        key.vendor_held = True
     return wrap
 
 

@@ -42,6 +42,7 @@ from keycore.services.keyring import (
     wrap_context,
 )
 from keycore.services.kms_quota import kms_acquire
+from keycore.services.sovereignty import guard, is_vendor, vendor_config_change_refusal
 
 # --- configurations --------------------------------------------------------------------
 
@@ -110,6 +111,13 @@ def kms_config_create(
     A configuration is only saved when a wrap and unwrap through it succeed
     (``skip_check`` exists for the local provider, whose key KeyCore generates).
     """
+    if owner == ConfigOwner.TENANT:
+        guard(
+            actor=actor,
+            tenant=tenant,
+            attempted="kms_config.create",
+            reason=f"Only {tenant.name}'s administrators can bring its own key.",
+        )
     cls = get_provider_class(data.provider)
     if owner == ConfigOwner.TENANT and not cls.tenant_may_create:
         raise errors.InvalidInput(
@@ -178,6 +186,13 @@ def kms_config_create(
 
 def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], actor: Actor) -> KmsConfig:
     """Replace credentials (write-only: the old ones are never shown, only overwritten) after a test."""
+    guard(
+        actor=actor,
+        tenant=config.tenant,
+        attempted="kms_config.secrets_replaced",
+        reason=vendor_config_change_refusal(config, "change the credentials of"),
+        target=config,
+    )
     cls = get_provider_class(config.provider)
     merged = {**unseal_secrets(config), **{k: v for k, v in secrets.items() if v}}
     clean_settings, clean_secrets = cls.clean(config.settings, merged)
@@ -221,12 +236,23 @@ def _locked(config: KmsConfig) -> KmsConfig:
     return KmsConfig.objects.select_for_update(of=("self",), no_key=True).select_related("tenant").get(pk=config.pk)
 
 
-def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool = False):
+def kms_config_make_primary(*, config: KmsConfig, actor: Actor):
     """Make ``config`` the tenant's primary key and start the job that moves tenant keys under it.
 
     The previous primary becomes decrypt-only (never deleted) until the job has
-    rewrapped every tenant key. Returns the started rekey job.
+    rewrapped every tenant key. When the tenant's own key becomes primary, a new
+    tenant-key version is created inside this operation, wrapped only under that
+    key: new data is under a version the vendor never held. The vendor may never
+    put its key in place of the tenant's (keycore/services/sovereignty.py).
+    Returns the started rekey job.
     """
+    guard(
+        actor=actor,
+        tenant=config.tenant,
+        attempted="kms_config.make_primary",
+        reason=vendor_config_change_refusal(config, "make primary"),
+        target=config,
+    )
     with transaction.atomic():
         config = _locked(config)
         tenant = config.tenant
@@ -235,17 +261,9 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool 
         if config.state not in (ConfigState.ACTIVE, ConfigState.DECRYPT_ONLY):
             raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}; re-enable it first.")
         old = KmsConfig.objects.select_for_update(no_key=True).filter(tenant=tenant, is_primary=True).first()
-        if (
-            by_vendor
-            and config.owner == ConfigOwner.VENDOR
-            and old is not None
-            and old.owner == ConfigOwner.TENANT
-            and tenant.status == TenantStatus.ACTIVE
-        ):
-            raise errors.PermissionDenied(
-                "The tenant's own key is primary: a vendor-provided key can only replace it while the tenant is "
-                "suspended or offboarding."
-            )
+        refusal = vendor_config_change_refusal(config, "make primary")
+        if refusal and is_vendor(actor, tenant):  # the tenant brought its key since the check above
+            raise errors.TenantSovereignty(refusal)
         if old is not None:
             old.is_primary = False
             if old.state == ConfigState.ACTIVE:
@@ -266,11 +284,21 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor, by_vendor: bool 
         )
         _sync_tenant_summary(tenant)
         bump_epoch()
+        if config.owner == ConfigOwner.TENANT:
+            # a version only the tenant's KMS ever wrapped: everything encrypted from now on is under it
+            tenant_key_create(tenant=tenant, actor=actor, primary=config)
         job = job_start_rewrap(tenant=tenant, source=old, target=config, actor=actor)
     return job
 
 
 def kms_config_decrypt_only(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    guard(
+        actor=actor,
+        tenant=config.tenant,
+        attempted="kms_config.decrypt_only",
+        reason=vendor_config_change_refusal(config, "demote"),
+        target=config,
+    )
     with transaction.atomic():
         config = _locked(config)
         if config.is_primary:
@@ -283,6 +311,13 @@ def kms_config_decrypt_only(*, config: KmsConfig, actor: Actor) -> KmsConfig:
 
 
 def kms_config_disable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
+    guard(
+        actor=actor,
+        tenant=config.tenant,
+        attempted="kms_config.disable",
+        reason=vendor_config_change_refusal(config, "disable"),
+        target=config,
+    )
     with transaction.atomic():
         config = _locked(config)
         if config.state not in UNWRAP_STATES:
@@ -299,6 +334,13 @@ def kms_config_disable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
 
 def kms_config_revoke(*, config: KmsConfig, actor: Actor) -> KmsConfig:
     """The kill switch: every tenant key wrapped under this key stops working everywhere within seconds."""
+    guard(
+        actor=actor,
+        tenant=config.tenant,
+        attempted="kms_config.revoke",
+        reason=vendor_config_change_refusal(config, "revoke"),
+        target=config,
+    )
     with transaction.atomic():
         config = _locked(config)
         if config.state in (ConfigState.REVOKED, ConfigState.DESTROYED):
@@ -315,6 +357,13 @@ def kms_config_revoke(*, config: KmsConfig, actor: Actor) -> KmsConfig:
 
 def kms_config_reenable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
     """Undo disable/revoke. The primary key comes back active; any other comes back decrypt-only."""
+    guard(
+        actor=actor,
+        tenant=config.tenant,
+        attempted="kms_config.reenable",
+        reason=vendor_config_change_refusal(config, "re-enable"),
+        target=config,
+    )
     with transaction.atomic():
         config = _locked(config)
         if config.state not in BLOCKING_STATES:
@@ -355,9 +404,16 @@ def kms_config_destroy(*, config: KmsConfig, actor: Actor) -> KmsConfig:
         config = _locked(config)
         if config.owner != ConfigOwner.VENDOR:
             raise errors.PermissionDenied("KeyCore cannot destroy a tenant's own key; the tenant does that in its KMS.")
-        if config.is_primary and config.tenant.status not in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED):
+        leaving = config.tenant.status in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED)
+        if config.is_primary and not leaving:
             raise errors.Conflict("The primary key of an active tenant cannot be destroyed.")
         orphaned = _keys_wrapped_only_under(config)
+        if orphaned and not leaving:
+            raise errors.Conflict(
+                f"{len(orphaned)} tenant key version(s) of {config.tenant.name} are wrapped only under {config.name}: "
+                "destroying it would destroy that data. Only an offboarding tenant's keys are crypto-shredded; "
+                "otherwise wait for the rekey job to move them, then retire the key."
+            )
         TenantKeyWrap.objects.filter(kms_config=config).delete()
         now = timezone.now()
         TenantKey.objects.filter(pk__in=orphaned).update(state=TenantKeyState.DESTROYED, destroyed_at=now)
@@ -460,7 +516,12 @@ def tenant_key_create(*, tenant: Tenant, actor: Actor, primary: KmsConfig | None
         version = (TenantKey.objects.filter(tenant=tenant).aggregate(v=Max("version"))["v"] or 0) + 1
         raw = new_tenant_key()
         wrapped = provider_for(primary).wrap(raw, wrap_context(primary, tenant, version))
-        key = TenantKey.objects.create(tenant=tenant, version=version, check_value=key_check_value(raw))
+        key = TenantKey.objects.create(
+            tenant=tenant,
+            version=version,
+            check_value=key_check_value(raw),
+            vendor_held=primary.owner == ConfigOwner.VENDOR,
+        )
         TenantKeyWrap.objects.create(tenant_key=key, kms_config=primary, wrapped=wrapped, verified_at=timezone.now())
         if version > 1:
             key_history_record(tenant, primary, HistoryAction.KEY_ROTATED, actor, f"tenant key v{version}")

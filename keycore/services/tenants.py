@@ -25,6 +25,14 @@ from keycore.roles import TenantRole, VendorRole, tenant_role_may_grant
 from keycore.services.audit import Actor, audit_record, diff
 from keycore.services.keyring import bump_epoch
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_destroy, tenant_key_create
+from keycore.services.sovereignty import (
+    TENANT_SETTINGS,
+    guard,
+    is_vendor,
+    tenant_has_owner,
+    vendor_members_refusal,
+    vendor_settings_refusal,
+)
 
 # --- tenants ---------------------------------------------------------------------------
 
@@ -97,21 +105,37 @@ def tenant_create(
 
 
 def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
-    """Change a tenant's name and settings (``external_id`` is immutable: the vendor's apps address it)."""
-    allowed = {"name", "key_rotation_days", "event_retention_days", "require_mfa"}
+    """Change a tenant's name and settings (``external_id`` is immutable: the vendor's apps address it).
+
+    The tenant's own settings (retention, MFA, key-cache bound, retirement) are the vendor's to set only
+    until the tenant has an owner; the rotation period only while the tenant has no key of its own.
+    """
+    allowed = {"name", "key_rotation_days", *TENANT_SETTINGS}
     unknown = set(changes) - allowed
     if unknown:
         raise errors.InvalidInput(f"Cannot change {', '.join(sorted(unknown))}.")
+    guard(
+        actor=actor,
+        tenant=tenant,
+        attempted="tenant.update",
+        reason=vendor_settings_refusal(tenant, changes),
+    )
     if "name" in changes:
         changes["name"] = validate_name(changes["name"])
-    if changes.get("key_rotation_days") is not None and not 1 <= int(changes["key_rotation_days"]) <= 3650:
-        raise errors.InvalidInput(
-            "Rotation period must be 1–3650 days.", field_errors={"key_rotation_days": ["1–3650 days."]}
-        )
-    if "event_retention_days" in changes and not 1 <= int(changes["event_retention_days"]) <= 3650:
-        raise errors.InvalidInput(
-            "Retention must be 1–3650 days.", field_errors={"event_retention_days": ["1–3650 days."]}
-        )
+    _check_range(changes, "key_rotation_days", 1, 3650, "Rotation period must be 1–3650 days.", nullable=True)
+    _check_range(changes, "event_retention_days", 1, 3650, "Retention must be 1–3650 days.")
+    _check_range(
+        changes,
+        "key_cache_seconds",
+        KEY_CACHE_SECONDS_MIN,
+        KEY_CACHE_SECONDS_MAX,
+        f"A key may stay in memory {KEY_CACHE_SECONDS_MIN}–{KEY_CACHE_SECONDS_MAX} seconds.",
+        nullable=True,
+    )
+    _check_range(changes, "retire_idle_days", 1, 3650, "The idle period must be 1–3650 days.", nullable=True)
+    for flag in ("require_mfa", "auto_retire_versions"):
+        if flag in changes and not isinstance(changes[flag], bool):
+            raise errors.InvalidInput(f"{flag} is true or false.", field_errors={flag: ["true or false."]})
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         before = {k: getattr(tenant, k) for k in changes}
@@ -121,7 +145,23 @@ def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
         delta = diff(before, changes)
         if delta:
             audit_record(actor=actor, action="tenant.updated", tenant=tenant, target=tenant, changes=delta)
+            if "key_cache_seconds" in delta:
+                bump_epoch()  # cached keys take the new bound at once
     return tenant
+
+
+#: the bound a tenant may set on how long a KeyCore process keeps one of its unwrapped keys
+KEY_CACHE_SECONDS_MIN, KEY_CACHE_SECONDS_MAX = 30, 300
+
+
+def _check_range(changes: dict, name: str, low: int, high: int, message: str, *, nullable: bool = False) -> None:
+    if name not in changes:
+        return
+    value = changes[name]
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise errors.InvalidInput(message, field_errors={name: [f"{low}–{high}."]})
 
 
 _TRANSITIONS = {
@@ -221,6 +261,8 @@ def invitation_create(
     """
     audience = InvitationAudience.TENANT if tenant is not None else InvitationAudience.VENDOR
     email = _validate_invite(email, role, audience=audience)
+    # the vendor onboards a tenant's first owner; once it has one, a vendor invitation waits for an owner's approval
+    needs_approval = tenant is not None and is_vendor(actor, tenant) and tenant_has_owner(tenant)
     if tenant is not None:
         _require_may_grant(tenant, actor, role)
     if tenant is not None and Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
@@ -244,17 +286,49 @@ def invitation_create(
             created_by=actor.user if actor.user is not None and actor.user.pk else None,
             created_by_label=actor.label[:200],
             expires_at=now + timedelta(hours=settings.KEYCORE_INVITATION_TTL_HOURS),
+            awaiting_approval=needs_approval,
         )
         audit_record(
             actor=actor,
-            action="invitation.created",
+            action="invitation.requested" if needs_approval else "invitation.created",
             tenant=tenant,
             target=invitation,
             target_repr=f"{email} as {role}",
             changes={"email": [None, email], "role": [None, role]},
         )
+        if needs_approval:
+            return invitation, ""  # no usable link exists until an owner approves
         if send:
             transaction.on_commit(lambda: _send_invitation(invitation, token))
+    return invitation, token
+
+
+def invitation_approve(*, invitation: Invitation, actor: Actor) -> tuple[Invitation, str]:
+    """An owner lets a vendor-requested invitation go out: a fresh link is made and sent (recovery path)."""
+    tenant = invitation.tenant
+    if tenant is None or _granter_role(tenant, actor) != TenantRole.OWNER:
+        raise errors.PermissionDenied("Only an owner of the tenant can approve an invitation the vendor asked for.")
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        invitation = Invitation.objects.select_for_update(no_key=True).get(pk=invitation.pk)
+        if not invitation.awaiting_approval or invitation.revoked_at or invitation.accepted_at:
+            raise errors.Conflict(f"This invitation is {invitation.state}; there is nothing to approve.")
+        now = timezone.now()
+        invitation.awaiting_approval = False
+        invitation.approved_by = actor.user
+        invitation.approved_at = now
+        invitation.token_hash = _token_hash(token)
+        invitation.expires_at = now + timedelta(hours=settings.KEYCORE_INVITATION_TTL_HOURS)
+        invitation.save(update_fields=["awaiting_approval", "approved_by", "approved_at", "token_hash", "expires_at"])
+        audit_record(
+            actor=actor,
+            action="invitation.approved",
+            tenant=tenant,
+            target=invitation,
+            target_repr=f"{invitation.email} as {invitation.role}",
+            changes={"requested_by": [None, invitation.created_by_label]},
+        )
+        transaction.on_commit(lambda: _send_invitation(invitation, token))
     return invitation, token
 
 
@@ -262,6 +336,8 @@ def invitation_resend(*, invitation: Invitation, actor: Actor) -> tuple[Invitati
     """Send a fresh link (the old link stops working) and restart the expiry clock."""
     if invitation.state in ("accepted", "revoked"):
         raise errors.Conflict(f"This invitation was {invitation.state}; create a new one.")
+    if invitation.awaiting_approval:
+        raise errors.Conflict("This invitation waits for an owner of the tenant to approve it; there is no link yet.")
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
         invitation.token_hash = _token_hash(token)
@@ -332,6 +408,8 @@ def invitation_lookup(token: str) -> Invitation:
         raise errors.Conflict("This invitation has already been used. Sign in to continue.")
     if invitation.revoked_at:
         raise errors.Conflict("This invitation was withdrawn. Ask the person who invited you for a new one.")
+    if invitation.awaiting_approval:
+        raise errors.Conflict("This invitation waits for an owner of the tenant to approve it.")
     if invitation.expires_at <= timezone.now():
         raise errors.Conflict("This invitation has expired. Ask the person who invited you to send it again.")
     if invitation.tenant is not None and invitation.tenant.status in (
@@ -419,6 +497,13 @@ def _owners(tenant: Tenant) -> int:
 def membership_set_role(*, membership: Membership, role: str, actor: Actor) -> Membership:
     if role not in TenantRole.values:
         raise errors.InvalidInput(f"Unknown role {role!r}.", field_errors={"role": ["Unknown role."]})
+    guard(
+        actor=actor,
+        tenant=membership.tenant,
+        attempted="member.role_change",
+        reason=vendor_members_refusal(membership.tenant),
+        target=membership,
+    )
     with transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).get(pk=membership.tenant_id)
         membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)
@@ -440,6 +525,13 @@ def membership_set_role(*, membership: Membership, role: str, actor: Actor) -> M
 
 
 def membership_remove(*, membership: Membership, actor: Actor) -> None:
+    guard(
+        actor=actor,
+        tenant=membership.tenant,
+        attempted="member.remove",
+        reason=vendor_members_refusal(membership.tenant),
+        target=membership,
+    )
     with transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).get(pk=membership.tenant_id)
         membership = Membership.objects.select_related("user", "tenant").get(pk=membership.pk)

@@ -109,13 +109,15 @@ def test_a_config_can_be_made_primary_as_it_is_created(api, tenant):
     assert RekeyJob.objects.filter(tenant=tenant, target_config__uid=answer.json["uid"]).exists()
 
 
-def test_a_vendor_key_replaces_the_tenants_own_primary_only_while_the_tenant_is_suspended(api, tenants_own_key):
+def test_a_vendor_key_never_replaces_the_tenants_own_key_even_while_suspended(api, tenants_own_key):
     kms_config_make_primary(config=tenants_own_key, actor=Actor.system("tenant-portal"))
     vendor = KmsConfig.objects.get(owner="vendor", tenant=tenants_own_key.tenant)
     answer = api.post(f"/api/v1/tenants/acme/kms-configs/{vendor.uid}/make-primary/")
-    assert answer.status == 403 and "suspended or offboarding" in answer.json["detail"]
+    assert answer.status == 403 and answer.json["type"].endswith("/tenant-sovereignty")
+    assert "can never replace it" in answer.json["detail"]
     assert api.post("/api/v1/tenants/acme/suspend/").status == 200
-    assert api.post(f"/api/v1/tenants/acme/kms-configs/{vendor.uid}/make-primary/").status == 202
+    assert api.post(f"/api/v1/tenants/acme/kms-configs/{vendor.uid}/make-primary/").status == 403
+    assert KmsConfig.objects.get(pk=tenants_own_key.pk).is_primary
 
 
 def test_decrypt_only_and_retire_wait_until_no_key_depends_on_the_config(api, tenant):

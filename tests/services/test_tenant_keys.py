@@ -152,22 +152,6 @@ def test_a_suspended_tenant_cannot_use_its_data(tenant, actor, django_capture_on
     assert _roundtrip("acme")
 
 
-def test_a_vendor_cannot_replace_the_tenants_own_primary_key_while_active(tenant, actor):
-    from keycore.services.keys import ConfigInput
-
-    vendor_key = KmsConfig.objects.get(tenant=tenant, is_primary=True)
-    own = keys.kms_config_create(
-        tenant=tenant, owner="vendor", data=ConfigInput("local", "Pretend own", {}, {}), actor=actor
-    )
-    KmsConfig.objects.filter(pk=own.pk).update(owner="tenant")
-    keys.kms_config_make_primary(config=KmsConfig.objects.get(pk=own.pk), actor=actor)
-    with pytest.raises(errors.PermissionDenied):
-        keys.kms_config_make_primary(config=vendor_key, actor=actor, by_vendor=True)
-    tenant_set_status(tenant=tenant, transition="suspend", actor=actor)
-    job = keys.kms_config_make_primary(config=vendor_key, actor=actor, by_vendor=True)
-    assert isinstance(job, RekeyJob)
-
-
 def test_retiring_refuses_while_a_tenant_key_depends_on_the_key(tenant, actor):
     from keycore.services.keys import ConfigInput
 

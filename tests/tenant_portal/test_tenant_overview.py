@@ -36,7 +36,7 @@ def test_after_the_rekey_job_only_the_tenants_own_key_can_unwrap(client, owner, 
     job = kms_config_make_primary(config=own_config, actor=Actor.for_user(owner))
     page = client.get(url("overview", tenant)).content.decode()
     assert "Your data is protected by your own key" in page
-    assert "A vendor-provided key can still unwrap 1 of your 1 tenant key version" in page
+    assert "A vendor-provided key can still unwrap 1 of your 2 tenant key version" in page
     assert f'id="job-{job.uid}"' in page and 'hx-trigger="every 1s"' in page  # running job, polled
     assert job_run(job.pk).state == "succeeded"
     page = client.get(url("overview", tenant)).content.decode()

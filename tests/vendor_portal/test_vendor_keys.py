@@ -146,28 +146,20 @@ def test_the_tenants_own_key_is_shown_but_not_the_vendors_to_touch(as_admin, ten
     assert tenant_own_key.is_primary and tenant_own_key.state == "active"
 
 
-def test_a_vendor_key_cannot_replace_an_active_tenants_own_key(as_admin, tenant, tenant_own_key):
+@pytest.mark.parametrize("status", ["active", "suspended"])
+def test_a_vendor_key_never_replaces_the_tenants_own_key(as_admin, tenant, tenant_own_key, status):
+    if status == "suspended":
+        tenant_set_status(tenant=tenant, transition="suspend", actor=Actor.system("t"))
     vendor_key = KmsConfig.objects.get(tenant=tenant, owner="vendor")
     page = as_admin.get(reverse("vendor:tenant", args=["acme"])).content.decode()
-    assert "only while the tenant is suspended or offboarding" in page
+    assert "a vendor-provided key can never replace it, whatever the tenant's status" in page
     assert 'disabled aria-describedby="primary-rule"' in page
     response = as_admin.post(reverse("vendor:key_make_primary", args=["acme", vendor_key.uid]), follow=True)
-    assert "suspended or offboarding" in response.content.decode()
+    assert "can never replace it" in response.content.decode()
     tenant_own_key.refresh_from_db()
     assert tenant_own_key.is_primary
     assert not RekeyJob.objects.filter(target_config=vendor_key).exists()
-
-
-def test_once_the_tenant_is_suspended_the_vendor_key_may_take_over(as_admin, tenant, tenant_own_key):
-    tenant_set_status(tenant=tenant, transition="suspend", actor=Actor.system("t"))
-    vendor_key = KmsConfig.objects.get(tenant=tenant, owner="vendor")
-    page = as_admin.get(reverse("vendor:tenant", args=["acme"])).content.decode()
-    assert "is suspended, so you may" in page
-    response = as_admin.post(reverse("vendor:key_make_primary", args=["acme", vendor_key.uid]))
-    job = RekeyJob.objects.get(target_config=vendor_key)
-    assert response["Location"] == reverse("vendor:job", args=[job.uid])
-    vendor_key.refresh_from_db()
-    assert vendor_key.is_primary
+    assert AuditEvent.objects.filter(tenant=tenant, action="vendor.refused").count() == 1
 
 
 @pytest.mark.parametrize(("provider", "secret"), [("kmip", "client_key"), ("pkcs11", "pin")])

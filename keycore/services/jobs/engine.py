@@ -41,6 +41,7 @@ from keycore import errors
 from keycore.models import RekeyJob
 from keycore.models.jobs import ACTIVE_JOB_STATES, ChunkState, JobKind, JobState, RekeyJobChunk
 from keycore.services.audit import Actor, audit_record
+from keycore.services.sovereignty import guard, vendor_job_refusal
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ def enqueue(job: RekeyJob) -> None:
 
 def job_cancel(*, job: RekeyJob, actor: Actor) -> RekeyJob:
     """Stop a job after its current batch. Work already committed stays (it is all verified and consistent)."""
+    if job.tenant_id is not None:
+        guard(actor=actor, tenant=job.tenant, attempted="rekey_job.cancel", reason=vendor_job_refusal(job, "cancel"))
     with transaction.atomic():
         job = RekeyJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         if job.state not in ACTIVE_JOB_STATES:

@@ -24,6 +24,7 @@ from keycore.models.keys import HistoryAction, TenantKeyState
 from keycore.services.audit import Actor, audit_record
 from keycore.services.jobs.engine import JobKindRunner, Subject, batch, enqueue, started_by
 from keycore.services.keyring import bump_epoch, key_history_record
+from keycore.services.sovereignty import guard, tenant_owns_key, vendor_job_refusal
 
 SUBJECT = "tenant_key"
 
@@ -37,6 +38,15 @@ def _waiting_reason(version: int, grace_until) -> str:
 
 def job_start_key_retirement(*, key: TenantKey, actor: Actor, grace_days: int | None = None) -> RekeyJob:
     """Retire an old tenant-key version: decrypt-only now, destroyed once confirmed."""
+    guard(
+        actor=actor,
+        tenant=key.tenant,
+        attempted="tenant_key.retire",
+        reason=f"{key.tenant.name} uses its own key: only the tenant retires its key versions."
+        if tenant_owns_key(key.tenant)
+        else None,
+        target=key,
+    )
     if grace_days is None:
         grace_days = settings.KEYCORE_KEY_RETIREMENT_GRACE_DAYS
     grace_days = max(0, int(grace_days))
@@ -93,6 +103,14 @@ def job_confirm_key_retirement(*, job: RekeyJob, actor: Actor, rekeyed: bool) ->
     version (allowed at any time). ``rekeyed=False``: the tenant accepts that data
     still under it becomes unreadable (allowed only after the grace period).
     """
+    if job.tenant_id is not None:
+        guard(
+            actor=actor,
+            tenant=job.tenant,
+            attempted="rekey_job.confirm",
+            reason=vendor_job_refusal(job, "confirm"),
+            target=job,
+        )
     with transaction.atomic():
         job = (
             RekeyJob.objects.select_for_update(no_key=True, of=("self",))

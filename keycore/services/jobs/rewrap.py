@@ -19,7 +19,7 @@ from django.utils import timezone
 from keycore import errors
 from keycore.models import KmsConfig, RekeyJob, Tenant, TenantKey, TenantKeyWrap
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobKind, JobState, RekeyJobChunk
-from keycore.models.keys import UNWRAP_STATES, ConfigState, TenantKeyState
+from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState, TenantKeyState
 from keycore.providers.registry import get_provider_class
 from keycore.services.audit import Actor, audit_record
 from keycore.services.jobs.engine import (
@@ -189,6 +189,11 @@ class Rewrap(JobKindRunner):
                     unique_fields=["tenant_key", "kms_config"],
                     update_fields=["wrapped", "verified_at"],
                 )
+                if target.owner == ConfigOwner.VENDOR and new_wraps:
+                    # the tenant is told which versions a vendor-provided key ever held
+                    TenantKey.objects.filter(pk__in=[w.tenant_key_id for w in new_wraps], vendor_held=False).update(
+                        vendor_held=True
+                    )
                 progress.cursor, progress.done, progress.failed, progress.error = reached, done, failed, last_error
         if transient is not None:
             raise transient
@@ -204,9 +209,17 @@ class Rewrap(JobKindRunner):
             job.failed = max(job.failed, missing)
             job.last_error = job.last_error or f"{missing} tenant key(s) have no verified wrap under the target."
             return True
-        source = KmsConfig.objects.filter(pk=job.source_config_id).first()
-        if source is not None and source.state == ConfigState.DECRYPT_ONLY and not job.failed:
+        if job.failed:
+            return True
+        target = KmsConfig.objects.filter(pk=job.target_config_id).first()
+        wraps = TenantKeyWrap.objects.filter(tenant_key__tenant_id=job.tenant_id)
+        if target is not None and target.owner == ConfigOwner.TENANT and target.is_primary:
+            # under the tenant's own key now: every vendor-provided wrap goes, so only its key opens its data
+            stale = wraps.filter(kms_config__owner=ConfigOwner.VENDOR)
+        else:
+            source = KmsConfig.objects.filter(pk=job.source_config_id, state=ConfigState.DECRYPT_ONLY).first()
             # every key has a verified wrap under the target: the old ones under the decrypt-only source can go
-            TenantKeyWrap.objects.filter(kms_config=source, tenant_key__tenant_id=job.tenant_id).delete()
+            stale = wraps.filter(kms_config=source) if source is not None else wraps.none()
+        if stale.delete()[0]:
             bump_epoch()
         return True
