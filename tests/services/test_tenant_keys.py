@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from keycore import errors
-from keycore.models import AuditEvent, KeyHistoryEntry, KmsConfig, RekeyJob, TenantKey, TenantKeyWrap
+from keycore.models import AuditEvent, KeyHistoryEntry, KmsConfig, TenantKey, TenantKeyWrap
 from keycore.services import keyring, keys
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 from keycore.services.tenants import tenant_create, tenant_set_status
