@@ -22,6 +22,8 @@ def schedule_periodic_tasks(sender, **kwargs):
     sender.add_periodic_task(60.0, sender.signature("keycore.tasks.resume_rekey_jobs"), name="rekey-jobs-resume")
     # a new tenant-key version for tenants whose rotation period has passed (one set-based query)
     sender.add_periodic_task(3600.0, sender.signature("keycore.tasks.rotate_due_tenant_keys"), name="key-rotation")
+    # older versions a tenant lets KeyCore retire once drained (no document left) or idle (its own period)
+    sender.add_periodic_task(3600.0, sender.signature("keycore.tasks.retire_ready_tenant_keys"), name="key-retirement")
     sender.add_periodic_task(
         settings.KEYCORE_EVENT_DELIVERY_INTERVAL,
         sender.signature("keycore.event_tasks.dispatch_event_deliveries"),

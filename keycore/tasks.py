@@ -20,6 +20,7 @@ from keycore.services.jobs import (
     job_resume_stalled,
     job_run_chunk,
     jobs_never_planned,
+    retire_ready_versions,
     retry_delay,
 )
 from keycore.services.keys import kms_config_check, tenant_key_rotate_if_due, tenants_due_for_rotation
@@ -100,6 +101,12 @@ def rotate_tenant_keys(tenant_ids: list[int]) -> int:
         except errors.KeyCoreError as exc:
             log.warning("scheduled rotation of tenant %s failed: %s", tenant_id, exc.code)
     return rotated
+
+
+@shared_task
+def retire_ready_tenant_keys() -> int:
+    """Periodic (hourly): for tenants that opted in, retire older key versions that are drained or idle."""
+    return len(retire_ready_versions())
 
 
 @shared_task

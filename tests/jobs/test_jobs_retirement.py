@@ -93,3 +93,54 @@ def test_the_last_decrypt_under_a_retiring_version_is_shown(tenant, actor, two_v
     recorder.flush()
     assert tenant_key_last_decrypt(key) is not None
     assert tenant_key_last_decrypt(TenantKey.objects.get(tenant=tenant, version=2)) is None
+
+
+# --- drained or idle: retired without waiting ----------------------------------------------------------
+
+
+def _settled(tenant, minutes=20):
+    """As if the newest version appeared ``minutes`` ago: every use under older ones is counted by now."""
+    TenantKey.objects.filter(tenant=tenant, version=2).update(created_at=timezone.now() - timedelta(minutes=minutes))
+
+
+def test_a_drained_version_is_retired_without_waiting(tenant, actor, two_versions):
+    from keycore.services.keyuse import recorder
+
+    moved = crypto_rekey(tenant="acme", edeks=[two_versions.edek], meta=META)[0].value
+    recorder.flush()
+    assert dict(TenantKey.objects.filter(tenant=tenant).values_list("version", "documents")) == {1: 0, 2: 1}
+    assert jobs.retirement_readiness(_v1(tenant)) is None, "counts are trusted only once uses had time to arrive"
+    _settled(tenant)
+    assert jobs.retirement_readiness(_v1(tenant)) == "drained"
+    job = jobs.job_start_key_retirement(key=_v1(tenant), actor=actor)
+    assert (job.state, job.params["confirmed_as"]) == ("pending", "drained")
+    assert jobs.job_run(job.pk).state == "succeeded" and _v1(tenant).state == "destroyed"
+    keyring.clear_caches()
+    assert crypto_decrypt(tenant="acme", edek=moved, fields=two_versions.fields, meta=META) == {"f": b"old"}
+
+
+def test_a_version_with_documents_waits_unless_idle_for_the_tenants_period(tenant, actor, two_versions):
+    from keycore.services.keyuse import recorder
+
+    recorder.flush()
+    assert _v1(tenant).documents == 1
+    _settled(tenant, minutes=60 * 24 * 8)
+    assert jobs.retirement_readiness(_v1(tenant)) is None
+    tenant.retire_idle_days = 7
+    tenant.save(update_fields=["retire_idle_days"])
+    assert jobs.retirement_readiness(_v1(tenant)) == "idle"
+    crypto_decrypt(tenant="acme", edek=two_versions.edek, fields=two_versions.fields, meta=META)
+    recorder.flush()
+    assert jobs.retirement_readiness(_v1(tenant)) is None, "a decrypt yesterday is not idle"
+
+
+def test_automatic_retirement_only_for_tenants_that_opted_in(tenant, other_tenant, actor, two_versions):
+    keys.tenant_key_create(tenant=other_tenant, actor=actor)  # both tenants: a drained v1 under a settled v2
+    TenantKey.objects.exclude(version=1).update(created_at=timezone.now() - timedelta(minutes=30))
+    assert jobs.retire_ready_versions() == []
+    tenant.auto_retire_versions = True
+    tenant.save(update_fields=["auto_retire_versions"])
+    started = jobs.retire_ready_versions()
+    assert [(j.tenant_id, j.params["version"], j.state) for j in started] == [(tenant.pk, 1, "pending")]
+    assert started[0].started_by_label == "system:auto-retirement"
+    assert jobs.retire_ready_versions() == [], "a retirement under way is not started twice"

@@ -26,7 +26,12 @@ from keycore.services.jobs.engine import (
     retry_delay,
 )
 from keycore.services.jobs.kek_rotation import job_start_kek_rotation, rotatable_providers
-from keycore.services.jobs.key_retirement import job_confirm_key_retirement, job_start_key_retirement
+from keycore.services.jobs.key_retirement import (
+    job_confirm_key_retirement,
+    job_start_key_retirement,
+    retire_ready_versions,
+    retirement_readiness,
+)
 from keycore.services.jobs.rewrap import job_start_rewrap
 from keycore.services.jobs.root_rotation import job_start_root_rotation, root_rotation_leftovers
 
@@ -49,6 +54,8 @@ __all__ = [
     "job_start_rewrap",
     "job_start_root_rotation",
     "jobs_never_planned",
+    "retire_ready_versions",
+    "retirement_readiness",
     "retry_delay",
     "root_rotation_leftovers",
     "rotatable_providers",

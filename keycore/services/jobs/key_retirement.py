@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from keycore import errors
@@ -27,6 +28,9 @@ from keycore.services.keyring import bump_epoch, key_history_record
 from keycore.services.sovereignty import guard, tenant_owns_key, vendor_job_refusal
 
 SUBJECT = "tenant_key"
+#: how long after a newer version appears the older one's counts are trusted: every process flushes its uses
+#: within seconds, and an SDK lease on the older version lasts minutes at most
+SETTLE = timedelta(minutes=15)
 
 
 def _waiting_reason(version: int, grace_until) -> str:
@@ -36,8 +40,41 @@ def _waiting_reason(version: int, grace_until) -> str:
     )
 
 
+def retirement_readiness(key: TenantKey, now=None) -> str | None:
+    """Why this version may be destroyed without waiting, or None.
+
+    Drained: no document KeyCore issued under it is left (the application rekeyed them all). Idle: nothing
+    was decrypted under it for the tenant's ``retire_idle_days`` since it stopped being the newest version
+    (KeyCore counts what it issued, not what the application later deleted; idleness covers the rest).
+    """
+    if key.state == TenantKeyState.DESTROYED:
+        return None
+    newer = (
+        TenantKey.objects.filter(tenant_id=key.tenant_id, version__gt=key.version, state=TenantKeyState.ACTIVE)
+        .order_by("version")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    now = now or timezone.now()
+    if newer is None:
+        return None  # the newest active version encrypts new data
+    if newer > now - SETTLE:
+        return None  # uses under it may still be on their way to the counts (a flush, an SDK lease)
+    if key.documents <= 0:
+        return "drained"
+    idle_days = Tenant.objects.filter(pk=key.tenant_id).values_list("retire_idle_days", flat=True).first()
+    if idle_days:
+        since = max(newer, key.last_decrypt_at or newer)
+        if since <= now - timedelta(days=idle_days):
+            return "idle"
+    return None
+
+
 def job_start_key_retirement(*, key: TenantKey, actor: Actor, grace_days: int | None = None) -> RekeyJob:
-    """Retire an old tenant-key version: decrypt-only now, destroyed once confirmed."""
+    """Retire an old tenant-key version: decrypt-only now, destroyed once confirmed.
+
+    A drained or idle version (:func:`retirement_readiness`) is confirmed at once.
+    """
     guard(
         actor=actor,
         tenant=key.tenant,
@@ -93,6 +130,9 @@ def job_start_key_retirement(*, key: TenantKey, actor: Actor, grace_days: int | 
             target_repr=f"tenant key v{key.version}",
             changes={"state": [before, key.state], "grace_until": [None, grace_until.isoformat()]},
         )
+        ready = retirement_readiness(key)
+        if ready:
+            job = _confirm(job, actor, ready)
     return job
 
 
@@ -127,24 +167,51 @@ def job_confirm_key_retirement(*, job: RekeyJob, actor: Actor, rekeyed: bool) ->
                 f"The grace period ends on {grace_until:%Y-%m-%d %H:%M} UTC; until then the retirement needs the "
                 "application's confirmation that its data was rekeyed."
             )
-        job.params = {
-            **job.params,
-            "confirmed": True,
-            "confirmed_by": actor.label[:200],
-            "confirmed_as": "rekeyed" if rekeyed else "grace period over",
-        }
-        job.state = JobState.PENDING
-        job.pause_reason = ""
-        job.save(update_fields=["params", "state", "pause_reason", "updated_at"])
-        audit_record(
-            actor=actor,
-            action="rekey_job.confirmed",
-            tenant=job.tenant,
-            target=job,
-            changes={"confirmed_as": [None, job.params["confirmed_as"]]},
-        )
-        enqueue(job)
+        return _confirm(job, actor, "rekeyed" if rekeyed else "grace period over")
+
+
+def _confirm(job: RekeyJob, actor: Actor, confirmed_as: str) -> RekeyJob:
+    """Let the waiting retirement run (in the caller's transaction): the version is destroyed on a worker."""
+    job.params = {**job.params, "confirmed": True, "confirmed_by": actor.label[:200], "confirmed_as": confirmed_as}
+    job.state = JobState.PENDING
+    job.pause_reason = ""
+    job.save(update_fields=["params", "state", "pause_reason", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="rekey_job.confirmed",
+        tenant=job.tenant,
+        target=job,
+        changes={"confirmed_as": [None, confirmed_as]},
+    )
+    enqueue(job)
     return job
+
+
+def retire_ready_versions(*, now=None) -> list[RekeyJob]:
+    """For tenants that opted in: retire every older version that is drained or idle (hourly, in beat)."""
+    started = []
+    actor = Actor.system("auto-retirement")
+    candidates = (
+        TenantKey.objects.filter(tenant__auto_retire_versions=True, state=TenantKeyState.ACTIVE)
+        .exclude(retirement_jobs_active())
+        .select_related("tenant")
+        .order_by("tenant_id", "version")
+    )
+    for key in candidates.iterator():
+        if retirement_readiness(key, now) is None:
+            continue
+        try:
+            started.append(job_start_key_retirement(key=key, actor=actor))
+        except errors.Conflict:
+            continue  # became the newest or was retired meanwhile
+    return started
+
+
+def retirement_jobs_active():
+    """Versions with a retirement already under way (a filter for TenantKey querysets)."""
+    return Exists(
+        RekeyJob.objects.filter(tenant_key=OuterRef("pk"), kind=JobKind.KEY_RETIREMENT, state__in=ACTIVE_JOB_STATES)
+    )
 
 
 class KeyRetirement(JobKindRunner):
