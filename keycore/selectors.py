@@ -148,14 +148,18 @@ def tenant_configs(tenant: Tenant) -> list[KmsConfig]:
     )
 
 
-def tenant_key_versions(tenant: Tenant) -> list[TenantKey]:
+def tenant_key_versions_queryset(tenant: Tenant):
     """Every tenant-key version, newest first, with its wraps (and their configurations), primary first."""
     wraps = (
         TenantKeyWrap.objects.select_related("kms_config")
         .defer("wrapped")  # the wrapped key itself is never needed to show where it is wrapped
         .order_by("-kms_config__is_primary", "id")
     )
-    return list(TenantKey.objects.for_tenant(tenant).prefetch_related(Prefetch("wraps", queryset=wraps)))
+    return TenantKey.objects.for_tenant(tenant).prefetch_related(Prefetch("wraps", queryset=wraps))
+
+
+def tenant_key_versions(tenant: Tenant) -> list[TenantKey]:
+    return list(tenant_key_versions_queryset(tenant))
 
 
 def tenant_history(tenant: Tenant, *, config: KmsConfig | None = None, limit: int = 30) -> list[KeyHistoryEntry]:

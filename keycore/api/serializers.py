@@ -12,7 +12,16 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from keycore.models import AuditEvent, Invitation, KeyHistoryEntry, KeyUseEvent, KmsConfig, RekeyJob, Tenant
+from keycore.models import (
+    AuditEvent,
+    Invitation,
+    KeyHistoryEntry,
+    KeyUseEvent,
+    KmsConfig,
+    RekeyJob,
+    Tenant,
+    TenantKey,
+)
 from keycore.models.tenants import EXTERNAL_ID_PATTERN
 from keycore.roles import TenantRole
 
@@ -32,6 +41,9 @@ class TenantSerializer(serializers.ModelSerializer):
             "require_mfa",
             "key_rotation_days",
             "event_retention_days",
+            "key_cache_seconds",
+            "retire_idle_days",
+            "auto_retire_versions",
             "created_at",
             "updated_at",
             "status_changed_at",
@@ -63,10 +75,16 @@ class TenantCreateSerializer(serializers.Serializer):
 
 
 class TenantUpdateSerializer(serializers.Serializer):
+    """The tenant's own settings (all but ``name``) are the vendor's to set only until the tenant has an owner;
+    ``key_rotation_days`` only while the tenant has no key of its own. Otherwise: 403 tenant-sovereignty."""
+
     name = serializers.CharField(max_length=200, required=False)
     require_mfa = serializers.BooleanField(required=False)
     key_rotation_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
     event_retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+    key_cache_seconds = serializers.IntegerField(min_value=30, max_value=300, required=False, allow_null=True)
+    retire_idle_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
+    auto_retire_versions = serializers.BooleanField(required=False)
 
 
 class StatusChangeSerializer(serializers.Serializer):
@@ -100,7 +118,12 @@ class BulkResultSerializer(serializers.Serializer):
 
 class InvitationSerializer(serializers.ModelSerializer):
     role = serializers.ChoiceField(choices=TenantRole.choices, read_only=True)
-    state = serializers.ChoiceField(choices=["pending", "accepted", "revoked", "expired"], read_only=True)
+    state = serializers.ChoiceField(
+        choices=["pending", "awaiting approval", "accepted", "revoked", "expired"],
+        read_only=True,
+        help_text="`awaiting approval`: asked by the vendor for a tenant that has owners; no link exists until "
+        "one of them approves it in the tenant portal.",
+    )
 
     class Meta:
         model = Invitation
@@ -175,6 +198,42 @@ class KmsConfigCreateSerializer(serializers.Serializer):
 
 
 # --- history, jobs, events ------------------------------------------------------------------------
+
+
+class KeyVersionWrapSerializer(serializers.Serializer):
+    config = serializers.UUIDField(source="kms_config.uid")
+    name = serializers.CharField(source="kms_config.name")
+    owner = serializers.CharField(source="kms_config.owner", help_text="`tenant` (its own KMS) or `vendor`.")
+
+
+class KeyVersionSerializer(serializers.ModelSerializer):
+    """One tenant-key version: how much data KeyCore issued under it, and which keys can open it."""
+
+    documents = serializers.IntegerField(
+        read_only=True,
+        help_text="Documents KeyCore issued under this version and that were not rekeyed away (encrypt adds, "
+        "rekey moves). KeyCore counts what it issued, not what the application later deleted.",
+    )
+    vendor_held = serializers.BooleanField(
+        read_only=True,
+        help_text="Ever wrapped under a vendor-provided key: a backup from then, with the vendor's key, opens it.",
+    )
+    wrapped_under = KeyVersionWrapSerializer(source="wraps", many=True, read_only=True)
+
+    class Meta:
+        model = TenantKey
+        fields = [
+            "version",
+            "state",
+            "created_at",
+            "retiring_at",
+            "destroyed_at",
+            "documents",
+            "last_decrypt_at",
+            "vendor_held",
+            "wrapped_under",
+        ]
+        read_only_fields = fields
 
 
 class KeyHistorySerializer(serializers.ModelSerializer):

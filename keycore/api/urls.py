@@ -65,6 +65,7 @@ urlpatterns = [
     ),
     path(tenant + "kms-configs/<uuid:uid>/retire/", views.kms_config_retire, name="api-kms-config-retire"),
     path(tenant + "key-history/", views.KeyHistoryView.as_view(), name="api-key-history"),
+    path(tenant + "key-versions/", views.KeyVersionsView.as_view(), name="api-key-versions"),
     path(tenant + "rekey-jobs/", views.TenantRekeyJobsView.as_view(), name="api-tenant-rekey-jobs"),
     path(tenant + "events/", views.TenantEventsView.as_view(), name="api-tenant-events"),
     path("rekey-jobs/", views.RekeyJobListView.as_view(), name="api-rekey-jobs"),

@@ -20,7 +20,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from keycore import errors
+from keycore import errors, selectors
 from keycore.api import examples as ex
 from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
@@ -33,6 +33,7 @@ from keycore.api.serializers import (
     InvitationSerializer,
     KeyHistorySerializer,
     KeyUseEventSerializer,
+    KeyVersionSerializer,
     KmsConfigCreateSerializer,
     KmsConfigSerializer,
     ProblemSerializer,
@@ -491,6 +492,21 @@ class KeyHistoryView(TenantScoped, generics.ListAPIView):
 
     def get_queryset(self):
         return KeyHistoryEntry.objects.for_tenant(self.tenant).select_related("kms_config")
+
+
+@_on("get")(
+    operation_id="tenant_key_versions_list",
+    summary="List a tenant's key versions",
+    description="Newest first: each version's state, the documents counted under it, its last decrypt, whether a "
+    "vendor-provided key ever held it, and which keys can open it now.",
+    tags=["keys"],
+)
+class KeyVersionsView(TenantScoped, generics.ListAPIView):
+    required_scope = READ
+    serializer_class = KeyVersionSerializer
+
+    def get_queryset(self):
+        return selectors.tenant_key_versions_queryset(self.tenant)
 
 
 _JOB_RELATED = ("tenant", "source_config", "target_config")

@@ -42,7 +42,12 @@ from keycore.services.keyring import (
     wrap_context,
 )
 from keycore.services.kms_quota import kms_acquire
-from keycore.services.sovereignty import guard, is_vendor, vendor_config_change_refusal
+from keycore.services.sovereignty import (
+    guard,
+    is_vendor,
+    vendor_config_change_refusal,
+    vendor_key_replacement_refusal,
+)
 
 # --- configurations --------------------------------------------------------------------
 
@@ -117,6 +122,13 @@ def kms_config_create(
             tenant=tenant,
             attempted="kms_config.create",
             reason=f"Only {tenant.name}'s administrators can bring its own key.",
+        )
+    elif make_primary:  # refused before anything is created, not after
+        guard(
+            actor=actor,
+            tenant=tenant,
+            attempted="kms_config.make_primary",
+            reason=vendor_key_replacement_refusal(tenant),
         )
     cls = get_provider_class(data.provider)
     if owner == ConfigOwner.TENANT and not cls.tenant_may_create:

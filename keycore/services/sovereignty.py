@@ -90,9 +90,16 @@ def vendor_config_change_refusal(config: KmsConfig, action: str) -> str | None:
     """Why the vendor may not ``action`` (make primary, disable, …) this configuration, or None."""
     if config.owner == ConfigOwner.TENANT:
         return f"{config.name} is the tenant's own key: only the tenant's administrators can {action} it."
-    if action == "make primary" and tenant_owns_key(config.tenant):
+    if action == "make primary":
+        return vendor_key_replacement_refusal(config.tenant)
+    return None
+
+
+def vendor_key_replacement_refusal(tenant: Tenant) -> str | None:
+    """Why no vendor-provided key may become this tenant's primary key on the vendor's word, or None."""
+    if tenant_owns_key(tenant):
         return (
-            f"{config.tenant.name} uses its own key: a vendor-provided key can never replace it. "
+            f"{tenant.name} uses its own key: a vendor-provided key can never replace it. "
             "Only the tenant can go back to a vendor-provided key."
         )
     return None
