@@ -186,6 +186,26 @@ def tenant_members(tenant: Tenant) -> list[Membership]:
     )
 
 
+def tenant_vendor_actions(tenant: Tenant):
+    """The tenant's audit events that the vendor caused: its staff, its API keys, its operator's commands, and
+    every attempt it was refused (``vendor.refused``). Newest first; a queryset, for the keyset pager.
+
+    Who acted is told from the row as it was chained: tenant members can never be vendor staff
+    (invitation_accept refuses it), so a staff user on a tenant's chain is the vendor.
+    """
+    staff_users = VendorStaff.objects.values("user_id")
+    return (
+        AuditEvent.objects.for_tenant(tenant)
+        .filter(
+            Q(actor_api_key__isnull=False)
+            | Q(actor_user__in=staff_users)
+            | Q(actor_label__startswith="operator:")
+            | Q(action="vendor.refused")
+        )
+        .select_related("actor_api_key")
+    )
+
+
 def tenant_open_invitations(tenant: Tenant) -> list[Invitation]:
     """Invitations neither accepted nor revoked (expired ones included: they can be sent again)."""
     return list(

@@ -90,6 +90,28 @@ class SettingsForm(forms.Form):
         max_value=3650,
         help_text="Older events are pruned; the event chain stays verifiable from a signed checkpoint.",
     )
+    key_cache_seconds = forms.IntegerField(
+        label="Keep an unwrapped key in KeyCore's memory at most (seconds)",
+        required=False,
+        min_value=30,
+        max_value=300,
+        help_text="If you disable or destroy your key inside your own KMS without telling KeyCore, this is how long "
+        "KeyCore can still use it. Shorter means more calls to your KMS: each KeyCore process asks it about once "
+        "per this many seconds for each key version in use. Empty: the operator's bound.",
+    )
+    retire_idle_days = forms.IntegerField(
+        label="An older key version may be retired after no decrypt for (days)",
+        required=False,
+        min_value=1,
+        max_value=3650,
+        help_text="For versions that still count documents your application may have deleted. Empty: only drained "
+        "versions (no document left) can be retired without waiting.",
+    )
+    auto_retire_versions = forms.BooleanField(
+        label="Retire drained or idle older versions automatically",
+        required=False,
+        help_text="KeyCore checks hourly and destroys such versions for you; each retirement is in your events.",
+    )
 
 
 class RevokeForm(forms.Form):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tenant_portal import events, keys, views
+from tenant_portal import events, keys, versions, views
 
 app_name = "tenant"
 
@@ -17,6 +17,13 @@ urlpatterns = [
     path("<str:tenant>/members/<uuid:member>/remove/", views.member_remove, name="member_remove"),
     path("<str:tenant>/invitations/<uuid:invitation>/resend/", views.invitation_resend_view, name="invitation_resend"),
     path("<str:tenant>/invitations/<uuid:invitation>/revoke/", views.invitation_revoke_view, name="invitation_revoke"),
+    path(
+        "<str:tenant>/invitations/<uuid:invitation>/approve/", views.invitation_approve_view, name="invitation_approve"
+    ),
+    # key versions and what the vendor did (tenant_portal/versions.py)
+    path("<str:tenant>/keys/versions/", versions.versions, name="versions"),
+    path("<str:tenant>/keys/versions/<int:version>/retire/", versions.version_retire, name="version_retire"),
+    path("<str:tenant>/vendor-actions/", versions.vendor_actions, name="vendor_actions"),
     # KMS configurations
     path("<str:tenant>/keys/", keys.config_list, name="keys"),
     path("<str:tenant>/keys/new/", keys.config_new, name="key_new"),

@@ -22,11 +22,13 @@ from keycore.models.jobs import JobKind
 from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.providers.registry import get_provider_class
 from keycore.roles import Cap, TenantRole, tenant_can
+from keycore.services import keyring
 from keycore.services.audit import Actor
 from keycore.services.jobs import job_cancel, job_retry
 from keycore.services.keyring import describe_config
 from keycore.services.keys import tenant_key_create
 from keycore.services.tenants import (
+    invitation_approve,
     invitation_create,
     invitation_resend,
     invitation_revoke,
@@ -86,6 +88,8 @@ def key_state(tenant) -> dict:
         "older_versions": max(0, len(versions) - SHOWN_KEY_VERSIONS),
         "live_versions": len(live),
         "vendor_wrapped": vendor_wrapped,
+        "vendor_held_live": [v for v in live if v.vendor_held],
+        "vendor_held_documents": sum(max(0, v.documents) for v in live if v.vendor_held),
         "history": selectors.tenant_history(tenant, limit=20),
     }
 
@@ -242,6 +246,23 @@ def invitation_resend_view(request, invitation):
 
 @tenant_view(Cap.MANAGE_MEMBERS)
 @require_POST
+@reauthentication_required
+def invitation_approve_view(request, invitation):
+    """An owner lets an invitation the vendor asked for go out (the recovery path); its link is sent now."""
+    try:
+        found, _token = invitation_approve(
+            invitation=get_object_or_404(Invitation.objects.for_tenant(request.tenant), uid=invitation),
+            actor=Actor.from_request(request),
+        )
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Approved: {found.email} was sent a link to join as {found.get_role_display()}.")
+    return redirect("tenant:members", tenant=request.tenant.external_id)
+
+
+@tenant_view(Cap.MANAGE_MEMBERS)
+@require_POST
 def invitation_revoke_view(request, invitation):
     try:
         found = invitation_revoke(invitation=_invitation(request, invitation), actor=Actor.from_request(request))
@@ -331,6 +352,9 @@ def _settings_page(request, form: SettingsForm | None = None, status: int = 200)
             "require_mfa": tenant.require_mfa,
             "key_rotation_days": tenant.key_rotation_days,
             "event_retention_days": tenant.event_retention_days,
+            "key_cache_seconds": tenant.key_cache_seconds,
+            "retire_idle_days": tenant.retire_idle_days,
+            "auto_retire_versions": tenant.auto_retire_versions,
         }
     )
     versions = selectors.tenant_key_versions(tenant)
@@ -341,6 +365,7 @@ def _settings_page(request, form: SettingsForm | None = None, status: int = 200)
             "tenant": tenant,
             "form": form,
             "current_version": next((v for v in versions if v.state == "active"), None),
+            "key_cache_seconds": keyring.cache_ttl(tenant),
             "nav": "settings",
         },
         status=status,

@@ -40,7 +40,8 @@ def test_after_the_rekey_job_only_the_tenants_own_key_can_unwrap(client, owner, 
     assert f'id="job-{job.uid}"' in page and 'hx-trigger="every 1s"' in page  # running job, polled
     assert job_run(job.pk).state == "succeeded"
     page = client.get(url("overview", tenant)).content.decode()
-    assert "Only your key can unwrap your tenant keys" in page
+    assert "Only your key can unwrap your tenant keys now" in page
+    assert "1 of them (v1) was once under the vendor" in page, "the history the cryptography backs, said too"
     assert own_config.settings["key_id"] in page  # where the key lives, exactly
     assert "replacing Vendor-provided key" in page  # the history names the change
 

@@ -60,6 +60,7 @@ def sample_objects(tenant) -> dict[str, str]:
     from keycore.models import KmsConfig, Membership, RekeyJob
     from keycore.models.jobs import JobKind
     from keycore.services.audit import Actor
+    from keycore.services.keys import tenant_key_create
     from keycore.services.tenants import invitation_create
 
     actor = Actor.system("tests")
@@ -72,11 +73,15 @@ def sample_objects(tenant) -> dict[str, str]:
     )
     member = Membership.objects.for_tenant(tenant).order_by("id").first()
     assert member is not None, "give the tenant a member first"
+    # versions are numbered per tenant: give this one a number the other tenant's (fresh) key has not reached
+    for _ in range(3):
+        tenant_key_create(tenant=tenant, actor=actor)
     objects = {
         "config": str(config.uid),
         "job": str(job.uid),
         "invitation": str(invitation.uid),
         "member": str(member.uid),
+        "version": "4",
         "provider": "aws",
     }
     objects.update(_security_event_objects(tenant))
