@@ -456,7 +456,7 @@ def invitation_create(request, external_id: str):
     form = InvitationForm(request.POST)
     if form.is_valid():
         try:
-            tenants.invitation_create(
+            invitation, _token = tenants.invitation_create(
                 tenant=tenant,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
@@ -465,6 +465,13 @@ def invitation_create(request, external_id: str):
         except errors.KeyCoreError as exc:
             add_service_error(form, exc)
         else:
+            if invitation.awaiting_approval:
+                messages.info(
+                    request,
+                    f"{tenant.name} has an owner, so only the tenant adds its members: the invitation of "
+                    f"{invitation.email} waits for one of its owners to approve it. No link exists until then.",
+                )
+                return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#members")
             messages.success(
                 request,
                 f"Invited {form.cleaned_data['email']}; the link works once and expires in "
