@@ -45,6 +45,7 @@ ROUTES = [
     ("POST", "/api/v1/tenants/acme/kms-configs/{config}/decrypt-only/", "keys:write", None),
     ("POST", "/api/v1/tenants/acme/kms-configs/{config}/retire/", "keys:write", None),
     ("GET", "/api/v1/tenants/acme/key-history/", "tenants:read", None),
+    ("GET", "/api/v1/tenants/acme/key-versions/", "tenants:read", None),
     ("GET", "/api/v1/tenants/acme/rekey-jobs/", "tenants:read", None),
     ("POST", "/api/v1/tenants/acme/rekey-jobs/", "jobs:write", None),
     ("GET", "/api/v1/tenants/acme/events/", "events:read", None),
