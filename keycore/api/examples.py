@@ -162,6 +162,24 @@ HISTORY_PAGE = OpenApiExample(
     response_only=True,
 )
 
+KEY_VERSIONS_PAGE = OpenApiExample(
+    "A tenant on its own key, with one older version still counting data",
+    value=_page(
+        {
+            "version": 2,
+            "state": "active",
+            "created_at": _T,
+            "retiring_at": None,
+            "destroyed_at": None,
+            "documents": 1840,
+            "last_decrypt_at": _T,
+            "vendor_held": False,
+            "wrapped_under": [{"config": _AWS_UID, "name": "Acme's AWS key", "owner": "tenant"}],
+        }
+    ),
+    response_only=True,
+)
+
 JOB_VALUE = {
     "uid": _JOB_UID,
     "kind": "rewrap",

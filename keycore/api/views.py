@@ -499,7 +499,8 @@ class KeyHistoryView(TenantScoped, generics.ListAPIView):
     summary="List a tenant's key versions",
     description="Newest first: each version's state, the documents counted under it, its last decrypt, whether a "
     "vendor-provided key ever held it, and which keys can open it now.",
-    tags=["keys"],
+    tags=["kms-configs"],
+    examples=[ex.KEY_VERSIONS_PAGE],
 )
 class KeyVersionsView(TenantScoped, generics.ListAPIView):
     required_scope = READ

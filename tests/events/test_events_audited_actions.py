@@ -450,6 +450,9 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "bulk_swap_sealed",
             "rotatable_providers",
             "root_rotation_leftovers",
+            "retirement_readiness",
+            "retirement_jobs_active",
+            "retire_ready_versions",  # the hourly schedule's system actor; job_start_key_retirement audits
             "job_plan",
             "job_mark_enqueued",
             "job_run",
