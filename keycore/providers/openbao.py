@@ -513,12 +513,12 @@ class OpenBaoTransitProvider(KeyProvider):
             warnings.append(
                 f"{what} is not derived: a policy cannot keep KeyCore's token to this tenant (see the setup help)."
             )
-        client = self._connected()
         encrypt_path = f"{self.mount}/encrypt/{self.key_name}"
         try:
+            client = self._connected()
             capabilities = _capabilities(client, encrypt_path)
             token = client.auth.token.lookup_self()["data"]
-        except (vault.VaultError, requests.RequestException, KeyError, TypeError):
+        except (errors.KeyCoreError, vault.VaultError, requests.RequestException, KeyError, TypeError):
             return warnings
         if {"create", "sudo", "root"} & set(capabilities):
             warnings.append(
@@ -658,7 +658,7 @@ class OpenBaoTransitProvider(KeyProvider):
         try:
             token = client.auth.token.lookup_self()["data"]
             ttl, full = int(token.get("ttl") or 0), int(token.get("creation_ttl") or 0)
-            if token.get("renewable") and ttl and ttl < full * RENEW_BELOW_FRACTION:
+            if token.get("renewable") and ttl and ttl <= full * RENEW_BELOW_FRACTION:
                 client.auth.token.renew_self()
                 log.info("renewed the OpenBao token of %s", self.describe())
         except (vault.VaultError, requests.RequestException, KeyError, TypeError, ValueError) as exc:

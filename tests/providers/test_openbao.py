@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.server
 import os
+import re
 import socket
 import threading
 import time
@@ -254,13 +255,12 @@ def test_with_the_secret_id_destroyed_and_tokens_revoked_keycore_is_shut_out(ope
 
 def test_a_renewable_token_past_half_its_lifetime_is_renewed(openbao_server, key, context):
     openbao_server.write_policy(key, openbao_server.keycore_policy(key))
-    token = openbao_server.token(policies=[key], ttl="4s")
-    time.sleep(2.5)  # less than half of its lifetime left
+    token = openbao_server.token(policies=[key], ttl="6s")
+    time.sleep(3.6)  # less than half of its lifetime left
     provider = build(openbao_server, key, token)
     tenant_key = os.urandom(32)
     wrapped = provider.wrap(tenant_key, context)  # the first call looks the token up and renews it
-    assert openbao_server.admin().auth.token.lookup(token)["data"]["ttl"] >= 3
-    time.sleep(2.0)  # past its first expiry
+    assert openbao_server.admin().auth.token.lookup(token)["data"]["ttl"] >= 5  # a full lifetime again
     assert provider.unwrap(wrapped, context) == tenant_key
 
 
@@ -269,7 +269,7 @@ def test_check_warns_about_a_token_that_expires_and_cannot_be_renewed(openbao_se
     token = openbao_server.token(policies=[key], ttl="48h", renewable=False)
     result = build(openbao_server, key, token).check(context)
     assert result.ok, result.detail
-    assert any("expires in 47 hours and cannot be renewed" in w for w in result.extra["warnings"])
+    assert any(re.search(r"expires in 4[78] hours and cannot be renewed", w) for w in result.extra["warnings"])
 
 
 # -- check (test connection) -------------------------------------------------------
