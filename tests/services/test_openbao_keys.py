@@ -19,7 +19,7 @@ import pytest
 
 from keycore.models import KmsConfig, TenantKeyWrap
 from keycore.providers.openbao import transit_key_version
-from keycore.services import jobs, keys
+from keycore.services import jobs, keyring, keys
 from keycore.services.audit import Actor
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 from tests.factories import make_tenant
@@ -174,7 +174,7 @@ def test_transit_rotation_keeps_data_readable_and_a_rekey_lets_the_tenant_retire
     before = [crypto_encrypt(tenant="rotating", fields={"v": b"before"}, meta=META)]
     transit = openbao_server.admin().secrets.transit
     transit.rotate_key(key)
-    keys.clear_caches()
+    keyring.clear_caches()
     assert crypto_decrypt(tenant="rotating", edek=before[0].edek, fields=before[0].fields, meta=META) == {
         "v": b"before"
     }
@@ -197,6 +197,6 @@ def test_transit_rotation_keeps_data_readable_and_a_rekey_lets_the_tenant_retire
     assert not wraps.filter(kms_config=config).exists()
 
     transit.update_key_configuration(key, min_decryption_version=2)  # the tenant retires version 1
-    keys.clear_caches()
+    keyring.clear_caches()
     for document, plain in ((before[0], b"before"), (after, b"after")):
         assert crypto_decrypt(tenant="rotating", edek=document.edek, fields=document.fields, meta=META) == {"v": plain}

@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from keycore import errors
@@ -213,13 +213,11 @@ class Rewrap(JobKindRunner):
             return True
         target = KmsConfig.objects.filter(pk=job.target_config_id).first()
         wraps = TenantKeyWrap.objects.filter(tenant_key__tenant_id=job.tenant_id)
+        # every key has a verified wrap under the target: the old ones under the decrypt-only source can go
+        stale = Q(kms_config_id=job.source_config_id, kms_config__state=ConfigState.DECRYPT_ONLY)
         if target is not None and target.owner == ConfigOwner.TENANT and target.is_primary:
-            # under the tenant's own key now: every vendor-provided wrap goes, so only its key opens its data
-            stale = wraps.filter(kms_config__owner=ConfigOwner.VENDOR)
-        else:
-            source = KmsConfig.objects.filter(pk=job.source_config_id, state=ConfigState.DECRYPT_ONLY).first()
-            # every key has a verified wrap under the target: the old ones under the decrypt-only source can go
-            stale = wraps.filter(kms_config=source) if source is not None else wraps.none()
-        if stale.delete()[0]:
+            # under the tenant's own key now: every vendor-provided wrap goes too, so only its keys open its data
+            stale |= Q(kms_config__owner=ConfigOwner.VENDOR)
+        if wraps.filter(stale).exclude(kms_config_id=job.target_config_id).delete()[0]:
             bump_epoch()
         return True
