@@ -6,6 +6,9 @@ import base64
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.adapter import DefaultMFAAdapter
+from allauth.mfa.webauthn.forms import AddWebAuthnForm, EditWebAuthnForm
+from django import forms
+from django.db import transaction
 from django.urls import reverse
 
 INVITATION_SESSION_KEY = "keycore_invitation_token"
@@ -28,8 +31,6 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def clean_email(self, email: str) -> str:
         """At sign-up, the address must be the one the invitation was sent to."""
-        from django import forms
-
         from keycore import errors
         from keycore.services.tenants import invitation_lookup
 
@@ -52,6 +53,17 @@ class AccountAdapter(DefaultAccountAdapter):
     def get_signup_redirect_url(self, request) -> str:
         return self.get_login_redirect_url(request)
 
+    def get_reauthentication_methods(self, user) -> list[dict]:
+        """allauth's choices (password first), in KeyCore's words: a WebAuthn credential is a passkey."""
+        labels = {
+            "mfa_reauthenticate": "Use an authenticator code or a recovery code",
+            "mfa_reauthenticate:webauthn": "Use a passkey",
+        }
+        return [
+            {**method, "description": labels.get(method["id"], method["description"])}
+            for method in super().get_reauthentication_methods(user)
+        ]
+
 
 class MFAAdapter(DefaultMFAAdapter):
     """TOTP secrets and recovery-code seeds are sealed with the root key, never stored in the clear."""
@@ -72,3 +84,36 @@ class MFAAdapter(DefaultMFAAdapter):
             raise ValueError("An MFA secret is not sealed.")
         blob = base64.b64decode(encrypted_text[len(self.MARKER) :])
         return root_keyring().unseal(blob, purpose=self.PURPOSE, context="allauth").decode()
+
+
+PASSKEY_NAME_MAX_LENGTH = 100
+
+
+class AddPasskeyForm(AddWebAuthnForm):
+    """allauth's form, with a bounded name (it lands in the audit trail)."""
+
+    name = forms.CharField(required=False, max_length=PASSKEY_NAME_MAX_LENGTH)
+
+
+class RenamePasskeyForm(EditWebAuthnForm):
+    """allauth's rename of a passkey, audited like adding or removing one (allauth sends no signal for it)."""
+
+    name = forms.CharField(required=True, max_length=PASSKEY_NAME_MAX_LENGTH)
+
+    def save(self):
+        from allauth.core import context
+
+        from keycore.services.audit import Actor, audit_record
+
+        before = self.instance.wrap().name
+        with transaction.atomic():
+            authenticator = super().save()
+            user = authenticator.user
+            audit_record(
+                actor=Actor.from_request(context.request),
+                action="mfa.renamed",
+                target=user,
+                target_repr=user.email,
+                changes={"name": [before, authenticator.wrap().name]},
+            )
+        return authenticator

@@ -27,9 +27,33 @@ def _actor(request, user=None) -> Actor:
     return actor
 
 
+def _sign_in_method(request, user) -> str:
+    """How this sign-in was proven, from allauth's record of the session: "password+totp", "passkey", …"""
+    from allauth.account.internal.flows.login import get_authentication_records
+
+    names = {"webauthn": "passkey", "recovery_codes": "recovery code"}
+    steps = []
+    for record in get_authentication_records(request, user) if request is not None else []:
+        if record.get("reauthenticated"):
+            continue
+        step = (
+            record.get("method") if record.get("method") != "mfa" else names.get(record.get("type"), record.get("type"))
+        )
+        if step and step not in steps:
+            steps.append(step)
+    return "+".join(steps)
+
+
 @receiver(user_logged_in)
 def on_login(sender, request, user, **kwargs):
-    audit_record(actor=_actor(request, user), action="auth.signed_in", target=user, target_repr=user.email)
+    method = _sign_in_method(request, user)
+    audit_record(
+        actor=_actor(request, user),
+        action="auth.signed_in",
+        target=user,
+        target_repr=user.email,
+        changes={"method": [None, method]} if method else None,
+    )
 
 
 @receiver(user_logged_out)
@@ -73,6 +97,14 @@ def on_signup(sender, request, user, **kwargs):
         request.session.pop(INVITATION_SESSION_KEY, None)
 
 
+def _described(authenticator) -> dict:
+    """What an MFA event records of an authenticator: its type, and a passkey's name (a user has several)."""
+    described = {"type": authenticator.type}
+    if authenticator.type == authenticator.Type.WEBAUTHN:
+        described["name"] = authenticator.wrap().name
+    return described
+
+
 @receiver(authenticator_added)
 def on_mfa_added(sender, request, authenticator, **kwargs):
     audit_record(
@@ -80,7 +112,7 @@ def on_mfa_added(sender, request, authenticator, **kwargs):
         action="mfa.added",
         target=authenticator.user,
         target_repr=authenticator.user.email,
-        changes={"type": [None, authenticator.type]},
+        changes={field: [None, value] for field, value in _described(authenticator).items()},
     )
 
 
@@ -91,7 +123,7 @@ def on_mfa_removed(sender, request, authenticator, **kwargs):
         action="mfa.removed",
         target=authenticator.user,
         target_repr=authenticator.user.email,
-        changes={"type": [authenticator.type, None]},
+        changes={field: [value, None] for field, value in _described(authenticator).items()},
     )
 
 
