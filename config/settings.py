@@ -278,7 +278,14 @@ MFA_SUPPORTED_TYPES = ["webauthn", "totp", "recovery_codes"]
 # a passkey that verifies its user (PIN, biometrics) signs in alone; it is bound to KeyCore's host name
 MFA_PASSKEY_LOGIN_ENABLED = env_bool("KEYCORE_PASSKEY_LOGIN", True)
 MFA_PASSKEY_SIGNUP_ENABLED = False  # accounts come from invitations, with a password
-MFA_FORMS = {"add_webauthn": "keycore.accounts.AddPasskeyForm", "edit_webauthn": "keycore.accounts.RenamePasskeyForm"}
+# allauth's passkey forms, with bounded names and audited renames and refusals
+MFA_FORMS = {
+    "add_webauthn": "keycore.accounts.AddPasskeyForm",
+    "edit_webauthn": "keycore.accounts.RenamePasskeyForm",
+    "authenticate_webauthn": "keycore.accounts.AuthenticatePasskeyForm",
+    "reauthenticate_webauthn": "keycore.accounts.ReauthenticatePasskeyForm",
+    "login_webauthn": "keycore.accounts.LoginPasskeyForm",
+}
 # A passkey sign-in has no per-account secret to guess: it is throttled per IP, as password sign-ins are.
 MFA_RATE_LIMITS = {
     "webauthn_login": ",".join(rate for rate in ACCOUNT_RATE_LIMITS["login_failed"].split(",") if rate.endswith("/ip"))

@@ -1,15 +1,26 @@
-"""django-allauth adaptation: sign-up only through an invitation, and the invitation proves the address."""
+"""django-allauth adaptation: sign-up only through an invitation, and the invitation proves the address;
+MFA secrets sealed with the root key; allauth's passkey forms with bounded names and audited renames and
+refusals."""
 
 from __future__ import annotations
 
 import base64
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core import context
 from allauth.mfa.adapter import DefaultMFAAdapter
-from allauth.mfa.webauthn.forms import AddWebAuthnForm, EditWebAuthnForm
+from allauth.mfa.webauthn.forms import (
+    AddWebAuthnForm,
+    AuthenticateWebAuthnForm,
+    EditWebAuthnForm,
+    LoginWebAuthnForm,
+    ReauthenticateWebAuthnForm,
+)
 from django import forms
 from django.db import transaction
 from django.urls import reverse
+
+from keycore.services.audit import Actor, audit_record
 
 INVITATION_SESSION_KEY = "keycore_invitation_token"
 
@@ -101,10 +112,6 @@ class RenamePasskeyForm(EditWebAuthnForm):
     name = forms.CharField(required=True, max_length=PASSKEY_NAME_MAX_LENGTH)
 
     def save(self):
-        from allauth.core import context
-
-        from keycore.services.audit import Actor, audit_record
-
         before = self.instance.wrap().name
         with transaction.atomic():
             authenticator = super().save()
@@ -117,3 +124,33 @@ class RenamePasskeyForm(EditWebAuthnForm):
                 changes={"name": [before, authenticator.wrap().name]},
             )
         return authenticator
+
+
+class _AuditedPasskeyAnswer:
+    """A refused passkey answer is audited, as a wrong password or TOTP code is."""
+
+    def clean_credential(self):
+        try:
+            return super().clean_credential()
+        except forms.ValidationError:
+            actor = Actor.from_request(context.request)
+            if self.user is None:  # passwordless: whoever the answer claims to be is the sender's choice
+                changes = {"method": [None, "passkey"]}
+                audit_record(actor=actor, action="auth.sign_in_failed", target_type="user", changes=changes)
+            else:
+                if actor.user is None:  # the second step of a sign-in: not signed in yet
+                    actor = Actor.for_user(self.user, source_ip=actor.source_ip, user_agent=actor.user_agent)
+                audit_record(actor=actor, action="mfa.passkey_rejected", target=self.user, target_repr=self.user.email)
+            raise
+
+
+class AuthenticatePasskeyForm(_AuditedPasskeyAnswer, AuthenticateWebAuthnForm):
+    """The second step of a sign-in, answered with a passkey."""
+
+
+class ReauthenticatePasskeyForm(_AuditedPasskeyAnswer, ReauthenticateWebAuthnForm):
+    """Confirming a destructive action with a passkey."""
+
+
+class LoginPasskeyForm(_AuditedPasskeyAnswer, LoginWebAuthnForm):
+    """Signing in with a passkey alone."""

@@ -6,8 +6,12 @@ someone else's passkey gets: nothing. The same flows run in Chromium in tests/br
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from allauth.mfa.models import Authenticator
@@ -21,6 +25,8 @@ from tests.factories import PASSWORD, make_member
 from tests.webauthn import SoftPasskey, options_in
 
 pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: the policy as it was before passkeys: enabling them must not widen it by a single source
 CSP_BEFORE_PASSKEYS = (
@@ -101,6 +107,25 @@ def test_passkeys_are_on_and_emailed_codes_and_insecure_origins_stay_off():
     assert "code" not in account_settings.REAUTHENTICATION_METHODS
     assert not account_settings.LOGIN_BY_CODE_ENABLED
     assert mfa_settings.RATE_LIMITS["webauthn_login"] == "10/m/ip"  # the per-IP part of the sign-in limit
+
+
+def test_passwordless_sign_in_can_be_turned_off(tmp_path):
+    """KEYCORE_PASSKEY_LOGIN=0: passkeys stay a second factor; no passwordless URL, no "alone" choice."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYCORE_", "DATABASE_URL"))}
+    env.update(KEYCORE_TESTING="1", KEYCORE_PASSKEY_LOGIN="0", KEYCORE_VAR_DIR=str(tmp_path))
+    code = (
+        "import django; django.setup()\n"
+        "from allauth.mfa import app_settings\n"
+        "from django.urls import NoReverseMatch, reverse\n"
+        "from keycore.accounts import AddPasskeyForm\n"
+        "assert 'webauthn' in app_settings.SUPPORTED_TYPES and not app_settings.PASSKEY_LOGIN_ENABLED\n"
+        "assert 'passwordless' not in AddPasskeyForm.base_fields\n"
+        "try:\n    reverse('mfa_login_webauthn')\nexcept NoReverseMatch:\n    print('off')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "off", result.stderr
 
 
 def test_the_content_security_policy_is_the_one_from_before_passkeys():
@@ -280,18 +305,34 @@ def test_a_passkey_is_a_second_factor_after_the_password(client, owner, enrolled
     sign_out(client)
     sign_in_with_password(client, owner)
     client.get(reverse("mfa_authenticate"))
+    start = last_id()
     response = client.post(reverse("mfa_authenticate"), {"credential": json.dumps(answer)})
     assert response.status_code == 200 and "Incorrect code" in response.content.decode()
     assert client.get(reverse("tenant:overview", args=[tenant.external_id])).status_code == 302
+    assert new_events(start) == Counter({"mfa.passkey_rejected": 1})
+    assert AuditEvent.objects.get(id__gt=start).actor_user == owner
+
+
+def test_an_administrator_without_a_passkey_is_not_offered_one_at_the_second_step(client, owner):
+    sign_in_with_password(client, owner)
+    page = client.get(reverse("mfa_authenticate")).content.decode()
+    assert 'name="code"' in page and "data-passkey=" not in page and "passkeys.js" not in page
 
 
 def test_a_passkey_alone_signs_in_only_when_it_verified_its_user(client, owner, enrolled, tenant):
     overview = reverse("tenant:overview", args=[tenant.external_id])
     sign_out(client)
     untouched = enrolled.get(passwordless_options(client), user_verified=False)
+    start = last_id()
     response = client.post(reverse("mfa_login_webauthn"), {"credential": json.dumps(untouched)})
     assert response["Location"] == reverse("account_login")
     assert client.get(overview).status_code == 302, "a passkey that did not check its user is not enough alone"
+    failed = AuditEvent.objects.get(id__gt=start)
+    assert (failed.action, failed.changes, failed.actor_user) == (
+        "auth.sign_in_failed",
+        {"method": [None, "passkey"]},
+        None,
+    )
 
     start = last_id()
     answer = enrolled.get(passwordless_options(client), user_verified=True)
@@ -368,3 +409,4 @@ def test_someone_elses_passkey_does_not_confirm_my_action(client, vendor_admin, 
     assert response["Location"].startswith(reverse("account_reauthenticate"))
     key.refresh_from_db()
     assert key.revoked_at is None
+    assert AuditEvent.objects.filter(action="mfa.passkey_rejected", actor_user=vendor_admin).count() == 1
