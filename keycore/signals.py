@@ -36,9 +36,9 @@ def _sign_in_method(request, user) -> str:
     for record in get_authentication_records(request, user) if request is not None else []:
         if record.get("reauthenticated"):
             continue
-        step = (
-            record.get("method") if record.get("method") != "mfa" else names.get(record.get("type"), record.get("type"))
-        )
+        step = record.get("method")
+        if step == "mfa":
+            step = names.get(record.get("type"), record.get("type"))
         if step and step not in steps:
             steps.append(step)
     return "+".join(steps)
