@@ -261,7 +261,7 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_SESSION_REMEMBER = False
 ACCOUNT_PREVENT_ENUMERATION = True
-# destructive key actions ask for the password (or a TOTP code), never for a code sent by email
+# destructive key actions ask for the password, a passkey or a TOTP code: never for a code sent by email
 ACCOUNT_REAUTHENTICATION_METHODS = ("password", "mfa")
 ACCOUNT_REAUTHENTICATION_TIMEOUT = int(env("KEYCORE_REAUTHENTICATION_TIMEOUT", "300"))
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[KeyCore] "
@@ -273,8 +273,24 @@ ACCOUNT_RATE_LIMITS = {
     "signup": "20/m/ip",
 }
 MFA_ADAPTER = "keycore.accounts.MFAAdapter"
-# WebAuthn is left out: allauth's WebAuthn pages need inline scripts, which our CSP forbids
-MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# Passkeys (WebAuthn) work under the CSP: KeyCore's own templates drive them from static/js/passkeys.js.
+MFA_SUPPORTED_TYPES = ["webauthn", "totp", "recovery_codes"]
+# a passkey that verifies its user (PIN, biometrics) signs in alone; it is bound to KeyCore's host name
+MFA_PASSKEY_LOGIN_ENABLED = env_bool("KEYCORE_PASSKEY_LOGIN", True)
+MFA_PASSKEY_SIGNUP_ENABLED = False  # accounts come from invitations, with a password
+# allauth's passkey forms, with bounded names and audited renames and refusals
+MFA_FORMS = {
+    "add_webauthn": "keycore.accounts.AddPasskeyForm",
+    "edit_webauthn": "keycore.accounts.RenamePasskeyForm",
+    "authenticate_webauthn": "keycore.accounts.AuthenticatePasskeyForm",
+    "reauthenticate_webauthn": "keycore.accounts.ReauthenticatePasskeyForm",
+    "login_webauthn": "keycore.accounts.LoginPasskeyForm",
+}
+# A passkey sign-in has no per-account secret to guess: it is throttled per IP, as password sign-ins are.
+MFA_RATE_LIMITS = {
+    "webauthn_login": ",".join(rate for rate in ACCOUNT_RATE_LIMITS["login_failed"].split(",") if rate.endswith("/ip"))
+    or "10/m/ip"
+}
 MFA_TOTP_ISSUER = env("KEYCORE_MFA_ISSUER", "KeyCore")
 # Vendor administrators and tenant owners/admins must enrol MFA before they may act.
 KEYCORE_REQUIRE_ADMIN_MFA = env_bool("KEYCORE_REQUIRE_ADMIN_MFA", True)

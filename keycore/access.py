@@ -48,9 +48,10 @@ def memberships_of(user):
 
 
 def _mfa_gate(request, needs_mfa: bool, why: str):
+    """A passkey or an authenticator app satisfies it (recovery codes only come with one of them)."""
     if needs_mfa and not is_mfa_enabled(request.user):
-        messages.warning(request, f"{why} Set up an authenticator app to continue.")
-        return redirect("mfa_activate_totp")
+        messages.warning(request, f"{why} Add a passkey or an authenticator app to continue.")
+        return redirect("mfa_index")
     return None
 
 

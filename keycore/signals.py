@@ -3,7 +3,7 @@ an account is not one tenant's); invitations verify the address."""
 
 from __future__ import annotations
 
-from allauth.account.internal.flows.login import record_authentication
+from allauth.account.internal.flows.login import get_authentication_records, record_authentication
 from allauth.account.models import EmailAddress
 from allauth.account.signals import (
     email_added,
@@ -32,9 +32,31 @@ def _actor(request, user=None) -> Actor:
     return actor
 
 
+def _sign_in_method(request, user) -> str:
+    """How this sign-in was proven, from allauth's record of the session: "password+totp", "passkey", …"""
+    names = {"webauthn": "passkey", "recovery_codes": "recovery code"}
+    steps = []
+    for record in get_authentication_records(request, user) if request is not None else []:
+        if record.get("reauthenticated"):
+            continue
+        step = record.get("method")
+        if step == "mfa":
+            step = names.get(record.get("type"), record.get("type"))
+        if step and step not in steps:
+            steps.append(step)
+    return "+".join(steps)
+
+
 @receiver(user_logged_in)
 def on_login(sender, request, user, **kwargs):
-    audit_record(actor=_actor(request, user), action="auth.signed_in", target=user, target_repr=user.email)
+    method = _sign_in_method(request, user)
+    audit_record(
+        actor=_actor(request, user),
+        action="auth.signed_in",
+        target=user,
+        target_repr=user.email,
+        changes={"method": [None, method]} if method else None,
+    )
 
 
 @receiver(user_logged_out)
@@ -70,6 +92,14 @@ def on_signup(sender, request, user, **kwargs):
         request.session.pop(INVITATION_SESSION_KEY, None)
 
 
+def _described(authenticator) -> dict:
+    """What an MFA event records of an authenticator: its type, and a passkey's name (a user has several)."""
+    described = {"type": authenticator.type}
+    if authenticator.type == authenticator.Type.WEBAUTHN:
+        described["name"] = authenticator.wrap().name
+    return described
+
+
 @receiver(authenticator_added)
 def on_mfa_added(sender, request, authenticator, **kwargs):
     audit_record(
@@ -77,7 +107,7 @@ def on_mfa_added(sender, request, authenticator, **kwargs):
         action="mfa.added",
         target=authenticator.user,
         target_repr=authenticator.user.email,
-        changes={"type": [None, authenticator.type]},
+        changes={field: [None, value] for field, value in _described(authenticator).items()},
     )
 
 
@@ -88,7 +118,7 @@ def on_mfa_removed(sender, request, authenticator, **kwargs):
         action="mfa.removed",
         target=authenticator.user,
         target_repr=authenticator.user.email,
-        changes={"type": [authenticator.type, None]},
+        changes={field: [value, None] for field, value in _described(authenticator).items()},
     )
 
 

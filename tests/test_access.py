@@ -70,10 +70,10 @@ def test_administrators_without_mfa_must_enrol_first(client, tenant):
 
     staff = make_staff("nomfa@vendor.example", VendorRole.ADMIN, mfa=False)
     client.force_login(staff)
-    assert client.get(reverse("vendor:dashboard"))["Location"] == reverse("mfa_activate_totp")
+    assert client.get(reverse("vendor:dashboard"))["Location"] == reverse("mfa_index")
     admin = make_member(tenant, "nomfa@acme.example", TenantRole.ADMIN, mfa=False)
     client.force_login(admin)
-    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_activate_totp")
+    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_index")
 
 
 def test_operators_and_auditors_need_no_mfa_but_a_tenant_can_require_it(client, tenant):
@@ -88,7 +88,7 @@ def test_operators_and_auditors_need_no_mfa_but_a_tenant_can_require_it(client, 
     assert client.get(url).status_code == 200
     tenant.require_mfa = True
     tenant.save()
-    assert client.get(url)["Location"] == reverse("mfa_activate_totp")
+    assert client.get(url)["Location"] == reverse("mfa_index")
 
 
 def test_offboarded_tenants_disappear_from_their_members_portal(client, owner, tenant):

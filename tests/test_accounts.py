@@ -44,7 +44,7 @@ def test_enrolling_totp(client, tenant, django_capture_on_commit_callbacks):
     user = make_member(tenant, "new@acme.example", TenantRole.OWNER, mfa=False)
     assert _login(client, user.email).status_code == 302
     # an owner without MFA is sent to enrol before seeing the tenant
-    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_activate_totp")
+    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_index")
     # enrolling a factor asks for the password again first
     assert client.get(reverse("mfa_activate_totp"))["Location"].startswith(reverse("account_reauthenticate"))
     assert client.post(reverse("account_reauthenticate"), {"password": PASSWORD}).status_code == 302
@@ -104,8 +104,9 @@ def test_an_invitation_email_leads_to_sign_up_and_into_the_tenant(client, tenant
     membership = Membership.objects.get(tenant=tenant, user__email="new.admin@acme.example")
     assert membership.role == "admin"
     # an admin must enrol MFA; having just chosen the password, it is not asked for again
-    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_activate_totp")
+    assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_index")
     assert client.get(reverse("mfa_activate_totp")).status_code == 200
+    assert client.get(reverse("mfa_add_webauthn")).status_code == 200  # or a passkey
     invitation.refresh_from_db()
     assert invitation.accepted_at is not None
     # the link is single-use

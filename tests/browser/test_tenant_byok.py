@@ -54,6 +54,8 @@ def test_a_security_admin_brings_a_key_makes_it_primary_and_revokes_it(
     shot(page, "02-sign-up")
     page.click("main button[type=submit]")
     # an owner must enrol MFA before seeing anything — straight away: the password was just chosen
+    page.wait_for_url("**/accounts/2fa/")
+    page.get_by_role("button", name="Set up an authenticator app").click()
     page.wait_for_url("**/2fa/totp/activate/**")
     shot(page, "03-enrol-totp")
     secret = page.input_value("#authenticator_secret")

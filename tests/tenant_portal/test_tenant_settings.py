@@ -56,7 +56,7 @@ def test_requiring_mfa_sends_members_without_it_to_enrol(client, owner, tenant):
     tenant.refresh_from_db()
     assert tenant.require_mfa
     client.force_login(auditor)
-    assert client.get(url("overview", tenant))["Location"] == reverse("mfa_activate_totp")
+    assert client.get(url("overview", tenant))["Location"] == reverse("mfa_index")
 
 
 def test_rotate_now_creates_a_new_tenant_key_version(client, owner, tenant):
