@@ -327,6 +327,17 @@ def vendor_staff_invitations() -> list:
     )
 
 
+def api_key_for_authentication(prefix: str) -> ApiKey | None:
+    """The key with this lookup prefix, with ``allowed_tenants``: the external ids it is limited to (None: all).
+
+    External ids never change, so the API can check a tenant against the set without asking again.
+    """
+    key = ApiKey.objects.filter(prefix=prefix).first()
+    if key is not None:
+        key.allowed_tenants = frozenset(key.tenants.values_list("external_id", flat=True)) or None
+    return key
+
+
 def vendor_api_keys():
     return (
         ApiKey.objects.select_related("created_by")
