@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 from allauth.mfa.models import Authenticator
@@ -9,6 +10,7 @@ from django.db.models import Count, Exists, OuterRef, Prefetch, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from keycore import errors
 from keycore.models import (
     ApiKey,
     AuditEvent,
@@ -25,6 +27,19 @@ from keycore.models import (
 )
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.tenants import Health, InvitationAudience
+
+
+def tenant_by_external_id(external_id: str, *, only: Sequence[str] = ()) -> Tenant:
+    """The tenant an API path, a vendor-portal URL, a crypto call or a command names; TenantNotFound otherwise.
+
+    ``only`` loads just those columns (the crypto service's cache miss needs four). The
+    tenant portal does not ask here: it finds the tenant through the user's membership.
+    """
+    tenants = Tenant.objects.filter(external_id=external_id)
+    tenant = (tenants.only(*only) if only else tenants).first()
+    if tenant is None:
+        raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
+    return tenant
 
 
 def vendor_dashboard_stats() -> dict:

@@ -85,7 +85,10 @@ def _page(request, template: str, context: dict, *, status: int = 200):
 
 
 def _tenant(external_id: str) -> Tenant:
-    return get_object_or_404(Tenant, external_id=external_id)
+    try:
+        return selectors.tenant_by_external_id(external_id)
+    except errors.TenantNotFound as exc:
+        raise Http404(exc.detail) from None
 
 
 def _is_htmx(request) -> bool:

@@ -20,7 +20,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from keycore import errors
+from keycore import errors, selectors
 from keycore.api import examples as ex
 from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
@@ -72,13 +72,6 @@ def _on(method: str):
     return schema
 
 
-def tenant_or_404(external_id: str) -> Tenant:
-    tenant = Tenant.objects.filter(external_id=external_id).first()
-    if tenant is None:
-        raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
-    return tenant
-
-
 def actor(request) -> Actor:
     return Actor.from_request(request)
 
@@ -93,7 +86,7 @@ class TenantScoped:
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no URL to resolve
             return Tenant(pk=0)
         if self._tenant is None:
-            self._tenant = tenant_or_404(self.kwargs["external_id"])
+            self._tenant = selectors.tenant_by_external_id(self.kwargs["external_id"])
         return self._tenant
 
 
