@@ -27,6 +27,7 @@ from keycore.models import ApiKey, Invitation, KmsConfig, RekeyJob, Tenant, Vend
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.pagination import Sort, keyset_iterate, keyset_page
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap, VendorRole
 from keycore.services import apikeys, jobs, keys, tenants
@@ -47,7 +48,6 @@ from vendor_portal.forms import (
     TenantCreateForm,
     add_service_error,
 )
-from vendor_portal.pagination import Sort, keyset_iterate, keyset_page
 from vendor_portal.templatetags.vendor_caps import caps_of
 
 PAGE_SIZE = 50
