@@ -180,7 +180,7 @@ def dashboard(request):
 
 def _tenant_search(request):
     """The tenants list's filter set, sort, and whether the search should match before sorting."""
-    filterset = TenantFilterSet(request.GET, queryset=selectors.vendor_tenants())
+    filterset = TenantFilterSet(request.GET, queryset=selectors.tenant_list())
     sort = TENANT_SORTS.get(request.GET.get("sort", ""), TENANT_SORTS["name"])
     query = (request.GET.get("q") or "").strip()
     return filterset, sort, len(query) >= INDEXED_SEARCH_MIN
@@ -339,7 +339,7 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     overview = selectors.tenant_overview(tenant)
     primary = overview["primary"]
     audit = keyset_page(
-        selectors.vendor_audit_queryset().for_tenant(tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
+        selectors.audit_event_list(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
     )
     context = {
         "nav": "tenants",
@@ -380,7 +380,7 @@ def tenant_detail(request, external_id: str):
 def tenant_audit(request, external_id: str):
     tenant = _tenant(external_id)
     page = keyset_page(
-        selectors.vendor_audit_queryset().for_tenant(tenant),
+        selectors.audit_event_list(tenant=tenant),
         scope=f"tenant-audit:{tenant.pk}",
         sort=NEWEST,
         cursor=request.GET.get("cursor"),
@@ -664,7 +664,7 @@ def key_retire(request, external_id: str, uid):
 @require_GET
 @vendor_view(Cap.READ)
 def job_list(request):
-    filterset = RekeyJobFilterSet(request.GET, queryset=selectors.vendor_jobs_queryset())
+    filterset = RekeyJobFilterSet(request.GET, queryset=selectors.rekey_job_list())
     context = {"nav": "jobs", "filterset": filterset, "page": None, "pager": {}}
     if not filterset.is_valid():
         return _page(request, "vendor_portal/job_list.html", context, status=400)
@@ -674,7 +674,7 @@ def job_list(request):
 
 
 def _job(uid) -> RekeyJob:
-    return get_object_or_404(selectors.vendor_jobs_queryset(), uid=uid)
+    return get_object_or_404(selectors.rekey_job_list(), uid=uid)
 
 
 @require_GET
@@ -882,7 +882,7 @@ def api_key_revoke(request, uid):
 @require_GET
 @vendor_view(Cap.READ)
 def audit_list(request):
-    filterset = AuditEventFilterSet(request.GET, queryset=selectors.vendor_audit_queryset())
+    filterset = AuditEventFilterSet(request.GET, queryset=selectors.audit_event_list())
     context = {"nav": "audit", "filterset": filterset, "events": [], "pager": {}}
     if not filterset.is_valid():
         return _page(request, "vendor_portal/audit_list.html", context, status=400)

@@ -1,10 +1,11 @@
 """The vendor bridge: what the vendor portal does, for machines. Tenants are addressed by ``external_id``.
 
 Views are thin: parse with a serializer, call one service (the same ones the
-portals call, so a rule lives once), return a serializer's output. Lists start
-from ``for_tenant(tenant)`` where they belong to a tenant, are cursor-paginated
-and filtered by the FilterSets the vendor portal uses. Every POST that creates
-something honours ``Idempotency-Key``.
+portals call, so a rule lives once), return a serializer's output. They read
+only through ``keycore.selectors``, as the portals do: lists start from
+``for_tenant(tenant)`` where they belong to a tenant, are filtered by the
+FilterSets the portals use and paged by the portals' keyset pager. Every POST
+that creates something honours ``Idempotency-Key``.
 
 Scopes: ``tenants:read`` for reading tenants, their configurations, history and
 jobs; ``tenants:write`` for tenants and invitations; ``keys:write`` for
@@ -43,7 +44,7 @@ from keycore.api.serializers import (
     TenantUpdateSerializer,
 )
 from keycore.filtersets import AuditEventFilterSet, KeyUseEventFilterSet, RekeyJobFilterSet, TenantFilterSet
-from keycore.models import AuditEvent, Invitation, KeyHistoryEntry, KeyUseEvent, KmsConfig, RekeyJob, Tenant
+from keycore.models import KmsConfig, RekeyJob, Tenant
 from keycore.models.api import ApiScope
 from keycore.models.keys import ConfigOwner
 from keycore.providers.registry import get_provider_class
@@ -117,7 +118,9 @@ class TenantListView(generics.ListAPIView):
     serializer_class = TenantSerializer
     filter_backends = [ApiFilterBackend]
     filterset_class = TenantFilterSet
-    queryset = Tenant.objects.all()
+
+    def get_queryset(self):
+        return selectors.tenant_list(columns=None)
 
     @idempotent
     def post(self, request):
@@ -267,7 +270,7 @@ class InvitationListView(TenantScoped, generics.ListAPIView):
     serializer_class = InvitationSerializer
 
     def get_queryset(self):
-        return Invitation.objects.for_tenant(self.tenant)
+        return selectors.invitation_list(tenant=self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):
@@ -283,9 +286,7 @@ class InvitationActionView(TenantScoped, APIView):
     action = ""
 
     def post(self, request, external_id: str, uid):
-        invitation = Invitation.objects.for_tenant(self.tenant).filter(uid=uid).first()
-        if invitation is None:
-            raise errors.NotFound("This tenant has no such invitation.")
+        invitation = selectors.invitation_get(tenant=self.tenant, uid=uid)
         if self.action == "revoke":
             invitation = tenant_services.invitation_revoke(invitation=invitation, actor=actor(request))
         else:
@@ -338,7 +339,7 @@ class KmsConfigListView(TenantScoped, generics.ListAPIView):
     pagination_class = OldestFirstPagination
 
     def get_queryset(self):
-        return KmsConfig.objects.for_tenant(self.tenant)
+        return selectors.kms_config_list(tenant=self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):
@@ -382,10 +383,7 @@ def _placed(exc: errors.InvalidInput, data: dict) -> errors.InvalidInput:
 
 class KmsConfigScoped(TenantScoped):
     def config(self) -> KmsConfig:
-        config = KmsConfig.objects.for_tenant(self.tenant).filter(uid=self.kwargs["uid"]).first()
-        if config is None:
-            raise errors.NotFound("This tenant has no such KMS configuration.")
-        return config
+        return selectors.kms_config_get(tenant=self.tenant, uid=self.kwargs["uid"])
 
     def vendor_config(self) -> KmsConfig:
         """Vendor staff and their automation never change a tenant's own key: only the tenant does."""
@@ -483,10 +481,7 @@ class KeyHistoryView(TenantScoped, generics.ListAPIView):
     pagination_class = HistoryPagination
 
     def get_queryset(self):
-        return KeyHistoryEntry.objects.for_tenant(self.tenant).select_related("kms_config")
-
-
-_JOB_RELATED = ("tenant", "source_config", "target_config")
+        return selectors.key_history_list(tenant=self.tenant)
 
 
 @_on("get")(
@@ -502,15 +497,14 @@ class RekeyJobListView(generics.ListAPIView):
     pagination_class = NewestFirstByTime
     filter_backends = [ApiFilterBackend]
     filterset_class = RekeyJobFilterSet
-    queryset = RekeyJob.objects.select_related(*_JOB_RELATED)
+
+    def get_queryset(self):
+        return selectors.rekey_job_list()
 
 
 class RekeyJobScoped:
     def job(self) -> RekeyJob:
-        job = RekeyJob.objects.select_related(*_JOB_RELATED).filter(uid=self.kwargs["uid"]).first()
-        if job is None:
-            raise errors.NotFound("There is no such rekey job.")
-        return job
+        return selectors.rekey_job_get(uid=self.kwargs["uid"])
 
 
 @_on("get")(
@@ -551,13 +545,13 @@ class TenantRekeyJobsView(TenantScoped, generics.ListAPIView):
     pagination_class = NewestFirstByTime
 
     def get_queryset(self):
-        return RekeyJob.objects.for_tenant(self.tenant).select_related(*_JOB_RELATED)
+        return selectors.rekey_job_list(tenant=self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):
         tenant = self.tenant
         with transaction.atomic():
-            primary = KmsConfig.objects.for_tenant(tenant).filter(is_primary=True).first()
+            primary = selectors.kms_config_primary(tenant=tenant)
             if primary is None:
                 raise errors.Conflict(f"{tenant.name} has no primary key to rewrap to.")
             job = job_services.job_start_rewrap(tenant=tenant, source=None, target=primary, actor=actor(request))
@@ -570,7 +564,7 @@ class RekeyJobActionView(RekeyJobScoped, APIView):
 
     def post(self, request, uid):
         job = type(self).service(job=self.job(), actor=actor(request))
-        job = RekeyJob.objects.select_related(*_JOB_RELATED).get(pk=job.pk)
+        job = selectors.rekey_job_get(uid=job.uid)  # with its tenant and configurations, as the list shows it
         return Response(RekeyJobSerializer(job).data)
 
 
@@ -610,7 +604,7 @@ class TenantEventsView(TenantScoped, generics.ListAPIView):
     filterset_class = KeyUseEventFilterSet
 
     def get_queryset(self):
-        return KeyUseEvent.objects.for_tenant(self.tenant)
+        return selectors.key_use_list(tenant=self.tenant)
 
 
 @_on("get")(
@@ -625,7 +619,9 @@ class AuditListView(generics.ListAPIView):
     serializer_class = AuditEventSerializer
     filter_backends = [ApiFilterBackend]
     filterset_class = AuditEventFilterSet
-    queryset = AuditEvent.objects.select_related("tenant")
+
+    def get_queryset(self):
+        return selectors.audit_event_list()
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
