@@ -23,7 +23,6 @@ from rest_framework.views import APIView
 
 from keycore import errors, selectors
 from keycore.api import examples as ex
-from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
 from keycore.api.pagination import HistoryPagination, NewestFirstByTime, OldestFirstPagination
 from keycore.api.serializers import (
@@ -116,7 +115,6 @@ class TenantScoped:
 class TenantListView(generics.ListAPIView):
     required_scopes = {"GET": READ, "POST": WRITE}
     serializer_class = TenantSerializer
-    filter_backends = [ApiFilterBackend]
     filterset_class = TenantFilterSet
 
     def get_queryset(self):
@@ -495,7 +493,6 @@ class RekeyJobListView(generics.ListAPIView):
     required_scope = READ
     serializer_class = RekeyJobSerializer
     pagination_class = NewestFirstByTime
-    filter_backends = [ApiFilterBackend]
     filterset_class = RekeyJobFilterSet
 
     def get_queryset(self):
@@ -600,7 +597,6 @@ rekey_job_retry = _job_action_view(
 class TenantEventsView(TenantScoped, generics.ListAPIView):
     required_scope = EVENTS
     serializer_class = KeyUseEventSerializer
-    filter_backends = [ApiFilterBackend]
     filterset_class = KeyUseEventFilterSet
 
     def get_queryset(self):
@@ -617,7 +613,6 @@ class TenantEventsView(TenantScoped, generics.ListAPIView):
 class AuditListView(generics.ListAPIView):
     required_scope = EVENTS
     serializer_class = AuditEventSerializer
-    filter_backends = [ApiFilterBackend]
     filterset_class = AuditEventFilterSet
 
     def get_queryset(self):
