@@ -8,8 +8,9 @@ So before a tenant's configuration is tested or saved:
 * every host it names must resolve only to public addresses, or to addresses
   inside ``KEYCORE_TENANT_KMS_ALLOWED_NETWORKS`` (CIDRs the operator opens, e.g.
   a VPN range through which tenants' on-premises KMIP servers are reached);
-* a PKCS#11 module must be one the operator lists in ``KEYCORE_PKCS11_MODULES``
-  (in the embedded default any existing module is accepted).
+* whatever else it would make KeyCore do on its own servers (load a PKCS#11
+  module) is the provider's to refuse (``check_tenant_settings``), since only
+  the provider knows what its settings load.
 
 Vendor-created configurations are the vendor's own infrastructure and are not
 restricted. Names are resolved when the configuration is checked; a KMS whose
@@ -20,7 +21,6 @@ network's own egress rules are the second line).
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 
 from django.conf import settings
@@ -49,11 +49,9 @@ def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]
 
 def check_tenant_egress(provider_cls: type[KeyProvider], provider_settings) -> None:
     """Raise InvalidInput when a tenant's configuration reaches somewhere the operator has not allowed."""
+    provider_cls.check_tenant_settings(provider_settings)
     allowed = _allowed_networks()
     for target in provider_cls.egress(provider_settings):
-        if target.startswith("file:"):
-            _check_module(target[len("file:") :])
-            continue
         for address in _addresses(target):
             if address.is_global or any(address in network for network in allowed):
                 continue
@@ -63,17 +61,3 @@ def check_tenant_egress(provider_cls: type[KeyProvider], provider_settings) -> N
                 "(KEYCORE_TENANT_KMS_ALLOWED_NETWORKS)."
             )
             raise errors.InvalidInput(message, field_errors={"__all__": [message]})
-
-
-def _check_module(path: str) -> None:
-    from keycore.providers.pkcs11 import allowed_modules
-
-    modules = allowed_modules()
-    if modules is None:
-        if settings.EMBEDDED:
-            return
-        message = "The operator has not allowed any PKCS#11 module for tenants (KEYCORE_PKCS11_MODULES)."
-        raise errors.InvalidInput(message, field_errors={"module_path": [message]})
-    if os.path.realpath(path) not in modules:
-        message = f"{path} is not one of the PKCS#11 modules the operator allows."
-        raise errors.InvalidInput(message, field_errors={"module_path": [message]})

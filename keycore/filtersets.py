@@ -1,14 +1,24 @@
-"""FilterSets shared by the portals and the REST API: one definition drives both."""
+"""FilterSets shared by the portals and the REST API: one definition drives both.
+
+Each list has one FilterSet: its filters are the API's query parameters and the
+portal's filter fields (same names, same meaning), and the portal renders the
+FilterSet's own form. The widgets below only matter to the portals.
+"""
 
 from __future__ import annotations
 
+import inspect
+from datetime import UTC
+
 import django_filters
+from django import forms
 from django.db import connections
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Upper
 from django.db.models.lookups import GreaterThanOrEqual, LessThan
 
+from keycore import errors
 from keycore.models import AuditEvent, KeyUseEvent, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
@@ -85,28 +95,94 @@ class RekeyJobFilterSet(django_filters.FilterSet):
         fields = ["state", "kind", "tenant"]
 
 
+# --- security events: admin events and key use ---------------------------------------------------------
+
+KEY_USE_OPERATIONS = [
+    ("encrypt", "Encrypt"),
+    ("decrypt", "Decrypt"),
+    ("rekey", "Rekey"),
+    ("rekey_in", "Rekey (moved in)"),
+]
+
+
+def key_use_results() -> list[tuple[str, str]]:
+    """ "ok" and every failure code a crypto call can report (the typed errors of keycore.errors)."""
+    codes = sorted(
+        {
+            cls.code
+            for _, cls in inspect.getmembers(errors, inspect.isclass)
+            if issubclass(cls, errors.KeyCoreError) and cls is not errors.KeyCoreError
+        }
+    )
+    return [("ok", "ok")] + [(code, code) for code in codes]
+
+
+class EventRangeForm(forms.Form):
+    """The form of both event FilterSets: a time range that every database can compare, starting before it ends.
+
+    A datetime with an offset Python accepts but PostgreSQL does not (``-18:53``) would reach the
+    database as given and fail there: every datetime is converted to UTC here, and one that cannot be
+    (year 1 with a positive offset) is an error of its field — a 400 in the API, a message in a portal.
+    """
+
+    def clean(self):
+        data = super().clean()
+        for name in ("since", "until"):
+            value = data.get(name)
+            if value is not None and value.tzinfo is not None:
+                try:
+                    data[name] = value.astimezone(UTC)
+                except OverflowError:
+                    self.add_error(name, "Out of range.")
+        since, until = data.get("since"), data.get("until")
+        if since and until and since >= until:
+            self.add_error("until", "“From” must be before “Until”.")  # a field's error: every list shows those
+        return data
+
+
+def _moment(field: str, lookup: str, label: str) -> django_filters.IsoDateTimeFilter:
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"})
+    return django_filters.IsoDateTimeFilter(field_name=field, lookup_expr=lookup, label=label, widget=widget)
+
+
+def _who(field: str) -> django_filters.CharFilter:
+    """The tenant portal's one search box for both kinds: who asked (key use) or who acted (admin events)."""
+    widget = forms.TextInput(attrs={"data-search": ""})
+    return django_filters.CharFilter(field_name=field, lookup_expr="icontains", label="Service or user", widget=widget)
+
+
 class AuditEventFilterSet(django_filters.FilterSet):
+    """The audit trail: the API's ``/audit/``, the vendor portal's audit trail, the tenant portal's admin events."""
+
     tenant = django_filters.CharFilter(field_name="tenant__external_id", label="Tenant external id")
     actor = django_filters.CharFilter(field_name="actor_label", lookup_expr="icontains", label="Actor")
+    who = _who("actor_label")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith", label="Action")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label="From")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label="Until")
+    since = _moment("created_at", "gte", "From")
+    until = _moment("created_at", "lt", "Until")
 
     class Meta:
         model = AuditEvent
-        fields = ["tenant", "actor", "action", "since", "until"]
+        form = EventRangeForm
+        fields = ["tenant", "actor", "who", "action", "since", "until"]
 
 
 class KeyUseEventFilterSet(django_filters.FilterSet):
-    """A tenant's key-use events (the REST API; the tenant portal may share it)."""
+    """A tenant's key use: the API's ``/tenants/{external_id}/events/`` and the tenant portal's key-use tab."""
 
-    operation = django_filters.CharFilter(field_name="operation", label="Operation")
-    result = django_filters.CharFilter(field_name="result", label="Result")
+    operation = django_filters.CharFilter(
+        field_name="operation", label="Operation", widget=forms.Select(choices=[("", "Any"), *KEY_USE_OPERATIONS])
+    )
+    result = django_filters.CharFilter(
+        field_name="result", label="Result", widget=forms.Select(choices=[("", "Any"), *key_use_results()])
+    )
     label = django_filters.CharFilter(field_name="label", label="Data label")
     requesting_id = django_filters.CharFilter(field_name="requesting_id", label="Requesting id")
-    since = django_filters.IsoDateTimeFilter(field_name="minute", lookup_expr="gte", label="From")
-    until = django_filters.IsoDateTimeFilter(field_name="minute", lookup_expr="lt", label="Until")
+    who = _who("requesting_id")
+    since = _moment("minute", "gte", "From")
+    until = _moment("minute", "lt", "Until")
 
     class Meta:
         model = KeyUseEvent
-        fields = ["operation", "result", "label", "requesting_id", "since", "until"]
+        form = EventRangeForm
+        fields = ["operation", "result", "label", "requesting_id", "who", "since", "until"]

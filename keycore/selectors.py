@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 from allauth.mfa.models import Authenticator
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from keycore import errors
 from keycore.models import (
     ApiKey,
     AuditEvent,
@@ -25,6 +27,19 @@ from keycore.models import (
 )
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.tenants import Health, InvitationAudience
+
+
+def tenant_by_external_id(external_id: str, *, only: Sequence[str] = ()) -> Tenant:
+    """The tenant an API path, a vendor-portal URL, a crypto call or a command names; TenantNotFound otherwise.
+
+    ``only`` loads just those columns (the crypto service's cache miss needs four). The
+    tenant portal does not ask here: it finds the tenant through the user's membership.
+    """
+    tenants = Tenant.objects.filter(external_id=external_id)
+    tenant = (tenants.only(*only) if only else tenants).first()
+    if tenant is None:
+        raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
+    return tenant
 
 
 def vendor_dashboard_stats() -> dict:
@@ -51,17 +66,92 @@ def tenant_overview(tenant: Tenant) -> dict:
     }
 
 
-# --- security events (issue 9) ------------------------------------------------------------------------
+# --- lists and lookups of the API and the portals -----------------------------------------------------
+# A list is a queryset: the caller filters it with the list's FilterSet (keycore/filtersets.py) and pages
+# it with keycore/pagination.py, so the API's query parameters and the portals' filters are one definition.
+# A lookup raises a typed NotFound (the API's 404 problem; the portals turn it into their 404).
+
+#: the columns the vendor portal's tenants list and its CSV export show
+TENANT_LIST_COLUMNS = (
+    "id",
+    "uid",
+    "external_id",
+    "name",
+    "status",
+    "key_ownership",
+    "primary_provider",
+    "health",
+    "created_at",
+)
 
 
-def tenant_key_use(tenant: Tenant):
+def tenant_list(*, columns: Sequence[str] | None = TENANT_LIST_COLUMNS) -> QuerySet[Tenant]:
+    """Every tenant (filter with TenantFilterSet); ``columns=None`` loads them all (the API shows them all)."""
+    return Tenant.objects.only(*columns) if columns is not None else Tenant.objects.all()
+
+
+def invitation_list(*, tenant: Tenant) -> QuerySet[Invitation]:
+    """A tenant's invitations in every state."""
+    return Invitation.objects.for_tenant(tenant)
+
+
+def invitation_get(*, tenant: Tenant, uid) -> Invitation:
+    invitation = Invitation.objects.for_tenant(tenant).filter(uid=uid).first()
+    if invitation is None:
+        raise errors.NotFound("This tenant has no such invitation.")
+    return invitation
+
+
+def kms_config_list(*, tenant: Tenant) -> QuerySet[KmsConfig]:
+    """A tenant's KMS configurations, vendor-provided and its own."""
+    return KmsConfig.objects.for_tenant(tenant)
+
+
+def kms_config_get(*, tenant: Tenant, uid) -> KmsConfig:
+    config = KmsConfig.objects.for_tenant(tenant).filter(uid=uid).first()
+    if config is None:
+        raise errors.NotFound("This tenant has no such KMS configuration.")
+    return config
+
+
+def kms_config_primary(*, tenant: Tenant) -> KmsConfig | None:
+    """The configuration that wraps the tenant's new keys (at most one: a database constraint)."""
+    return KmsConfig.objects.for_tenant(tenant).filter(is_primary=True).first()
+
+
+def key_history_list(*, tenant: Tenant) -> QuerySet[KeyHistoryEntry]:
+    """A tenant's key history with each entry's configuration; index (tenant, -at)."""
+    return KeyHistoryEntry.objects.for_tenant(tenant).select_related("kms_config")
+
+
+_JOB_RELATED = ("tenant", "source_config", "target_config")
+
+
+def rekey_job_list(*, tenant: Tenant | None = None) -> QuerySet[RekeyJob]:
+    """Rekey jobs of every tenant, or of one (filter with RekeyJobFilterSet), with what a row shows."""
+    jobs = RekeyJob.objects.select_related(*_JOB_RELATED)
+    return jobs.for_tenant(tenant) if tenant is not None else jobs
+
+
+def rekey_job_get(*, uid) -> RekeyJob:
+    job = RekeyJob.objects.select_related(*_JOB_RELATED).filter(uid=uid).first()
+    if job is None:
+        raise errors.NotFound("There is no such rekey job.")
+    return job
+
+
+def key_use_list(*, tenant: Tenant) -> QuerySet[KeyUseEvent]:
     """A tenant's key-use rows (filter with KeyUseEventFilterSet); index keyuse_tenant_minute / keyuse_tenant_id."""
     return KeyUseEvent.objects.for_tenant(tenant)
 
 
-def tenant_audit_events(tenant: Tenant):
-    """A tenant's admin events (filter with AuditEventFilterSet); index audit_tenant_created / audit_tenant_id."""
-    return AuditEvent.objects.for_tenant(tenant)
+def audit_event_list(*, tenant: Tenant | None = None) -> QuerySet[AuditEvent]:
+    """The audit trail, or one tenant's part of it (filter with AuditEventFilterSet); index audit_tenant_created."""
+    events = AuditEvent.objects.select_related("tenant")
+    return events.for_tenant(tenant) if tenant is not None else events
+
+
+# --- security events (issue 9) ------------------------------------------------------------------------
 
 
 KEY_USE_GROUP = ("minute", "operation", "label", "requesting_id", "source_ip", "result", "key_version")
@@ -276,13 +366,6 @@ def _mfa_enabled(user_ref: str):
     return Exists(Authenticator.objects.filter(user_id=OuterRef(user_ref)))
 
 
-def vendor_tenants():
-    """The tenants list's base queryset: only the columns its rows and CSV export show."""
-    return Tenant.objects.only(
-        "id", "uid", "external_id", "name", "status", "key_ownership", "primary_provider", "health", "created_at"
-    )
-
-
 def vendor_recent_activity(limit: int = 10) -> list:
     return list(AuditEvent.objects.select_related("tenant").order_by("-created_at", "-id")[:limit])
 
@@ -351,20 +434,23 @@ def vendor_staff_invitations() -> list:
     )
 
 
+def api_key_for_authentication(prefix: str) -> ApiKey | None:
+    """The key with this lookup prefix, with ``allowed_tenants``: the external ids it is limited to (None: all).
+
+    External ids never change, so the API can check a tenant against the set without asking again.
+    """
+    key = ApiKey.objects.filter(prefix=prefix).first()
+    if key is not None:
+        key.allowed_tenants = frozenset(key.tenants.values_list("external_id", flat=True)) or None
+    return key
+
+
 def vendor_api_keys():
     return (
         ApiKey.objects.select_related("created_by")
         .prefetch_related(Prefetch("tenants", queryset=Tenant.objects.only("id", "external_id", "name")))
         .order_by("-created_at", "-id")
     )
-
-
-def vendor_jobs_queryset():
-    return RekeyJob.objects.select_related("tenant", "source_config", "target_config")
-
-
-def vendor_audit_queryset():
-    return AuditEvent.objects.select_related("tenant")
 
 
 def tenant_key_last_decrypt(key: TenantKey):

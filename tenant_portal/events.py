@@ -9,8 +9,8 @@ re-pointing, disabling, deleting a destination, replacing its secret — asks fo
 
 from __future__ import annotations
 
-import inspect
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from allauth.account.decorators import reauthentication_required
 from django import forms
@@ -23,8 +23,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from keycore import errors, selectors
 from keycore.access import tenant_view
+from keycore.filtersets import AuditEventFilterSet, KeyUseEventFilterSet
 from keycore.models import ChainVerification, DeadLetter, EventDestination
 from keycore.models.events import DestinationKind
+from keycore.pagination import Sort, keyset_page
 from keycore.roles import Cap, tenant_can
 from keycore.services import events as event_services
 from keycore.services import forwarding
@@ -34,69 +36,62 @@ PAGE_SIZE = 100
 #: the key-use range one page sums when no "From" is given
 USAGE_WINDOW = timedelta(hours=24)
 FACILITY_CHOICES = [(number, f"{number} · {name}") for number, name in forwarding.SYSLOG_FACILITIES.items()]
-OPERATIONS = [("encrypt", "Encrypt"), ("decrypt", "Decrypt"), ("rekey", "Rekey"), ("rekey_in", "Rekey (moved in)")]
+#: admin events, newest first, paged by keyset (keycore.pagination)
+NEWEST = Sort("-created", "created_at", True)
+#: the filters' wording here, where times are typed into the browser's local-time field
+LABELS = {"since": "From (UTC)", "until": "Until (UTC)", "action": "Admin action"}
+HELP = {"action": "e.g. kms_config."}
 
 
-def _result_choices() -> list[tuple[str, str]]:
-    """ "ok" and every failure code a crypto call can report (the typed errors of keycore.errors)."""
-    codes = sorted(
-        {
-            cls.code
-            for _, cls in inspect.getmembers(errors, inspect.isclass)
-            if issubclass(cls, errors.KeyCoreError) and cls is not errors.KeyCoreError
-        }
-    )
-    return [("ok", "ok")] + [(code, code) for code in codes]
+@dataclass(frozen=True)
+class EventFilters:
+    """One query string, two lists: the API's FilterSets for key use and for admin events, bound to
+    this tenant's rows. Key-use filters leave admin events out and the action filter leaves key use
+    out (docs/events.md); ``export_filter`` says so to the service that applies them."""
 
+    key_use: KeyUseEventFilterSet
+    audit: AuditEventFilterSet
 
-class EventFilterForm(forms.Form):
-    """One set of filters for the page and its exports; key-use filters leave admin events out and
-    the action filter leaves key use out (docs/events.md)."""
+    def is_valid(self) -> bool:
+        return self.key_use.is_valid() & self.audit.is_valid()  # both, so both forms carry their errors
 
-    since = forms.DateTimeField(
-        label="From (UTC)", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
-    until = forms.DateTimeField(
-        label="Until (UTC)", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
-    operation = forms.ChoiceField(label="Operation", required=False, choices=[("", "Any"), *OPERATIONS])
-    result = forms.ChoiceField(label="Result", required=False)
-    label = forms.CharField(label="Data label", required=False, max_length=100)
-    who = forms.CharField(
-        label="Service or user", required=False, max_length=200, widget=forms.TextInput(attrs={"data-search": ""})
-    )
-    action = forms.CharField(label="Admin action", required=False, max_length=64, help_text="e.g. kms_config.")
+    def form(self, view: str):
+        """The form the page shows: the one of the tab's list (the fields both lists share are in both)."""
+        return self.key_use.form if view == "usage" else self.audit.form
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["result"].choices = [("", "Any"), *_result_choices()]
-
-    def clean(self):
-        data = super().clean()
-        since, until = data.get("since"), data.get("until")
-        if since and until and since >= until:
-            raise forms.ValidationError("“From” must be before “Until”.")
-        return data
+    @property
+    def errors(self) -> list[str]:
+        """Each problem once (the fields both lists share are checked by both)."""
+        found = (str(e) for fs in (self.key_use, self.audit) for problems in fs.errors.values() for e in problems)
+        return list(dict.fromkeys(found))
 
     def export_filter(self, kind: str = "all") -> event_services.ExportFilter:
-        data = self.cleaned_data
+        key_use, audit = self.key_use.form.cleaned_data, self.audit.form.cleaned_data
         return event_services.ExportFilter(
             kind=kind,
-            since=data.get("since"),
-            until=data.get("until"),
-            operation=data.get("operation") or "",
-            label=(data.get("label") or "").strip(),
-            result=data.get("result") or "",
-            action=(data.get("action") or "").strip(),
-            who=(data.get("who") or "").strip(),
+            since=key_use.get("since"),
+            until=key_use.get("until"),
+            operation=key_use.get("operation") or "",
+            label=key_use.get("label") or "",
+            result=key_use.get("result") or "",
+            action=audit.get("action") or "",
+            who=key_use.get("who") or "",
         )
 
 
-def _filters(request) -> EventFilterForm:
+def _filters(request) -> EventFilters:
     """Always bound: no parameters at all means every event."""
-    form = EventFilterForm(request.GET)
-    form.is_valid()
-    return form
+    tenant = request.tenant
+    filters = EventFilters(
+        key_use=KeyUseEventFilterSet(request.GET, queryset=selectors.key_use_list(tenant=tenant)),
+        audit=AuditEventFilterSet(request.GET, queryset=selectors.audit_event_list(tenant=tenant)),
+    )
+    for filterset in (filters.key_use, filters.audit):
+        for name, field in filterset.form.fields.items():
+            field.label = LABELS.get(name, field.label)
+            field.help_text = HELP.get(name, field.help_text)
+    filters.is_valid()
+    return filters
 
 
 def _query_without(request, *names: str) -> str:
@@ -126,32 +121,34 @@ def events(request):
     """Key use (aggregated per minute, with counts) or admin events, filtered; chain and SIEM at a glance."""
     tenant = request.tenant
     view = "admin" if request.GET.get("view") == "admin" else "usage"
-    form = _filters(request)
+    filters = _filters(request)
     context = {
         "tenant": tenant,
         "nav": "events",
         "can_manage": _can_manage(request),
         "view": view,
-        "form": form,
-        "filtered": bool(request.GET.keys() - {"view", "before"}),
+        "form": filters.form(view),
+        "filtered": bool(request.GET.keys() - {"view", "before", "cursor"}),
         "chain": selectors.event_chain_state(tenant),
         "destinations": selectors.tenant_destinations(tenant),
-        "query": _query_without(request, "before", "view"),
+        "query": _query_without(request, "before", "cursor", "view"),
         # switching tabs keeps the filters both kinds share; operation, label, result and action belong to one
-        "tab_query": _query_without(request, "before", "view", "operation", "label", "result", "action"),
+        "tab_query": _query_without(request, "before", "cursor", "view", "operation", "label", "result", "action"),
     }
-    if not form.is_valid():
+    if not filters.is_valid():
         return render(request, "tenant_portal/events.html", context, status=400)
-    audit_qs, keyuse_qs = event_services.export_querysets(tenant, form.export_filter())
-    before = _before(request.GET.get("before"))
+    chosen = filters.export_filter()
+    audit_qs, keyuse_qs = event_services.export_querysets(tenant, chosen)
     if view == "usage":
+        # key use is summed per minute, so it pages by whole minutes ("before"), not by row
+        before = _before(request.GET.get("before"))
         rows, totals, next_before, window = [], [], None, None
         if keyuse_qs is not None:
-            if not form.cleaned_data.get("since"):
+            if not chosen.since:
                 # summing needs every row of the range: without a "From", a page covers one window
                 # (rows of a busy tenant's whole retention period are never grouped at once)
-                end = before or form.cleaned_data.get("until") or timezone.now()
-                window = (end - USAGE_WINDOW, end)
+                end = before or chosen.until or timezone.now()
+                window = (_earlier(end, USAGE_WINDOW), end)
                 windowed = keyuse_qs.filter(minute__gte=window[0], minute__lt=end)
             else:
                 windowed = keyuse_qs
@@ -165,33 +162,43 @@ def events(request):
             window=window,
             excluded=keyuse_qs is None,
             next_before=next_before.isoformat() if next_before else "",
+            paged=before is not None,
         )
     else:
-        page: list = []
-        next_before = None
+        page = None
         if audit_qs is not None:
-            if before is not None:
-                audit_qs = audit_qs.filter(created_at__lt=before)
-            page = list(audit_qs.order_by("-created_at", "-id")[: PAGE_SIZE + 1])
-            if len(page) > PAGE_SIZE:
-                page = page[:PAGE_SIZE]
-                next_before = page[-1].created_at
+            page = keyset_page(
+                audit_qs, scope="tenant-events-admin", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE
+            )
+            if page.cursor_rejected:
+                messages.warning(request, "That page link is no longer valid; showing the first page.")
         context.update(
-            audit=[(e, _change_rows(e)) for e in page],
+            audit=[(e, _change_rows(e)) for e in (page.rows if page else [])],
             excluded=audit_qs is None,
-            next_before=next_before.isoformat() if next_before else "",
+            next_cursor=page.next_cursor if page else "",
+            paged=bool(page and page.previous_cursor),
         )
-    context["paged"] = before is not None
     return render(request, "tenant_portal/events.html", context)
 
 
 def _before(value: str | None) -> datetime | None:
+    """The minute a key-use page ends before; anything that is not a usable time means the first page."""
     if not value:
         return None
-    parsed = parse_datetime(value)
-    if parsed is None:
+    try:
+        parsed = parse_datetime(value)
+        if parsed is None:
+            return None
+        return parsed.astimezone(UTC) if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # well-formed but impossible (month 13), or out of range in UTC
         return None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+
+
+def _earlier(moment: datetime, span: timedelta) -> datetime:
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 EXPORT_FORMATS = {
@@ -207,14 +214,14 @@ def events_export(request):
     fmt = request.GET.get("format", "csv")
     if fmt not in EXPORT_FORMATS:
         raise Http404("Unknown export format.")
-    form = _filters(request)
-    if not form.is_valid():
-        messages.error(request, "The filters are not valid: " + " ".join(str(e) for e in form.errors.values()))
+    filters = _filters(request)
+    if not filters.is_valid():
+        messages.error(request, "The filters are not valid: " + " ".join(filters.errors))
         return redirect(f"{request.path.rsplit('export/', 1)[0]}?{_query_without(request, 'format')}")
     kind = request.GET.get("kind", "all")
     if kind not in ("all", "admin", "key_use"):
         kind = "all"
-    chosen = form.export_filter(kind)
+    chosen = filters.export_filter(kind)
     event_services.events_export_record(tenant=request.tenant, actor=Actor.from_request(request), fmt=fmt, f=chosen)
     content_type, extension, render_rows = EXPORT_FORMATS[fmt]
     documents = event_services.export_documents(request.tenant, chosen)

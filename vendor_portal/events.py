@@ -11,9 +11,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from keycore import selectors
+from keycore import errors, selectors
 from keycore.access import vendor_view
-from keycore.models import ChainVerification, EventChain, Tenant
+from keycore.models import ChainVerification, EventChain
 from keycore.roles import Cap, vendor_can
 from keycore.services.audit import Actor
 from keycore.services.events import chain_verification_request
@@ -45,9 +45,10 @@ def event_chains(request):
         which = (request.POST.get("tenant") or "").strip()
         tenant = None
         if which:
-            tenant = Tenant.objects.filter(external_id=which).first()
-            if tenant is None:
-                messages.error(request, f"No tenant has the external id {which!r}.")
+            try:
+                tenant = selectors.tenant_by_external_id(which)
+            except errors.TenantNotFound as exc:
+                messages.error(request, exc.detail)
                 return render(request, "vendor_portal/events_chains.html", _context(request, asked=which), status=400)
         verification = chain_verification_request(tenant=tenant, actor=Actor.from_request(request))
         return redirect("vendor:event_chain_verification", verification=verification.uid)

@@ -27,6 +27,7 @@ from keycore.models import ApiKey, Invitation, KmsConfig, RekeyJob, Tenant, Vend
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.pagination import Sort, keyset_iterate, keyset_page
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap, VendorRole
 from keycore.services import apikeys, jobs, keyring, keys, sovereignty, tenants
@@ -47,7 +48,6 @@ from vendor_portal.forms import (
     TenantCreateForm,
     add_service_error,
 )
-from vendor_portal.pagination import Sort, keyset_iterate, keyset_page
 from vendor_portal.templatetags.vendor_caps import caps_of
 
 PAGE_SIZE = 50
@@ -85,7 +85,10 @@ def _page(request, template: str, context: dict, *, status: int = 200):
 
 
 def _tenant(external_id: str) -> Tenant:
-    return get_object_or_404(Tenant, external_id=external_id)
+    try:
+        return selectors.tenant_by_external_id(external_id)
+    except errors.TenantNotFound as exc:
+        raise Http404(exc.detail) from None
 
 
 def _is_htmx(request) -> bool:
@@ -177,7 +180,7 @@ def dashboard(request):
 
 def _tenant_search(request):
     """The tenants list's filter set, sort, and whether the search should match before sorting."""
-    filterset = TenantFilterSet(request.GET, queryset=selectors.vendor_tenants())
+    filterset = TenantFilterSet(request.GET, queryset=selectors.tenant_list())
     sort = TENANT_SORTS.get(request.GET.get("sort", ""), TENANT_SORTS["name"])
     query = (request.GET.get("q") or "").strip()
     return filterset, sort, len(query) >= INDEXED_SEARCH_MIN
@@ -336,7 +339,7 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     overview = selectors.tenant_overview(tenant)
     primary = overview["primary"]
     audit = keyset_page(
-        selectors.vendor_audit_queryset().for_tenant(tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
+        selectors.audit_event_list(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
     )
     context = {
         "nav": "tenants",
@@ -374,7 +377,7 @@ def tenant_detail(request, external_id: str):
 def tenant_audit(request, external_id: str):
     tenant = _tenant(external_id)
     page = keyset_page(
-        selectors.vendor_audit_queryset().for_tenant(tenant),
+        selectors.audit_event_list(tenant=tenant),
         scope=f"tenant-audit:{tenant.pk}",
         sort=NEWEST,
         cursor=request.GET.get("cursor"),
@@ -665,7 +668,7 @@ def key_retire(request, external_id: str, uid):
 @require_GET
 @vendor_view(Cap.READ)
 def job_list(request):
-    filterset = RekeyJobFilterSet(request.GET, queryset=selectors.vendor_jobs_queryset())
+    filterset = RekeyJobFilterSet(request.GET, queryset=selectors.rekey_job_list())
     context = {"nav": "jobs", "filterset": filterset, "page": None, "pager": {}}
     if not filterset.is_valid():
         return _page(request, "vendor_portal/job_list.html", context, status=400)
@@ -675,7 +678,7 @@ def job_list(request):
 
 
 def _job(uid) -> RekeyJob:
-    return get_object_or_404(selectors.vendor_jobs_queryset(), uid=uid)
+    return get_object_or_404(selectors.rekey_job_list(), uid=uid)
 
 
 @require_GET
@@ -883,7 +886,7 @@ def api_key_revoke(request, uid):
 @require_GET
 @vendor_view(Cap.READ)
 def audit_list(request):
-    filterset = AuditEventFilterSet(request.GET, queryset=selectors.vendor_audit_queryset())
+    filterset = AuditEventFilterSet(request.GET, queryset=selectors.audit_event_list())
     context = {"nav": "audit", "filterset": filterset, "events": [], "pager": {}}
     if not filterset.is_valid():
         return _page(request, "vendor_portal/audit_list.html", context, status=400)

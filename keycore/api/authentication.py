@@ -1,6 +1,7 @@
 """API keys: ``Authorization: Bearer kc_<prefix>_<secret>``.
 
-Only the prefix (for lookup) and a SHA-256 of the whole key are stored; the
+Only the prefix (for lookup) and a SHA-256 of the whole key are stored (the
+format, generation and hash belong to ``keycore.services.apikeys``); the
 comparison is constant-time. ``last_used_at`` is updated at most once a minute
 per key so authentication stays cheap on the crypto path.
 
@@ -15,9 +16,7 @@ cache key and nothing is cached for a key that failed.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import threading
 import time
 from datetime import timedelta
@@ -26,29 +25,13 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from keycore import selectors
 from keycore.models import ApiKey
+from keycore.services.apikeys import api_key_mark_used, hash_key, parse_prefix
 
-KEY_PREFIX = "kc"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 #: distinct keys remembered per process at most; the cache is emptied when it is full
 CACHE_MAX_ENTRIES = 10_000
-
-
-def hash_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def generate_key() -> tuple[str, str]:
-    """(full key, lookup prefix). The full key is shown once and never stored."""
-    prefix = secrets.token_hex(6)
-    return f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}", prefix
-
-
-def parse_prefix(raw: str) -> str | None:
-    parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
-        return None
-    return parts[1]
 
 
 class _KeyCache:
@@ -79,11 +62,9 @@ key_cache = _KeyCache()
 
 
 def _load(prefix: str, digest: str) -> ApiKey | None:
-    key = ApiKey.objects.filter(prefix=prefix).first()
+    key = selectors.api_key_for_authentication(prefix)
     if key is None or not hmac.compare_digest(key.key_hash, digest):
         return None
-    # external ids never change, so the set can be checked without touching the database again
-    key.allowed_tenants = frozenset(key.tenants.values_list("external_id", flat=True)) or None
     return key
 
 
@@ -124,8 +105,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if key.expires_at is not None and key.expires_at <= now:
             raise exceptions.AuthenticationFailed("The API key has expired.")
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-            key.last_used_at = now
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            api_key_mark_used(key=key, at=now)
         request._request.api_key = key
         return (None, key)
 

@@ -1,10 +1,11 @@
 """The vendor bridge: what the vendor portal does, for machines. Tenants are addressed by ``external_id``.
 
 Views are thin: parse with a serializer, call one service (the same ones the
-portals call, so a rule lives once), return a serializer's output. Lists start
-from ``for_tenant(tenant)`` where they belong to a tenant, are cursor-paginated
-and filtered by the FilterSets the vendor portal uses. Every POST that creates
-something honours ``Idempotency-Key``.
+portals call, so a rule lives once), return a serializer's output. They read
+only through ``keycore.selectors``, as the portals do: lists start from
+``for_tenant(tenant)`` where they belong to a tenant, are filtered by the
+FilterSets the portals use and paged by the portals' keyset pager. Every POST
+that creates something honours ``Idempotency-Key``.
 
 Scopes: ``tenants:read`` for reading tenants, their configurations, history and
 jobs; ``tenants:write`` for tenants and invitations; ``keys:write`` for
@@ -22,7 +23,6 @@ from rest_framework.views import APIView
 
 from keycore import errors, selectors
 from keycore.api import examples as ex
-from keycore.api.filtering import ApiFilterBackend
 from keycore.api.idempotency import idempotent
 from keycore.api.pagination import HistoryPagination, NewestFirstByTime, OldestFirstPagination
 from keycore.api.serializers import (
@@ -44,7 +44,7 @@ from keycore.api.serializers import (
     TenantUpdateSerializer,
 )
 from keycore.filtersets import AuditEventFilterSet, KeyUseEventFilterSet, RekeyJobFilterSet, TenantFilterSet
-from keycore.models import AuditEvent, Invitation, KeyHistoryEntry, KeyUseEvent, KmsConfig, RekeyJob, Tenant
+from keycore.models import KmsConfig, RekeyJob, Tenant
 from keycore.models.api import ApiScope
 from keycore.models.keys import ConfigOwner
 from keycore.providers.registry import get_provider_class
@@ -73,13 +73,6 @@ def _on(method: str):
     return schema
 
 
-def tenant_or_404(external_id: str) -> Tenant:
-    tenant = Tenant.objects.filter(external_id=external_id).first()
-    if tenant is None:
-        raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
-    return tenant
-
-
 def actor(request) -> Actor:
     return Actor.from_request(request)
 
@@ -94,7 +87,7 @@ class TenantScoped:
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no URL to resolve
             return Tenant(pk=0)
         if self._tenant is None:
-            self._tenant = tenant_or_404(self.kwargs["external_id"])
+            self._tenant = selectors.tenant_by_external_id(self.kwargs["external_id"])
         return self._tenant
 
 
@@ -123,9 +116,10 @@ class TenantScoped:
 class TenantListView(generics.ListAPIView):
     required_scopes = {"GET": READ, "POST": WRITE}
     serializer_class = TenantSerializer
-    filter_backends = [ApiFilterBackend]
     filterset_class = TenantFilterSet
-    queryset = Tenant.objects.all()
+
+    def get_queryset(self):
+        return selectors.tenant_list(columns=None)
 
     @idempotent
     def post(self, request):
@@ -275,7 +269,7 @@ class InvitationListView(TenantScoped, generics.ListAPIView):
     serializer_class = InvitationSerializer
 
     def get_queryset(self):
-        return Invitation.objects.for_tenant(self.tenant)
+        return selectors.invitation_list(tenant=self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):
@@ -291,9 +285,7 @@ class InvitationActionView(TenantScoped, APIView):
     action = ""
 
     def post(self, request, external_id: str, uid):
-        invitation = Invitation.objects.for_tenant(self.tenant).filter(uid=uid).first()
-        if invitation is None:
-            raise errors.NotFound("This tenant has no such invitation.")
+        invitation = selectors.invitation_get(tenant=self.tenant, uid=uid)
         if self.action == "revoke":
             invitation = tenant_services.invitation_revoke(invitation=invitation, actor=actor(request))
         else:
@@ -346,7 +338,7 @@ class KmsConfigListView(TenantScoped, generics.ListAPIView):
     pagination_class = OldestFirstPagination
 
     def get_queryset(self):
-        return KmsConfig.objects.for_tenant(self.tenant)
+        return selectors.kms_config_list(tenant=self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):
@@ -390,10 +382,7 @@ def _placed(exc: errors.InvalidInput, data: dict) -> errors.InvalidInput:
 
 class KmsConfigScoped(TenantScoped):
     def config(self) -> KmsConfig:
-        config = KmsConfig.objects.for_tenant(self.tenant).filter(uid=self.kwargs["uid"]).first()
-        if config is None:
-            raise errors.NotFound("This tenant has no such KMS configuration.")
-        return config
+        return selectors.kms_config_get(tenant=self.tenant, uid=self.kwargs["uid"])
 
     def vendor_config(self) -> KmsConfig:
         """Vendor staff and their automation never change a tenant's own key: only the tenant does."""
@@ -491,7 +480,7 @@ class KeyHistoryView(TenantScoped, generics.ListAPIView):
     pagination_class = HistoryPagination
 
     def get_queryset(self):
-        return KeyHistoryEntry.objects.for_tenant(self.tenant).select_related("kms_config")
+        return selectors.key_history_list(tenant=self.tenant)
 
 
 @_on("get")(
@@ -510,8 +499,6 @@ class KeyVersionsView(TenantScoped, generics.ListAPIView):
         return selectors.tenant_key_versions_queryset(self.tenant)
 
 
-_JOB_RELATED = ("tenant", "source_config", "target_config")
-
 
 @_on("get")(
     operation_id="rekey_jobs_list",
@@ -524,17 +511,15 @@ class RekeyJobListView(generics.ListAPIView):
     required_scope = READ
     serializer_class = RekeyJobSerializer
     pagination_class = NewestFirstByTime
-    filter_backends = [ApiFilterBackend]
     filterset_class = RekeyJobFilterSet
-    queryset = RekeyJob.objects.select_related(*_JOB_RELATED)
+
+    def get_queryset(self):
+        return selectors.rekey_job_list()
 
 
 class RekeyJobScoped:
     def job(self) -> RekeyJob:
-        job = RekeyJob.objects.select_related(*_JOB_RELATED).filter(uid=self.kwargs["uid"]).first()
-        if job is None:
-            raise errors.NotFound("There is no such rekey job.")
-        return job
+        return selectors.rekey_job_get(uid=self.kwargs["uid"])
 
 
 @_on("get")(
@@ -575,13 +560,13 @@ class TenantRekeyJobsView(TenantScoped, generics.ListAPIView):
     pagination_class = NewestFirstByTime
 
     def get_queryset(self):
-        return RekeyJob.objects.for_tenant(self.tenant).select_related(*_JOB_RELATED)
+        return selectors.rekey_job_list(tenant=self.tenant)
 
     @idempotent
     def post(self, request, external_id: str):
         tenant = self.tenant
         with transaction.atomic():
-            primary = KmsConfig.objects.for_tenant(tenant).filter(is_primary=True).first()
+            primary = selectors.kms_config_primary(tenant=tenant)
             if primary is None:
                 raise errors.Conflict(f"{tenant.name} has no primary key to rewrap to.")
             job = job_services.job_start_rewrap(tenant=tenant, source=None, target=primary, actor=actor(request))
@@ -594,7 +579,7 @@ class RekeyJobActionView(RekeyJobScoped, APIView):
 
     def post(self, request, uid):
         job = type(self).service(job=self.job(), actor=actor(request))
-        job = RekeyJob.objects.select_related(*_JOB_RELATED).get(pk=job.pk)
+        job = selectors.rekey_job_get(uid=job.uid)  # with its tenant and configurations, as the list shows it
         return Response(RekeyJobSerializer(job).data)
 
 
@@ -630,11 +615,10 @@ rekey_job_retry = _job_action_view(
 class TenantEventsView(TenantScoped, generics.ListAPIView):
     required_scope = EVENTS
     serializer_class = KeyUseEventSerializer
-    filter_backends = [ApiFilterBackend]
     filterset_class = KeyUseEventFilterSet
 
     def get_queryset(self):
-        return KeyUseEvent.objects.for_tenant(self.tenant)
+        return selectors.key_use_list(tenant=self.tenant)
 
 
 @_on("get")(
@@ -647,9 +631,10 @@ class TenantEventsView(TenantScoped, generics.ListAPIView):
 class AuditListView(generics.ListAPIView):
     required_scope = EVENTS
     serializer_class = AuditEventSerializer
-    filter_backends = [ApiFilterBackend]
     filterset_class = AuditEventFilterSet
-    queryset = AuditEvent.objects.select_related("tenant")
+
+    def get_queryset(self):
+        return selectors.audit_event_list()
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

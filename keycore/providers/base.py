@@ -162,13 +162,20 @@ class KeyProvider(abc.ABC):
 
     @classmethod
     def egress(cls, settings: Mapping[str, Any]) -> list[str]:
-        """What this configuration makes KeyCore reach: network hosts, or ``file:<path>`` for local modules.
+        """The network hosts this configuration makes KeyCore reach.
 
         KeyCore checks these against the operator's egress policy before it saves or
         tests a *tenant's* configuration (keycore/egress.py), so a tenant cannot point
-        KeyCore at the vendor's internal network or make it load a library.
+        KeyCore at the vendor's internal network.
         """
         return []
+
+    @classmethod
+    def check_tenant_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Refuse, with ``InvalidInput`` naming the field, what a *tenant's* configuration may not make
+        KeyCore do on its own servers beyond reaching hosts (those are :meth:`egress`): load a library,
+        say. Called with the egress check, before a tenant's configuration is tested or saved."""
+        return None  # most providers only reach hosts
 
     def describe(self) -> str:
         """A one-line, non-secret summary of where the key lives (ARN, host:port/uid, token/label)."""

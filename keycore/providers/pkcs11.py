@@ -35,7 +35,9 @@ loaded are found by re-initialising the module, at most once a minute.
 
 Operators choose which modules may be loaded: ``KEYCORE_PKCS11_MODULES`` (Django
 setting or environment variable, paths separated by ``os.pathsep``); when it is
-set, any other module path is refused.
+set, any other module path is refused. Loading a module runs its code in
+KeyCore's process, so a *tenant's* configuration needs the list outside the
+embedded default (:meth:`Pkcs11Provider.check_tenant_settings`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pkcs11
+from django.conf import settings as django_settings
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.mechanisms import GCMParams
@@ -161,19 +164,30 @@ _MODULES_LOCK = threading.Lock()
 def allowed_modules() -> list[str] | None:
     """The operator's list of loadable module paths, or None when any may be loaded."""
     value: Any = None
-    try:
-        from django.conf import settings
-
-        if settings.configured:
-            value = getattr(settings, ALLOWED_MODULES_SETTING, None)
-    except ImportError:  # pragma: no cover - Django is always installed with KeyCore
-        pass
+    if django_settings.configured:
+        value = getattr(django_settings, ALLOWED_MODULES_SETTING, None)
     if value is None:
         value = os.environ.get(ALLOWED_MODULES_SETTING)
     if not value:
         return None
     paths = value.split(os.pathsep) if isinstance(value, str) else list(value)
     return [os.path.realpath(p.strip()) for p in paths if p.strip()]
+
+
+def tenant_module_problem(path: str) -> str:
+    """Why a *tenant's* configuration may not load ``path``, or "" if it may.
+
+    Only modules the operator lists are loaded for tenants; with no list, any is, but only
+    in the embedded default (a developer's machine), never in production.
+    """
+    allowed = allowed_modules()
+    if allowed is None:
+        if django_settings.EMBEDDED:
+            return ""
+        return f"The operator has not allowed any PKCS#11 module for tenants ({ALLOWED_MODULES_SETTING})."
+    if os.path.realpath(path) not in allowed:
+        return f"{path} is not one of the PKCS#11 modules the operator allows."
+    return ""
 
 
 def module_problem(path: str) -> str:
@@ -289,9 +303,12 @@ class Pkcs11Provider(KeyProvider):
         )
 
     @classmethod
-    def egress(cls, settings: Mapping[str, Any]) -> list[str]:
+    def check_tenant_settings(cls, settings: Mapping[str, Any]) -> None:
+        """A tenant may name only a module the operator allows (the module's code runs in KeyCore)."""
         path = str(settings.get("module_path") or "").strip()
-        return [f"file:{path}"] if path else []
+        problem = tenant_module_problem(path) if path else ""
+        if problem:
+            raise errors.InvalidInput(problem, field_errors={"module_path": [problem]})
 
     def describe(self) -> str:
         return f"token '{self.token_label}' key '{self.key_label}'"

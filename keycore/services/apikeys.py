@@ -1,17 +1,51 @@
-"""API keys: created in the vendor portal or by a management command, shown once, stored hashed."""
+"""API keys: created in the vendor portal or by a management command, shown once, stored hashed.
+
+A key reads ``kc_<prefix>_<secret>``. Only the prefix (for lookup) and a SHA-256 of
+the whole key are stored; the API's authentication compares that hash in constant time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
 from keycore import errors
-from keycore.api.authentication import generate_key, hash_key
 from keycore.models import ApiKey, Tenant
 from keycore.models.api import ApiScope
 from keycore.services.audit import Actor, audit_record
+
+KEY_PREFIX = "kc"
+PREFIX_BYTES = 6
+SECRET_BYTES = 32
+
+
+def hash_key(raw: str) -> str:
+    """What is stored of a key, and what a presented key is compared with."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """(full key, lookup prefix). The full key is shown once and never stored."""
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    return f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}", prefix
+
+
+def parse_prefix(raw: str) -> str | None:
+    """The lookup prefix of a presented key, or None when it is not shaped like one of ours."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+def api_key_mark_used(*, key: ApiKey, at: datetime) -> None:
+    """Stamp ``last_used_at`` (not audited: a use of a key is not a change to it)."""
+    key.last_used_at = at
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=at)
 
 
 def _clean_scopes(scopes) -> list[str]:

@@ -17,8 +17,8 @@ from typing import Any
 
 from keycore import errors
 from keycore.crypto.envelope import decrypt_document, edek_key_version, encrypt_document, rewrap_edek
-from keycore.models import Tenant
 from keycore.models.tenants import TenantStatus
+from keycore.selectors import tenant_by_external_id
 from keycore.services import keyuse
 from keycore.services.keyring import current_key_version, tenant_cache, unwrap_tenant_key
 
@@ -77,13 +77,7 @@ def resolve_tenant(external_id: str) -> TenantRef:
     ref = cache.get(external_id)
     if ref is None:
         generation = cache.generation
-        tenant = (
-            Tenant.objects.filter(external_id=external_id)
-            .only("pk", "uid", "external_id", "status", "key_cache_seconds")
-            .first()
-        )
-        if tenant is None:
-            raise errors.TenantNotFound(f"No tenant has the external id {external_id!r}.")
+        tenant = tenant_by_external_id(external_id, only=("pk", "uid", "external_id", "status", "key_cache_seconds"))
         try:
             version = current_key_version(tenant)
         except errors.KeyUnavailable:

@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from keycore import errors
+from keycore.filtersets import AuditEventFilterSet, KeyUseEventFilterSet
 from keycore.models import AuditEvent, ChainVerification, EventChain, KeyUseEvent, Tenant, TenantKey
 from keycore.models.audit import GENESIS_HASH
 from keycore.models.events import DeadLetter, EventDelivery, EventDestination, VerificationState
@@ -579,35 +580,18 @@ class ExportFilter:
 
 
 def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, QuerySet | None]:
-    """(admin rows, key-use rows) of a tenant matching ``f``; None where the filter excludes a kind."""
-    audit: QuerySet | None = AuditEvent.objects.for_tenant(tenant)
-    keyuse: QuerySet | None = KeyUseEvent.objects.for_tenant(tenant)
-    if f.kind == "admin" or f.action:
-        keyuse = None
-    if f.kind == "key_use" or f.operation or f.label or f.result:
-        audit = None
-    if audit is not None:
-        if f.since:
-            audit = audit.filter(created_at__gte=f.since)
-        if f.until:
-            audit = audit.filter(created_at__lt=f.until)
-        if f.action:
-            audit = audit.filter(action__startswith=f.action)
-        if f.who:
-            audit = audit.filter(actor_label__icontains=f.who)
-    if keyuse is not None:
-        if f.since:
-            keyuse = keyuse.filter(minute__gte=f.since)
-        if f.until:
-            keyuse = keyuse.filter(minute__lt=f.until)
-        if f.operation:
-            keyuse = keyuse.filter(operation=f.operation)
-        if f.label:
-            keyuse = keyuse.filter(label=f.label)
-        if f.result:
-            keyuse = keyuse.filter(result=f.result)
-        if f.who:
-            keyuse = keyuse.filter(requesting_id__icontains=f.who)
+    """(admin rows, key-use rows) of a tenant matching ``f``; None where the filter excludes a kind.
+
+    Each kind is filtered by its FilterSet, the one the API's lists and the portals use."""
+    shared = {"since": f.since, "until": f.until, "who": f.who}
+    audit = keyuse = None
+    if f.kind != "key_use" and not (f.operation or f.label or f.result):
+        audit = AuditEventFilterSet({**shared, "action": f.action}, queryset=AuditEvent.objects.for_tenant(tenant)).qs
+    if f.kind != "admin" and not f.action:
+        keyuse = KeyUseEventFilterSet(
+            {**shared, "operation": f.operation, "label": f.label, "result": f.result},
+            queryset=KeyUseEvent.objects.for_tenant(tenant),
+        ).qs
     return audit, keyuse
 
 

@@ -7,8 +7,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from keycore.api.authentication import hash_key
 from keycore.models import ApiKey, AuditEvent
+from keycore.services.apikeys import hash_key
 
 pytestmark = pytest.mark.django_db
 

@@ -55,7 +55,7 @@ def test_search_matches_names_and_external_ids(names, q, match, expected):
 
 @pytest.mark.parametrize("match", ["prefix", "contains"])
 def test_a_search_can_read_an_index_instead_of_the_whole_table(names, match):
-    # unordered: how the matches are found (the portal then sorts them, see vendor_portal/pagination.py)
+    # unordered: how the matches are found (the portal then sorts them, see keycore/pagination.py)
     qs = TenantFilterSet({"q": "glob", "match": match}, queryset=Tenant.objects.all()).qs.order_by()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -151,7 +151,7 @@ def test_the_export_is_the_filtered_list_as_csv(as_admin, many):
 
 
 def test_the_export_streams_past_its_chunk_size(as_admin, many, monkeypatch):
-    from vendor_portal import pagination
+    from keycore import pagination
 
     real = pagination.keyset_iterate
     monkeypatch.setattr("vendor_portal.views.keyset_iterate", lambda qs, sort: real(qs, sort=sort, chunk=4))

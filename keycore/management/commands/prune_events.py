@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from keycore.models import Tenant
+from keycore import errors, selectors
 from keycore.services.audit import Actor
 from keycore.services.events import PruneResult, events_prune, events_prune_all
 
@@ -28,9 +28,10 @@ class Command(BaseCommand):
     def handle(self, *args, tenant: str | None, vendor: bool, **options):
         actor = Actor.system("manage.py")
         if tenant is not None:
-            found = Tenant.objects.filter(external_id=tenant).first()
-            if found is None:
-                raise CommandError(f"No tenant has the external id {tenant!r}.")
+            try:
+                found = selectors.tenant_by_external_id(tenant)
+            except errors.TenantNotFound as exc:
+                raise CommandError(exc.detail) from None
             results = [events_prune(tenant=found, actor=actor)]
         elif vendor:
             results = [events_prune(tenant=None, actor=actor)]

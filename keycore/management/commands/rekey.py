@@ -18,8 +18,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from keycore import errors
-from keycore.models import KmsConfig, RekeyJob, Tenant
+from keycore import errors, selectors
+from keycore.models import KmsConfig, RekeyJob
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.sealing import root_keyring
 from keycore.services.audit import Actor
@@ -85,9 +85,7 @@ class Command(BaseCommand):
             if action == "kek-rotation":
                 config = None
                 if options.get("tenant"):
-                    tenant = Tenant.objects.filter(external_id=options["tenant"]).first()
-                    if tenant is None:
-                        raise CommandError(f"No tenant {options['tenant']!r}.")
+                    tenant = selectors.tenant_by_external_id(options["tenant"])  # TenantNotFound: CommandError below
                     config = (
                         KmsConfig.objects.filter(tenant=tenant, provider__in=rotatable_providers())
                         .order_by("-is_primary", "-id")

@@ -13,6 +13,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from keycore import errors, selectors
 from keycore.models import Tenant
 from keycore.services.events import ChainReport, chain_keys_all, chain_verify
 
@@ -28,9 +29,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant: str | None, vendor: bool, all: bool, **options):
         if tenant is not None:
-            found = Tenant.objects.filter(external_id=tenant).first()
-            if found is None:
-                raise CommandError(f"No tenant has the external id {tenant!r}.")
+            try:
+                found = selectors.tenant_by_external_id(tenant)
+            except errors.TenantNotFound as exc:
+                raise CommandError(exc.detail) from None
             targets = [(f"tenant {found.external_id}", f"tenant:{found.pk}")]
         elif vendor:
             targets = [("vendor", "vendor")]
