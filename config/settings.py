@@ -9,6 +9,12 @@ Two modes:
   ``SECRET_KEY`` and ``KEYCORE_ROOT_KEY`` (or their ``*_FILE`` variants) are
   required, cookies are secure, HSTS is on.
 
+A missing secret is not an error *here*: every process that would use it refuses
+to start instead (the web application, the Celery worker and beat, and every
+management command through a system check; see ``keycore/checks.py``). That
+leaves ``manage.py keycore_root_key --generate`` working before a root key exists,
+which is exactly when an operator needs it.
+
 Every variable is listed in the README.
 """
 
@@ -20,7 +26,6 @@ import sys
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KEYCORE_VAR_DIR", BASE_DIR / "var"))
@@ -63,14 +68,14 @@ EMBEDDED = DEBUG or TESTING
 
 # --- secrets -----------------------------------------------------------------
 
-SECRET_KEY = env("SECRET_KEY")
+# Production without SECRET_KEY: left empty, and Django refuses an empty one wherever it is used;
+# keycore.checks.require_secrets() makes every KeyCore process refuse to start without it.
+SECRET_KEY = env("SECRET_KEY") or ""
 if not SECRET_KEY:
     if TESTING:
         SECRET_KEY = "test-only-" + "x" * 50
     elif EMBEDDED:
         SECRET_KEY = _embedded_secret("secret_key", lambda: secrets.token_urlsafe(50))
-    else:
-        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off.")
 
 
 def _generate_root_key() -> str:
@@ -82,17 +87,14 @@ def _generate_root_key() -> str:
 # The operator's root key seals every secret KeyCore stores (local KEKs, KMS credentials).
 # KEYCORE_ROOT_KEY_PREVIOUS lists older root keys still accepted for unsealing while a
 # root-key rotation job re-seals everything under the current one.
-KEYCORE_ROOT_KEY = env("KEYCORE_ROOT_KEY")
+# Production without one: left empty, and every KeyCore process refuses to start (keycore/checks.py),
+# except `manage.py keycore_root_key --generate`, which makes one.
+KEYCORE_ROOT_KEY = env("KEYCORE_ROOT_KEY") or ""
 if not KEYCORE_ROOT_KEY:
     if TESTING:
         KEYCORE_ROOT_KEY = "dGVzdC1vbmx5LXJvb3Qta2V5LTMyLWJ5dGVzLWxvbmc="  # 32 bytes, tests only
     elif EMBEDDED:
         KEYCORE_ROOT_KEY = _embedded_secret("root_key", _generate_root_key)
-    else:
-        raise ImproperlyConfigured(
-            "KEYCORE_ROOT_KEY (or KEYCORE_ROOT_KEY_FILE) must be set when DEBUG is off: "
-            "generate one with `python manage.py keycore_root_key --generate`."
-        )
 KEYCORE_ROOT_KEY_PREVIOUS = env_list("KEYCORE_ROOT_KEY_PREVIOUS")
 
 # --- hosts and security ----------------------------------------------------------
