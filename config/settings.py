@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KEYCORE_VAR_DIR", BASE_DIR / "var"))
@@ -114,7 +115,16 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "31536000" if SECURE else "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("KEYCORE_BEHIND_PROXY", False) else None
+BEHIND_PROXY = env_bool("KEYCORE_BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+# How many reverse proxies KeyCore trusts to append the address they saw to X-Forwarded-For. The client is the
+# rightmost hop none of them wrote (keycore.services.audit.client_ip); anything further left is the client's own
+# claim. 0: X-Forwarded-For is ignored and the peer address is the client.
+KEYCORE_TRUSTED_PROXY_COUNT = int(env("KEYCORE_TRUSTED_PROXY_COUNT", "1" if BEHIND_PROXY else "0"))
+if KEYCORE_TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("KEYCORE_TRUSTED_PROXY_COUNT is a number of proxies: 0 or more.")
+# allauth asks the account adapter, which asks client_ip; its own setting says the same for anything that does not
+ALLAUTH_TRUSTED_PROXY_COUNT = KEYCORE_TRUSTED_PROXY_COUNT
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"

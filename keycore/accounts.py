@@ -5,10 +5,12 @@ from __future__ import annotations
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.adapter import DefaultMFAAdapter
 from django import forms
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from keycore import errors
 from keycore.sealing import seal_mfa_secret, unseal_mfa_secret
+from keycore.services.audit import client_ip
 from keycore.services.tenants import invitation_lookup
 
 INVITATION_SESSION_KEY = "keycore_invitation_token"
@@ -46,6 +48,13 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def get_signup_redirect_url(self, request) -> str:
         return self.get_login_redirect_url(request)
+
+    def get_client_ip(self, request) -> str:
+        """Rate limits count failures per client, found the one way KeyCore finds it (behind proxies too)."""
+        ip = client_ip(request)
+        if ip is None:
+            raise PermissionDenied("Unable to determine the client's address.")
+        return ip
 
 
 class MFAAdapter(DefaultMFAAdapter):

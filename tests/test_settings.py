@@ -125,3 +125,15 @@ def test_the_embedded_default_generates_its_secrets_once(tmp_path):
     assert oct((tmp_path / "var" / "root_key").stat().st_mode & 0o777) == "0o600"
     assert _settings({"DEBUG": "1"}, tmp_path).returncode == 0
     assert (tmp_path / "var" / "root_key").read_text() == root_key
+
+
+def test_behind_a_proxy_one_proxy_is_trusted_unless_told_otherwise(tmp_path):
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.KEYCORE_TRUSTED_PROXY_COUNT, settings.ALLAUTH_TRUSTED_PROXY_COUNT)"
+    )
+    secrets = {"SECRET_KEY": "s" * 50, "KEYCORE_ROOT_KEY": A_ROOT_KEY}
+    assert _python(code, secrets, tmp_path).stdout.split() == ["0", "0"]
+    assert _python(code, {**secrets, "KEYCORE_BEHIND_PROXY": "1"}, tmp_path).stdout.split() == ["1", "1"]
+    two = {**secrets, "KEYCORE_BEHIND_PROXY": "1", "KEYCORE_TRUSTED_PROXY_COUNT": "2"}
+    assert _python(code, two, tmp_path).stdout.split() == ["2", "2"]
