@@ -379,6 +379,8 @@ KEYCORE_EVENT_DELIVERY_BACKOFF_MAX = float(env("KEYCORE_EVENT_DELIVERY_BACKOFF_M
 KEYCORE_EVENT_DELIVERY_TIMEOUT = float(env("KEYCORE_EVENT_DELIVERY_TIMEOUT", "10"))
 # webhooks and syslog servers on loopback/private addresses (and plain-http webhooks): embedded mode only by default
 KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE = env_bool("KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE", EMBEDDED)
+# private networks (CIDRs) SIEM destinations may be in, besides public addresses (keycore/egress.py)
+KEYCORE_EVENT_DESTINATIONS_ALLOWED_NETWORKS = env_list("KEYCORE_EVENT_DESTINATIONS_ALLOWED_NETWORKS")
 KEYCORE_VENDOR_PRINCIPAL = env("KEYCORE_VENDOR_PRINCIPAL", "arn:aws:iam::111122223333:role/keycore")
 KEYCORE_EXTRA_PROVIDERS: dict[str, str] = {}
 # Networks a tenant's own KMS configuration may point KeyCore at besides public addresses (keycore/egress.py).

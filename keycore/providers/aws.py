@@ -59,7 +59,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from keycore import errors
+from keycore import egress, errors
 from keycore.providers.base import HealthResult, KeyProvider, SettingField, WrapContext
 from keycore.providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
@@ -162,8 +162,8 @@ class AwsKmsProvider(KeyProvider):
     #: how one request is retried; tests and jobs may swap it per instance
     retry_policy: RetryPolicy = DEFAULT_POLICY
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
-        super().__init__(settings, secrets, timeout=timeout)
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(settings, secrets, **kwargs)
         self.key_id = str(self.settings.get("key_id", "")).strip()
         match = KMS_ARN_RE.match(self.key_id)
         self.region = str(self.settings.get("region") or (match and match["region"]) or "").strip()
@@ -400,7 +400,15 @@ class AwsKmsProvider(KeyProvider):
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=32,
             user_agent_extra="keycore",
+            # under an egress policy, no proxy from the environment: it would resolve the name after the check
+            **({"proxies": {}} if self.egress is not None else {}),
         )
+
+    def _pinned(self, client: Any) -> Any:
+        """Every connection of ``client`` to an address of one resolution the egress policy checked."""
+        if self.egress is not None:
+            egress.pin_botocore_client(client, self.egress)
+        return client
 
     def _build_client(self) -> tuple[Any, dt.datetime | None]:
         session = boto3.session.Session(
@@ -423,11 +431,13 @@ class AwsKmsProvider(KeyProvider):
         client = session.client(
             "kms", endpoint_url=self.settings.get("endpoint_url") or None, config=self._botocore_config()
         )
-        return client, expires
+        return self._pinned(client), expires
 
     def _assume_role(self, session: boto3.session.Session, role_arn: str) -> dict[str, Any]:
-        sts = session.client(
-            "sts", endpoint_url=self.settings.get("sts_endpoint_url") or None, config=self._botocore_config()
+        sts = self._pinned(
+            session.client(
+                "sts", endpoint_url=self.settings.get("sts_endpoint_url") or None, config=self._botocore_config()
+            )
         )
         request: dict[str, Any] = {
             "RoleArn": role_arn,
@@ -526,6 +536,8 @@ class AwsKmsProvider(KeyProvider):
             )
         if isinstance(exc, ParamValidationError):
             return errors.KmsMisconfigured(f"AWS rejected the request parameters for {action}: {exc}")
+        if isinstance(exc, HTTPClientError) and isinstance(exc.kwargs.get("error"), errors.EgressDenied):
+            return exc.kwargs["error"]  # refused by the egress policy before connecting
         if isinstance(exc, HTTPClientError):  # the connection broke mid-request
             return errors.KmsUnreachable(f"AWS KMS request {action} failed: {type(exc).__name__}.")
         return errors.KmsMisconfigured(f"The AWS client could not make the request {action}: {exc}")

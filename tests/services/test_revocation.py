@@ -140,10 +140,14 @@ def test_a_hung_revocation_check_stops_the_other_threads_from_serving_cached_key
         text=True,
     )
     lines: list[tuple[str, float]] = []
-    reader = threading.Thread(
-        target=lambda: [lines.append((w[0], float(w[1]))) for w in (line.split() for line in proc.stdout) if len(w) == 2],
-        daemon=True,
-    )
+
+    def read() -> None:
+        for line in proc.stdout:
+            words = line.split()
+            if len(words) == 2:
+                lines.append((words[0], float(words[1])))
+
+    reader = threading.Thread(target=read, daemon=True)
     try:
         reader.start()
         wait_for(lambda: lines and lines[0][0] == "ready", timeout=60, what="the other process")
