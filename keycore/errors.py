@@ -208,3 +208,25 @@ class EgressDenied(ProviderError):
 
     code = "egress-denied"
     title = "Destination not allowed"
+
+
+# --- KeyCore's own services ----------------------------------------------------
+
+
+class ServiceUnavailable(KeyCoreError):
+    """KeyCore itself cannot serve the request right now (its database or broker is down); retrying helps."""
+
+    code = "service-unavailable"
+    title = "Service unavailable"
+    http_status = 503
+    retryable = True
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database-unavailable"
+    title = "Database unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code = "broker-unavailable"
+    title = "Task broker unavailable"
