@@ -42,7 +42,6 @@ class PostgresCluster:
                 self._user = pwd.getpwnam("postgres")
             except KeyError:
                 raise ServiceUnavailable("running as root, and there is no postgres user to run a server") from None
-            os.chmod(self.folder, 0o755)
             os.chown(self.folder, self._user.pw_uid, self._user.pw_gid)
 
     @property
