@@ -84,8 +84,9 @@ class TenantKeyCache(Generic[V]):
         #: what is older than this is not served while another thread's read is in flight
         self.max_staleness = 2 * self.epoch_interval
         #: how long after a read started a caller still waits for it before it refuses
-        self._stale_wait = max(self.epoch_interval, 0.05)
+        self._stale_wait = max(self.epoch_interval, 0.25)
         self._read_started_at = -_NEVER
+        self._reading = False
         self._generation = 0
 
     # -- reads -----------------------------------------------------------------
@@ -181,8 +182,8 @@ class TenantKeyCache(Generic[V]):
         if not self._epoch_lock.acquire(blocking=False):
             if now - self._checked_at <= self.max_staleness:
                 return
-            wait = self._read_started_at + self._stale_wait - now
-            if wait <= 0 or not self._epoch_lock.acquire(timeout=wait):
+            in_flight = now - self._read_started_at if self._reading else 0.0
+            if not self._epoch_lock.acquire(timeout=max(self._stale_wait - in_flight, 0.0)):
                 raise errors.RevocationStatusUnknown(
                     "KeyCore could not confirm that no key was revoked: its check of the revocation list has not "
                     f"completed for {self._clock() - self._checked_at:.1f}s (is the database answering?). No cached "
@@ -192,7 +193,7 @@ class TenantKeyCache(Generic[V]):
         try:
             if now < self._next_epoch_check:
                 return
-            self._read_started_at = now
+            self._read_started_at, self._reading = now, True
             try:
                 epoch = self._epoch_source()  # type: ignore[misc]
             except Exception:
@@ -211,4 +212,5 @@ class TenantKeyCache(Generic[V]):
             self._checked_at = now
             self._next_epoch_check = now + self.epoch_interval
         finally:
+            self._reading = False
             self._epoch_lock.release()
