@@ -3,12 +3,29 @@
 import os
 
 from celery import Celery
+from celery.signals import beat_init, worker_init
+from django.core.exceptions import ImproperlyConfigured
+
+from keycore.checks import require_secrets
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("keycore")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+@beat_init.connect
+def refuse_to_start_without_secrets(**kwargs):
+    """A worker or beat without SECRET_KEY or KEYCORE_ROOT_KEY stops here, with the reason.
+
+    SystemExit, because Celery logs and swallows what a signal handler raises otherwise.
+    """
+    try:
+        require_secrets()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"KeyCore cannot start: {exc}") from None
 
 
 @app.on_after_finalize.connect

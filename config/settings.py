@@ -9,6 +9,12 @@ Two modes:
   ``SECRET_KEY`` and ``KEYCORE_ROOT_KEY`` (or their ``*_FILE`` variants) are
   required, cookies are secure, HSTS is on.
 
+A missing secret is not an error *here*: every process that would use it refuses
+to start instead (the web application, the Celery worker and beat, and every
+management command through a system check; see ``keycore/checks.py``). That
+leaves ``manage.py keycore_root_key --generate`` working before a root key exists,
+which is exactly when an operator needs it.
+
 Every variable is listed in the README.
 """
 
@@ -63,14 +69,14 @@ EMBEDDED = DEBUG or TESTING
 
 # --- secrets -----------------------------------------------------------------
 
-SECRET_KEY = env("SECRET_KEY")
+# Production without SECRET_KEY: left empty, and Django refuses an empty one wherever it is used;
+# keycore.checks.require_secrets() makes every KeyCore process refuse to start without it.
+SECRET_KEY = env("SECRET_KEY") or ""
 if not SECRET_KEY:
     if TESTING:
         SECRET_KEY = "test-only-" + "x" * 50
     elif EMBEDDED:
         SECRET_KEY = _embedded_secret("secret_key", lambda: secrets.token_urlsafe(50))
-    else:
-        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off.")
 
 
 def _generate_root_key() -> str:
@@ -82,17 +88,14 @@ def _generate_root_key() -> str:
 # The operator's root key seals every secret KeyCore stores (local KEKs, KMS credentials).
 # KEYCORE_ROOT_KEY_PREVIOUS lists older root keys still accepted for unsealing while a
 # root-key rotation job re-seals everything under the current one.
-KEYCORE_ROOT_KEY = env("KEYCORE_ROOT_KEY")
+# Production without one: left empty, and every KeyCore process refuses to start (keycore/checks.py),
+# except `manage.py keycore_root_key --generate`, which makes one.
+KEYCORE_ROOT_KEY = env("KEYCORE_ROOT_KEY") or ""
 if not KEYCORE_ROOT_KEY:
     if TESTING:
         KEYCORE_ROOT_KEY = "dGVzdC1vbmx5LXJvb3Qta2V5LTMyLWJ5dGVzLWxvbmc="  # 32 bytes, tests only
     elif EMBEDDED:
         KEYCORE_ROOT_KEY = _embedded_secret("root_key", _generate_root_key)
-    else:
-        raise ImproperlyConfigured(
-            "KEYCORE_ROOT_KEY (or KEYCORE_ROOT_KEY_FILE) must be set when DEBUG is off: "
-            "generate one with `python manage.py keycore_root_key --generate`."
-        )
 KEYCORE_ROOT_KEY_PREVIOUS = env_list("KEYCORE_ROOT_KEY_PREVIOUS")
 
 # --- hosts and security ----------------------------------------------------------
@@ -112,7 +115,16 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "31536000" if SECURE else "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("KEYCORE_BEHIND_PROXY", False) else None
+BEHIND_PROXY = env_bool("KEYCORE_BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+# How many reverse proxies KeyCore trusts to append the address they saw to X-Forwarded-For. The client is the
+# rightmost hop none of them wrote (keycore.services.audit.client_ip); anything further left is the client's own
+# claim. 0: X-Forwarded-For is ignored and the peer address is the client.
+KEYCORE_TRUSTED_PROXY_COUNT = int(env("KEYCORE_TRUSTED_PROXY_COUNT", "1" if BEHIND_PROXY else "0"))
+if KEYCORE_TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("KEYCORE_TRUSTED_PROXY_COUNT is a number of proxies: 0 or more.")
+# allauth asks the account adapter, which asks client_ip; its own setting says the same for anything that does not
+ALLAUTH_TRUSTED_PROXY_COUNT = KEYCORE_TRUSTED_PROXY_COUNT
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -383,6 +395,8 @@ KEYCORE_EVENT_DELIVERY_BACKOFF_MAX = float(env("KEYCORE_EVENT_DELIVERY_BACKOFF_M
 KEYCORE_EVENT_DELIVERY_TIMEOUT = float(env("KEYCORE_EVENT_DELIVERY_TIMEOUT", "10"))
 # webhooks and syslog servers on loopback/private addresses (and plain-http webhooks): embedded mode only by default
 KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE = env_bool("KEYCORE_EVENT_DESTINATIONS_ALLOW_PRIVATE", EMBEDDED)
+# private networks (CIDRs) SIEM destinations may be in, besides public addresses (keycore/egress.py)
+KEYCORE_EVENT_DESTINATIONS_ALLOWED_NETWORKS = env_list("KEYCORE_EVENT_DESTINATIONS_ALLOWED_NETWORKS")
 KEYCORE_VENDOR_PRINCIPAL = env("KEYCORE_VENDOR_PRINCIPAL", "arn:aws:iam::111122223333:role/keycore")
 KEYCORE_EXTRA_PROVIDERS: dict[str, str] = {}
 # Networks a tenant's own KMS configuration may point KeyCore at besides public addresses (keycore/egress.py).

@@ -15,12 +15,13 @@ from allauth.mfa.webauthn.forms import (
     ReauthenticateWebAuthnForm,
 )
 from django import forms
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.urls import reverse
 
 from keycore import errors
 from keycore.sealing import seal_mfa_secret, unseal_mfa_secret
-from keycore.services.audit import Actor, audit_record
+from keycore.services.audit import Actor, audit_record, client_ip
 from keycore.services.tenants import invitation_lookup
 
 INVITATION_SESSION_KEY = "keycore_invitation_token"
@@ -69,6 +70,12 @@ class AccountAdapter(DefaultAccountAdapter):
             {**method, "description": labels.get(method["id"], method["description"])}
             for method in super().get_reauthentication_methods(user)
         ]
+    def get_client_ip(self, request) -> str:
+        """Rate limits count failures per client, found the one way KeyCore finds it (behind proxies too)."""
+        ip = client_ip(request)
+        if ip is None:
+            raise PermissionDenied("Unable to determine the client's address.")
+        return ip
 
 
 class MFAAdapter(DefaultMFAAdapter):

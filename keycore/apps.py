@@ -7,4 +7,4 @@ class KeycoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from keycore import signals  # noqa: F401  (sign-in and MFA audit events)
+        from keycore import checks, signals  # noqa: F401  (the secrets check; sign-in and MFA audit events)

@@ -10,8 +10,9 @@ Importable without Django (it needs only urllib3)::
 
 Bytes in, bytes out: base64 is handled here. Connections are pooled and kept
 alive (one client per process, shared by threads). Requests that can be repeated
-safely are retried with exponential backoff on 503 (KMS unavailable), 429 (rate
-limited) and lost connections, honouring ``Retry-After``; creating calls carry an
+safely are retried with exponential backoff on 503 (a KMS unavailable, or KeyCore's
+own database or broker restarting), 429 (rate limited) and lost connections,
+honouring ``Retry-After``; creating calls carry an
 ``Idempotency-Key`` that stays the same across their retries, so a retry never
 creates twice. Errors are exceptions that mirror the API's problem types
 (:class:`TenantNotFound`, :class:`KeyRevoked`, :class:`KmsUnavailable`, …), all
@@ -55,6 +56,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "ServerError",
+    "ServiceUnavailable",
     "TamperedData",
     "TenantInactive",
     "TenantNotFound",
@@ -181,6 +183,11 @@ class ServerError(KeyCoreAPIError):
     """KeyCore failed unexpectedly (5xx); it has logged why."""
 
 
+class ServiceUnavailable(KeyCoreAPIError):
+    """KeyCore itself is briefly unavailable (503): its database or broker is restarting, or it cannot confirm
+    revocations yet. Repeatable calls are retried (honouring ``Retry-After``) before this is raised."""
+
+
 _BY_CODE: dict[str, type[KeyCoreAPIError]] = {
     "invalid-input": InvalidInput,
     "malformed-request": InvalidInput,
@@ -211,6 +218,11 @@ _BY_CODE: dict[str, type[KeyCoreAPIError]] = {
     "kms-unreachable": KmsUnavailable,
     "kms-timeout": KmsUnavailable,
     "kms-throttled": KmsUnavailable,
+    "egress-denied": KmsError,
+    "service-unavailable": ServiceUnavailable,
+    "database-unavailable": ServiceUnavailable,
+    "broker-unavailable": ServiceUnavailable,
+    "revocation-status-unknown": ServiceUnavailable,
 }
 _BY_STATUS: dict[int, type[KeyCoreAPIError]] = {
     400: InvalidInput,
@@ -222,7 +234,7 @@ _BY_STATUS: dict[int, type[KeyCoreAPIError]] = {
     422: CryptoError,
     429: RateLimited,
     502: KmsError,
-    503: KmsUnavailable,
+    503: ServiceUnavailable,
 }
 
 

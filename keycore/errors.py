@@ -140,6 +140,18 @@ class KeyDestroyed(KeyUnavailable):
     http_status = 410
 
 
+class RevocationStatusUnknown(KeyCoreError):
+    """This process cannot currently see revocations (its check of the revocation epoch is overdue).
+
+    Cached keys are not used meanwhile; nothing is wrong with the tenant's key, and a retry helps.
+    """
+
+    code = "revocation-status-unknown"
+    title = "Revocation status unknown"
+    http_status = 503
+    retryable = True
+
+
 # --- KMS providers -----------------------------------------------------------
 
 
@@ -193,3 +205,35 @@ class KmsKeyDisabled(ProviderError):
 class KmsMisconfigured(ProviderError):
     code = "kms-misconfigured"
     title = "KMS configuration is wrong"
+
+
+class EgressDenied(ProviderError):
+    """The host resolves to an address the operator's egress policy does not allow (keycore/egress.py).
+
+    Refused before any connection is made; retrying cannot help until the host or the policy changes.
+    """
+
+    code = "egress-denied"
+    title = "Destination not allowed"
+
+
+# --- KeyCore's own services ----------------------------------------------------
+
+
+class ServiceUnavailable(KeyCoreError):
+    """KeyCore itself cannot serve the request right now (its database or broker is down); retrying helps."""
+
+    code = "service-unavailable"
+    title = "Service unavailable"
+    http_status = 503
+    retryable = True
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database-unavailable"
+    title = "Database unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code = "broker-unavailable"
+    title = "Task broker unavailable"

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 from django.contrib import messages
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template import loader
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from keycore import errors
 from keycore.access import memberships_of, staff_of
 from keycore.accounts import INVITATION_SESSION_KEY
+from keycore.api.problems import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS, problem_body
+from keycore.availability import unavailable
 from keycore.models import User
 from keycore.models.tenants import InvitationAudience
 from keycore.services.audit import Actor
@@ -106,4 +112,25 @@ def forbidden(request, exception=None):
 
 
 def server_error(request):
-    return render(request, "500.html", status=500)
+    """Django's last resort for an exception nothing else handled (called inside its ``except``).
+
+    KeyCore's database or broker being down is a 503 with ``Retry-After``, not a 500;
+    under ``/api/`` the answer is a problem document, never HTML. The pages are
+    rendered without the request's context processors: they may need the database.
+    """
+    down = unavailable(sys.exception())
+    error = down or errors.KeyCoreError("Something went wrong on our side; it has been logged.")
+    status = 503 if down else 500
+    if request.path.startswith("/api/"):
+        code, title = (down.code, down.title) if down else ("internal-error", "Internal error")
+        response = HttpResponse(
+            json.dumps(problem_body(code, title, status, error.detail)),
+            status=status,
+            content_type=PROBLEM_CONTENT_TYPE,
+        )
+    else:
+        template = "503.html" if down else "500.html"
+        response = HttpResponse(loader.render_to_string(template, {"message": error.detail}), status=status)
+    if down:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

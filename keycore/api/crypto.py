@@ -288,7 +288,7 @@ class CryptoView(APIView):
         def address() -> str:
             if not found:
                 meta = request._request.META
-                key = (meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"), settings.SECURE_PROXY_SSL_HEADER)
+                key = (meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"), settings.KEYCORE_TRUSTED_PROXY_COUNT)
                 ip = _peers.get(key)
                 if ip is None:
                     if len(_peers) > PEER_CACHE_SIZE:

@@ -1,7 +1,10 @@
 """Errors as RFC 9457 problem details: ``application/problem+json``, a stable ``type``, a human ``detail``.
 
 Never an HTML page, never a traceback: anything unexpected becomes a plain 500
-problem (and is logged server-side). Unknown URLs under ``/api/v1/`` reach
+problem (and is logged server-side), except that KeyCore's own database or broker
+being unreachable is a 503 with ``Retry-After`` (keycore/availability.py). Errors
+raised outside DRF's views (middleware, rendering) reach ``keycore.views.server_error``,
+which answers the same problems under ``/api/``. Unknown URLs under ``/api/v1/`` reach
 :func:`unknown_endpoint` instead of the portals' HTML 404 page.
 
 The ``type`` of a problem is ``https://keycore.dev/problems/<code>``; ``code`` is
@@ -23,6 +26,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from keycore import errors
+from keycore.availability import unavailable
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://keycore.dev/problems/"
@@ -120,6 +124,10 @@ def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
 def exception_handler(exc, context):
     if isinstance(exc, errors.KeyCoreError):
         return problem_for(exc)
+    down = unavailable(exc)
+    if down is not None:
+        log.warning("answering 503: %s (%s)", down.code, exc.__class__.__name__)
+        return problem_for(down)
     if isinstance(exc, RequestDataTooBig):
         return problem_for(RequestTooLarge("The request body is larger than this server accepts; split it up."))
     if isinstance(exc, Http404):

@@ -24,6 +24,8 @@ from django.core.cache import cache
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from keycore.services.audit import client_ip
+
 log = logging.getLogger(__name__)
 
 SYNC_INTERVAL = 0.2
@@ -82,7 +84,8 @@ class ApiKeyRateThrottle(BaseThrottle):
 
     def ident_for(self, request) -> str:
         if request.auth is None:
-            return "ip:" + (self.get_ident(request) or "unknown")
+            # not DRF's get_ident: without NUM_PROXIES it takes the whole X-Forwarded-For, which the caller writes
+            return "ip:" + (client_ip(request) or "unknown")
         return "key:" + request.auth.prefix
 
     def allow_request(self, request, view) -> bool:

@@ -10,6 +10,14 @@ microseconds. The cache bridges the two, and is where revocation has to bite:
   ``epoch_interval`` seconds and empties itself when the value changed, so a
   revoke reaches every process within about that interval.
 
+One thread reads the epoch while the others go on serving; but what they serve is
+only as good as the last read. If a read hangs (a database that stopped answering
+without closing the connection), nothing would ever empty the cache again until
+its entries expired. So a cache that has not *completed* a read for more than
+twice ``epoch_interval`` serves nothing: a caller waits up to one interval for the
+read in flight, and then gets :class:`~keycore.errors.RevocationStatusUnknown`
+(retryable) instead of a key that may have been revoked meanwhile.
+
 Keys live in process memory only, never in Redis or the database. The hot path
 is a clock read, a comparison and a dict lookup under a lock; the epoch check is
 amortised over ``epoch_interval``.
@@ -29,6 +37,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+from keycore import errors
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +78,25 @@ class TenantKeyCache(Generic[V]):
         self._epoch: object = _UNKNOWN
         # The first lookup reads the epoch; without a source there is nothing to check.
         self._next_epoch_check = -_NEVER if epoch_source is not None else _NEVER
+        #: since when the entries are known to reflect every revocation: the start of the last completed read
+        #: (or the moment a failed read emptied the cache)
+        self._checked_at = -_NEVER
+        #: what is older than this is not served while another thread's read is in flight
+        self.max_staleness = 2 * self.epoch_interval
+        #: how long after a read started a caller still waits for it before it refuses
+        self._stale_wait = max(self.epoch_interval, 0.25)
+        self._read_started_at = -_NEVER
+        self._reading = False
         self._generation = 0
 
     # -- reads -----------------------------------------------------------------
 
     def get(self, key: Hashable) -> V | None:
-        """The cached handle for ``key``, or None when absent or expired."""
+        """The cached handle for ``key``, or None when absent or expired.
+
+        Raises :class:`~keycore.errors.RevocationStatusUnknown` when the revocation
+        epoch has not been read for more than ``max_staleness`` seconds.
+        """
         now = self._clock()
         if now >= self._next_epoch_check:
             self._check_epoch(now)
@@ -115,7 +138,10 @@ class TenantKeyCache(Generic[V]):
         """
         now = self._clock()
         if now >= self._next_epoch_check:
-            self._check_epoch(now)
+            try:
+                self._check_epoch(now)
+            except errors.RevocationStatusUnknown:
+                return False  # nothing is stored that could not be served
         expires = now + (self.ttl if ttl is None else ttl)
         with self._lock:
             if generation is not None and generation != self._generation:
@@ -149,14 +175,25 @@ class TenantKeyCache(Generic[V]):
     # -- revocation epoch ------------------------------------------------------
 
     def _check_epoch(self, now: float) -> None:
-        # One thread reads the epoch; the others go on with the cache as it is,
-        # which is at most one interval stale, like between two checks.
+        # One thread reads the epoch; the others go on with the cache as it is while
+        # its last completed read is at most max_staleness old. Past that they wait for
+        # the read in flight (at most _stale_wait after it started) rather than serve
+        # what a revocation may have changed, and then refuse.
         if not self._epoch_lock.acquire(blocking=False):
-            return
+            if now - self._checked_at <= self.max_staleness:
+                return
+            in_flight = now - self._read_started_at if self._reading else 0.0
+            if not self._epoch_lock.acquire(timeout=max(self._stale_wait - in_flight, 0.0)):
+                raise errors.RevocationStatusUnknown(
+                    "KeyCore could not confirm that no key was revoked: its check of the revocation list has not "
+                    f"completed for {self._clock() - self._checked_at:.1f}s (is the database answering?). No cached "
+                    "key is used until it does; retry shortly."
+                )
+            now = self._clock()
         try:
             if now < self._next_epoch_check:
                 return
-            self._next_epoch_check = now + self.epoch_interval
+            self._read_started_at, self._reading = now, True
             try:
                 epoch = self._epoch_source()  # type: ignore[misc]
             except Exception:
@@ -164,9 +201,16 @@ class TenantKeyCache(Generic[V]):
                 logger.warning("Could not read the key revocation epoch; emptying the tenant key cache.", exc_info=True)
                 self._epoch = _UNKNOWN
                 self.clear()
+                failed_at = self._clock()
+                self._checked_at = failed_at  # what is cached from now on was fetched after the failure
+                self._next_epoch_check = failed_at + self.epoch_interval
                 return
             if epoch != self._epoch:
                 self._epoch = epoch
                 self.clear()
+            # the read reflects every revocation committed before it started
+            self._checked_at = now
+            self._next_epoch_check = now + self.epoch_interval
         finally:
+            self._reading = False
             self._epoch_lock.release()

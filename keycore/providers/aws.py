@@ -18,9 +18,16 @@ Wrapped layout, 2 bytes + the AWS ciphertext blob::
 
 Credentials: an access key (optionally with a session token), or none (the
 default AWS chain of the KeyCore process: environment, instance or task role);
-either may first assume a role in the tenant's account (optionally with an
-external id). Assumed-role credentials are refreshed five minutes before they
-expire. One boto3 client per provider instance, shared by threads (boto3 clients
+either may first assume a role in the tenant's account. The ``ExternalId`` of
+that AssumeRole is KeyCore's, never the tenant's choice: ``keycore-<tenant uid>``
+(:func:`external_id_for`), shown in the setup help for the role's trust policy.
+A tenant who could choose it could name another tenant's role and have KeyCore
+assume it (the confused deputy the external ID exists to prevent). Assumed-role
+credentials are refreshed five minutes before they expire.
+
+What AWS says in an error (it names principals: KeyCore's role, the vendor's
+account) goes to the vendor-side log only; tenants see the error code and what
+to fix. One boto3 client per provider instance, shared by threads (boto3 clients
 are thread-safe); botocore does not retry (``total_max_attempts=1``) because
 :mod:`keycore.providers.retry` does, with jitter, for transient errors only.
 
@@ -36,6 +43,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import json
+import logging
 import re
 import threading
 import time
@@ -59,11 +67,12 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from keycore import errors
+from keycore import egress, errors
 from keycore.providers.base import HealthResult, KeyProvider, SettingField, WrapContext
 from keycore.providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 AWS_WRAP_KIND = 0xA5
 AWS_WRAP_V1 = 1
@@ -87,7 +96,7 @@ KMS_ARN_RE = re.compile(
 ALIAS_RE = re.compile(rf"^{_ALIAS_RESOURCE}$")
 REGION_RE = re.compile(rf"^{_REGION}$")
 ROLE_ARN_RE = re.compile(rf"^arn:{_PARTITION}:iam::\d{{12}}:role/[\w+=,.@/-]{{1,512}}$")
-EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+EXTERNAL_ID_PREFIX = "keycore-"
 ACCESS_KEY_ID_RE = re.compile(r"^[A-Z0-9]{16,128}$")
 _LOOPBACK_NAMES = {"localhost"}
 
@@ -128,7 +137,6 @@ class AwsKmsProvider(KeyProvider):
             help="arn:aws:iam::<account>:role/<name>: KeyCore assumes it before calling KMS. Leave empty to call "
             "KMS with the credentials below directly.",
         ),
-        SettingField("external_id", "External ID", required=False, help="Required by the role's trust policy."),
         SettingField(
             "endpoint_url",
             "Endpoint URL",
@@ -162,8 +170,8 @@ class AwsKmsProvider(KeyProvider):
     #: how one request is retried; tests and jobs may swap it per instance
     retry_policy: RetryPolicy = DEFAULT_POLICY
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
-        super().__init__(settings, secrets, timeout=timeout)
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(settings, secrets, **kwargs)
         self.key_id = str(self.settings.get("key_id", "")).strip()
         match = KMS_ARN_RE.match(self.key_id)
         self.region = str(self.settings.get("region") or (match and match["region"]) or "").strip()
@@ -171,6 +179,8 @@ class AwsKmsProvider(KeyProvider):
         self._lock = threading.Lock()
         self._client: Any = None
         self._client_expires: dt.datetime | None = None
+        #: the tenant whose external ID the client's role was assumed with
+        self._client_tenant: str | None = None
 
     # -- validation and help -----------------------------------------------------
 
@@ -211,11 +221,8 @@ class AwsKmsProvider(KeyProvider):
         role_arn = str(clean_settings.get("role_arn") or "")
         if role_arn and not ROLE_ARN_RE.match(role_arn):
             add("role_arn", "Enter an IAM role ARN: arn:aws:iam::<account>:role/<name>.")
-        external_id = str(clean_settings.get("external_id") or "")
-        if external_id and not EXTERNAL_ID_RE.match(external_id):
-            add("external_id", "2 to 1224 characters: letters, digits and +=,.@:/-_.")
-        if external_id and not role_arn:
-            add("external_id", "An external ID is only used when assuming a role.")
+        # an external ID typed in is dropped: KeyCore sends its own per tenant (external_id_for)
+        clean_settings.pop("external_id", None)
 
         for name in ("endpoint_url", "sts_endpoint_url"):
             url = str(clean_settings.get(name) or "")
@@ -274,11 +281,12 @@ class AwsKmsProvider(KeyProvider):
                 "Resource": "*",
             },
         ]
+        external_id = external_id_for(tenant_uid) if tenant_uid else "<keycore-this tenant's KeyCore uid>"
         trust = {
             "Effect": "Allow",
             "Principal": {"AWS": principal},
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": "<the external ID you enter here>"}},
+            "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
         }
         for_whom = f" for {tenant_external_id}" if tenant_external_id else ""
         return (
@@ -291,7 +299,9 @@ class AwsKmsProvider(KeyProvider):
             "so it needs its own statement without the condition.\n\n"
             f"{json.dumps(statements, indent=2)}\n\n"
             "3. Optional: to let KeyCore act through a role in your account instead, grant the statements above to "
-            "that role, enter its ARN here, and allow KeyCore to assume it in the role's trust policy:\n\n"
+            "that role, enter its ARN here, and allow KeyCore to assume it in the role's trust policy. KeyCore "
+            f"always sends the external ID {external_id}: it is generated for this tenant and cannot be chosen, so "
+            "no other tenant can make KeyCore assume your role.\n\n"
             f"{json.dumps(trust, indent=2)}\n\n"
             "To revoke KeyCore's access, disable the key, schedule its deletion or remove these statements: "
             "KeyCore can no longer unwrap this tenant's keys once its in-memory copies expire."
@@ -350,7 +360,7 @@ class AwsKmsProvider(KeyProvider):
         """DescribeKey (state, usage) first for a precise reason, then the wrap/unwrap probe."""
         started = time.perf_counter()
         try:
-            metadata = self._call("kms:DescribeKey", lambda client: client.describe_key(KeyId=self.key_id))
+            metadata = self._call("kms:DescribeKey", lambda client: client.describe_key(KeyId=self.key_id), context)
             self._require_usable(metadata["KeyMetadata"])
         except errors.KeyCoreError as exc:
             return HealthResult(False, exc.detail, (time.perf_counter() - started) * 1000, exc.code)
@@ -383,13 +393,29 @@ class AwsKmsProvider(KeyProvider):
 
     @property
     def client(self) -> Any:
-        """The boto3 KMS client; rebuilt when assumed-role credentials are about to expire."""
+        """The boto3 KMS client as last built (for a role: for the tenant of the last call)."""
+        return self._client_for(None)
+
+    def _client_for(self, tenant_uid: str | None) -> Any:
+        """The boto3 KMS client; rebuilt when assumed-role credentials are about to expire.
+
+        With a role, the client belongs to the tenant whose external ID assumed it: a call
+        for another tenant (which KeyCore never makes with one configuration) gets its own.
+        """
         with self._lock:
             now = dt.datetime.now(dt.UTC)
-            if self._client is None or (
-                self._client_expires is not None and self._client_expires - now < CREDENTIAL_REFRESH_MARGIN
+            role = bool(self.settings.get("role_arn"))
+            tenant = tenant_uid or self._client_tenant
+            if (
+                self._client is None
+                or (role and tenant != self._client_tenant)
+                or (self._client_expires is not None and self._client_expires - now < CREDENTIAL_REFRESH_MARGIN)
             ):
-                self._client, self._client_expires = self._build_client()
+                if self._client is not None:
+                    self._client.close()
+                self._client = None
+                self._client, self._client_expires = self._build_client(tenant)
+                self._client_tenant = tenant
             return self._client
 
     def _botocore_config(self) -> Config:
@@ -400,9 +426,17 @@ class AwsKmsProvider(KeyProvider):
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=32,
             user_agent_extra="keycore",
+            # under an egress policy, no proxy from the environment: it would resolve the name after the check
+            **({"proxies": {}} if self.egress is not None else {}),
         )
 
-    def _build_client(self) -> tuple[Any, dt.datetime | None]:
+    def _pinned(self, client: Any) -> Any:
+        """Every connection of ``client`` to an address of one resolution the egress policy checked."""
+        if self.egress is not None:
+            egress.pin_botocore_client(client, self.egress)
+        return client
+
+    def _build_client(self, tenant_uid: str | None) -> tuple[Any, dt.datetime | None]:
         session = boto3.session.Session(
             aws_access_key_id=self.secrets.get("access_key_id") or None,
             aws_secret_access_key=self.secrets.get("secret_access_key") or None,
@@ -412,7 +446,7 @@ class AwsKmsProvider(KeyProvider):
         expires = None
         role_arn = self.settings.get("role_arn")
         if role_arn:
-            credentials = self._assume_role(session, role_arn)
+            credentials = self._assume_role(session, role_arn, tenant_uid)
             expires = credentials["Expiration"]
             session = boto3.session.Session(
                 aws_access_key_id=credentials["AccessKeyId"],
@@ -423,28 +457,32 @@ class AwsKmsProvider(KeyProvider):
         client = session.client(
             "kms", endpoint_url=self.settings.get("endpoint_url") or None, config=self._botocore_config()
         )
-        return client, expires
+        return self._pinned(client), expires
 
-    def _assume_role(self, session: boto3.session.Session, role_arn: str) -> dict[str, Any]:
-        sts = session.client(
-            "sts", endpoint_url=self.settings.get("sts_endpoint_url") or None, config=self._botocore_config()
+    def _assume_role(self, session: boto3.session.Session, role_arn: str, tenant_uid: str | None) -> dict[str, Any]:
+        if not tenant_uid:
+            raise errors.KmsMisconfigured("KeyCore assumes a tenant's role only for that tenant (its external ID).")
+        sts = self._pinned(
+            session.client(
+                "sts", endpoint_url=self.settings.get("sts_endpoint_url") or None, config=self._botocore_config()
+            )
         )
         request: dict[str, Any] = {
             "RoleArn": role_arn,
             "RoleSessionName": ROLE_SESSION_NAME,
             "DurationSeconds": ASSUMED_ROLE_SECONDS,
+            "ExternalId": external_id_for(tenant_uid),
         }
-        if self.settings.get("external_id"):
-            request["ExternalId"] = self.settings["external_id"]
         try:
             return sts.assume_role(**request)["Credentials"]
         except ClientError as exc:
-            code, message = _error_code(exc), _error_message(exc)
+            code = _error_code(exc)
             if code in {"AccessDenied", "AccessDeniedException"}:
+                self._log_aws_error(exc, "sts:AssumeRole")
                 raise errors.KmsAccessDenied(
-                    f"KeyCore could not assume the role {role_arn}: {message} The role's trust policy must allow "
-                    "sts:AssumeRole for KeyCore's principal"
-                    + (" with this external ID." if self.settings.get("external_id") else ".")
+                    f"KeyCore could not assume the role {role_arn} ({code}). The role's trust policy must allow "
+                    f"sts:AssumeRole for KeyCore's principal with the external ID {request['ExternalId']} "
+                    "(see the setup help)."
                 ) from None
             raise self._translate(exc, "sts:AssumeRole", None) from None
         except BotoCoreError as exc:
@@ -455,7 +493,7 @@ class AwsKmsProvider(KeyProvider):
     def _call(self, action: str, request: Callable[[Any], T], context: WrapContext | None = None) -> T:
         def attempt() -> T:
             try:
-                return request(self.client)
+                return request(self._client_for(context.tenant_uid if context is not None else None))
             except (ClientError, BotoCoreError) as exc:
                 raise self._translate(exc, action, context) from None
 
@@ -465,13 +503,17 @@ class AwsKmsProvider(KeyProvider):
         """One AWS or botocore error → the typed KeyCore error that says what to fix."""
         key = self.key_id
         if isinstance(exc, ClientError):
-            code, message = _error_code(exc), _error_message(exc)
+            # AWS's message names principals (KeyCore's role, the vendor's account): the vendor's log keeps it,
+            # the tenant sees the code and the fix
+            code = _error_code(exc)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code == "AccessDeniedException":
-                return errors.KmsAccessDenied(
-                    f"Access denied for {action} on {key}: {message} The key policy must allow {action} for "
-                    "KeyCore's principal with this tenant's encryption context (see the setup help)."
-                )
+            self._log_aws_error(exc, action)
+            denied = errors.KmsAccessDenied(
+                f"Access denied for {action} on {key} ({code}). The key policy must allow {action} for "
+                "KeyCore's principal with this tenant's encryption context (see the setup help)."
+            )
+            if code in {"AccessDeniedException", "AccessDenied"}:
+                return denied
             if code == "NotFoundException":
                 return errors.KmsKeyNotFound(
                     f"AWS KMS has no key {key} in {self.region or 'this region'}: check the key ARN or alias "
@@ -481,8 +523,8 @@ class AwsKmsProvider(KeyProvider):
                 return errors.KmsKeyDisabled(f"The key {key} is disabled in AWS KMS; enable it to use it again.")
             if code in _DISABLED:
                 return errors.KmsKeyDisabled(
-                    f"The key {key} cannot be used in its current state in AWS KMS (pending deletion, pending "
-                    f"import or unavailable): {message}"
+                    f"The key {key} cannot be used in its current state in AWS KMS ({code}: pending deletion, "
+                    "pending import or unavailable). Check its state in AWS KMS and enable it."
                 )
             if code == "InvalidCiphertextException":
                 return errors.AuthenticationFailed(
@@ -499,16 +541,24 @@ class AwsKmsProvider(KeyProvider):
                 )
             if code in _WRONG_KEY_KIND:
                 return errors.KmsMisconfigured(
-                    f"The key {key} cannot be used for {action}: KeyCore needs a symmetric ENCRYPT_DECRYPT key. "
-                    f"{message}"
+                    f"The key {key} cannot be used for {action} ({code}): KeyCore needs a symmetric "
+                    "ENCRYPT_DECRYPT key (key spec SYMMETRIC_DEFAULT)."
                 )
             if code in _TIMEOUTS:
                 return errors.KmsTimeout(f"AWS KMS timed out on {action} ({code}).")
             if code in _UNAVAILABLE or status >= 500:
                 return errors.KmsUnreachable(f"AWS KMS failed on {action} ({code}); retry later.")
+            if status == 403:  # an access denial in another spelling (IAM's XML error, a proxy's 403)
+                return denied
             if code in {"ValidationException", "InvalidArnException", "InvalidKeyId"}:
-                return errors.KmsMisconfigured(f"AWS KMS rejected the key identifier {key}: {message}")
-            return errors.ProviderError(f"AWS KMS refused {action} on {key} ({code}): {message}")
+                return errors.KmsMisconfigured(
+                    f"AWS KMS rejected the key identifier {key} ({code}): enter a key ARN, an alias ARN or "
+                    "alias/<name> of a key in this region."
+                )
+            return errors.ProviderError(
+                f"AWS KMS refused {action} on {key} ({code}). Check the key, its policy and the credentials of "
+                "this configuration; the vendor's logs have AWS's full answer."
+            )
         if isinstance(exc, ReadTimeoutError):
             return errors.KmsTimeout(f"AWS KMS did not answer {action} within {self.timeout:g}s.")
         service, endpoint = (
@@ -526,9 +576,21 @@ class AwsKmsProvider(KeyProvider):
             )
         if isinstance(exc, ParamValidationError):
             return errors.KmsMisconfigured(f"AWS rejected the request parameters for {action}: {exc}")
+        if isinstance(exc, HTTPClientError) and isinstance(exc.kwargs.get("error"), errors.EgressDenied):
+            return exc.kwargs["error"]  # refused by the egress policy before connecting
         if isinstance(exc, HTTPClientError):  # the connection broke mid-request
             return errors.KmsUnreachable(f"AWS KMS request {action} failed: {type(exc).__name__}.")
-        return errors.KmsMisconfigured(f"The AWS client could not make the request {action}: {exc}")
+        log.warning("AWS client error on %s for %s: %r", action, key, exc)
+        return errors.KmsMisconfigured(
+            f"The AWS client could not make the request {action} ({type(exc).__name__}); the vendor's logs have "
+            "the details."
+        )
+
+    def _log_aws_error(self, exc: ClientError, action: str) -> None:
+        """AWS's own words, for the vendor's operators only (they may name principals and accounts)."""
+        log.warning(
+            "AWS %s on %s answered %s: %s", action, self.key_id, _error_code(exc), exc.response.get("Error", {})
+        )
 
     def _endpoint(self, service: str = "kms") -> str:
         configured = self.settings.get("sts_endpoint_url" if service == "sts" else "endpoint_url")
@@ -539,9 +601,9 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _error_message(exc: ClientError) -> str:
-    message = str(exc.response.get("Error", {}).get("Message", "")).strip()
-    return message if message.endswith(".") or not message else message + "."
+def external_id_for(tenant_uid: str) -> str:
+    """The ExternalId KeyCore sends when it assumes a tenant's role: generated per tenant, never chosen by one."""
+    return EXTERNAL_ID_PREFIX + tenant_uid
 
 
 def _not_authentic(context: WrapContext | None, why: str) -> str:

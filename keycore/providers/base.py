@@ -27,9 +27,12 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from keycore import errors
+
+if TYPE_CHECKING:
+    from keycore.egress import EgressPolicy
 
 PROBE_BYTES = 32
 
@@ -98,10 +101,20 @@ class KeyProvider(abc.ABC):
     #: whether the periodic health check should call this KMS (not for keys KeyCore holds itself)
     periodic_health_check: ClassVar[bool] = True
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        *,
+        timeout: float = 5.0,
+        egress: EgressPolicy | None = None,
+    ) -> None:
         self.settings = dict(settings)
         self.secrets = dict(secrets)
         self.timeout = timeout
+        #: where this instance may connect (a tenant's configuration), or None (the vendor's own). A provider
+        #: that talks over the network opens every connection through keycore.egress with it: see docs/providers.md
+        self.egress = egress
 
     # -- validation -------------------------------------------------------------
 
@@ -166,7 +179,8 @@ class KeyProvider(abc.ABC):
 
         KeyCore checks these against the operator's egress policy before it saves or
         tests a *tenant's* configuration (keycore/egress.py), so a tenant cannot point
-        KeyCore at the vendor's internal network.
+        KeyCore at the vendor's internal network. Network providers also open every
+        connection through the policy in ``self.egress``.
         """
         return []
 

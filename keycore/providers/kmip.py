@@ -70,9 +70,9 @@ from kmip import enums
 from kmip.pie.client import ProxyKmipClient
 from kmip.pie.exceptions import KmipOperationFailure
 from kmip.services.kmip_client import KMIPProxy
-from kmip.services.kmip_protocol import RequestLengthMismatch
+from kmip.services.kmip_protocol import KMIPProtocol, RequestLengthMismatch
 
-from keycore import errors
+from keycore import egress, errors
 from keycore.providers.base import HealthResult, KeyProvider, SettingField, WrapContext
 from keycore.providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
@@ -127,20 +127,36 @@ logging.getLogger("kmip.core.config_helper").setLevel(logging.ERROR)
 
 
 class _TlsConnection(KMIPProxy):
-    """PyKMIP's connection with KeyCore's TLS context (name check, TLS 1.2+, in-memory identity)."""
+    """PyKMIP's connection with KeyCore's socket and TLS: the egress policy, the name check, TLS 1.2+."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, server_name: str, timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        server_name: str,
+        timeout: float,
+        policy: egress.EgressPolicy | None,
+        **kwargs: Any,
+    ) -> None:
         self._keycore_ssl_context = ssl_context
         self._keycore_server_name = server_name
         self._keycore_timeout = timeout
+        self._keycore_policy = policy
         super().__init__(**kwargs)
         # PyKMIP also reads a host-wide pykmip.conf; its username/password must never reach a tenant's server.
         self.username = None
         self.password = None
 
-    def _create_socket(self, sock: socket.socket) -> None:
-        sock.settimeout(self._keycore_timeout)
-        self.socket = self._keycore_ssl_context.wrap_socket(sock, server_hostname=self._keycore_server_name)
+    def open(self) -> None:
+        """Connect to an address of one resolution the egress policy checked; TLS names the configured server."""
+        raw = egress.connect(self.host, self.port, self._keycore_policy, timeout=self._keycore_timeout)
+        try:
+            self.socket = self._keycore_ssl_context.wrap_socket(raw, server_hostname=self._keycore_server_name)
+        except BaseException:
+            raw.close()
+            raise
+        self.socket.settimeout(self._keycore_timeout)
+        self.protocol = KMIPProtocol(self.socket)
 
 
 class KmipProvider(KeyProvider):
@@ -179,8 +195,8 @@ class KmipProvider(KeyProvider):
 
     retry_policy: RetryPolicy = DEFAULT_POLICY
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
-        super().__init__(settings, secrets, timeout=timeout)
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(settings, secrets, **kwargs)
         self.host = str(self.settings.get("host", "")).strip()
         self.port = int(self.settings.get("port") or DEFAULT_PORT)
         self.key_uid = str(self.settings.get("key_uid", "")).strip()
@@ -406,6 +422,7 @@ class KmipProvider(KeyProvider):
             ssl_context=self._ssl_context,
             server_name=self.server_name,
             timeout=self.timeout,
+            policy=self.egress,
             host=self.host,
             port=self.port,
         )

@@ -58,8 +58,8 @@ class LocalProvider(KeyProvider):
     # The KEK is in KeyCore's own database: there is no remote KMS whose state could change.
     periodic_health_check = False
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
-        super().__init__(settings, secrets, timeout=timeout)
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(settings, secrets, **kwargs)
         self._aead: AESGCM | None = None
         self._kek_id = b""
         self._problem = ""

@@ -73,6 +73,7 @@ from hvac import exceptions as vault
 from requests.adapters import HTTPAdapter
 
 from keycore import errors
+from keycore.egress import EgressPolicy, pinned_pool_classes
 from keycore.providers.aws import endpoint_problem
 from keycore.providers.base import HealthResult, KeyProvider, SettingField, WrapContext
 from keycore.providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
@@ -169,12 +170,24 @@ class TransitTransport(HTTPAdapter):
     connection to an address checked against the egress policy while keeping the
     name for SNI and the Host header belongs here as well:
     :meth:`build_connection_pool_key_attributes` chooses the host a pool connects
-    to and its TLS parameters (``server_hostname``, ``assert_hostname``).
+    to and its TLS parameters. With an egress policy (a tenant's configuration), every
+    connection is opened by :func:`keycore.egress.connect`: the name resolved once,
+    each address checked, the connection made to that address with the name kept
+    for SNI, the certificate check and the Host header.
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext, policy: EgressPolicy | None = None) -> None:
         self.ssl_context = ssl_context
+        self.policy = policy
         super().__init__(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        if self.policy is not None:
+            self.poolmanager.pool_classes_by_scheme = pinned_pool_classes(self.policy)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        raise errors.EgressDenied("Connections to OpenBao never go through an HTTP proxy.")
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -237,8 +250,8 @@ class OpenBaoTransitProvider(KeyProvider):
     #: how one request is retried; tests and jobs may swap it per instance
     retry_policy: RetryPolicy = DEFAULT_POLICY
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
-        super().__init__(settings, secrets, timeout=timeout)
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(settings, secrets, **kwargs)
         self.address = str(self.settings.get("address", "")).strip().rstrip("/")
         self.mount = str(self.settings.get("mount") or DEFAULT_MOUNT).strip("/ ")
         self.key_name = str(self.settings.get("key_name", "")).strip()
@@ -602,7 +615,7 @@ class OpenBaoTransitProvider(KeyProvider):
     def _build_client(self) -> hvac.Client:
         session = requests.Session()
         session.trust_env = False  # no proxy, CA bundle or netrc credentials from the environment
-        transport = TransitTransport(self._ssl_context())
+        transport = TransitTransport(self._ssl_context(), self.egress)
         session.mount("https://", transport)
         session.mount("http://", transport)
         return hvac.Client(

@@ -243,8 +243,8 @@ class Pkcs11Provider(KeyProvider):
 
     retry_policy: RetryPolicy = DEFAULT_POLICY
 
-    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = 5.0) -> None:
-        super().__init__(settings, secrets, timeout=timeout)
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(settings, secrets, **kwargs)
         self.module_path = str(self.settings.get("module_path", "")).strip()
         self.token_label = str(self.settings.get("token_label", "")).strip()
         self.key_label = str(self.settings.get("key_label", "")).strip()

@@ -80,12 +80,34 @@ class Actor:
 
 
 def client_ip(request) -> str | None:
-    """The peer address; behind a trusted proxy (KEYCORE_BEHIND_PROXY) the first X-Forwarded-For hop."""
-    if settings.SECURE_PROXY_SSL_HEADER:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return normalise_ip(forwarded.split(",")[0].strip())
+    """The client's address: the peer's, or behind trusted proxies the rightmost hop none of them wrote.
+
+    Each of the ``KEYCORE_TRUSTED_PROXY_COUNT`` proxies appends the address it got the
+    connection from to ``X-Forwarded-For``; so the last *n* entries are theirs, and the
+    *n*-th from the right is the address of whoever reached the outermost one. Every
+    entry left of it came with the request and is the client's own claim: taking it
+    would let anyone choose their address (in audit events, and in the sign-in rate
+    limits, where one shared address means one attacker locks everyone out). With fewer
+    entries than proxies, all were written by trusted proxies and the leftmost is the
+    client. An entry that is not an address falls back to the peer's.
+    """
+    count = settings.KEYCORE_TRUSTED_PROXY_COUNT
+    if count:
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if hops:
+            found = normalise_ip(_without_port(hops[-min(count, len(hops))]))
+            if found is not None:
+                return found
     return normalise_ip(request.META.get("REMOTE_ADDR"))
+
+
+def _without_port(hop: str) -> str:
+    """Some proxies write ``203.0.113.9:51234`` or ``[2001:db8::1]:443``: the address alone."""
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
 
 
 def normalise_ip(value: str | None) -> str | None:

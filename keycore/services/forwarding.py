@@ -27,27 +27,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
 import socket
 import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import urllib3
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from keycore import errors
+from keycore import egress, errors
 from keycore.models import EventChain, Tenant
 from keycore.models.events import DeadLetter, DestinationKind, EventDelivery, EventDestination, ReplayState
 from keycore.sealing import root_keyring
@@ -106,7 +104,7 @@ def clean_webhook_settings(raw: dict[str, Any]) -> dict[str, Any]:
         raise _invalid("url", "Put no credentials in the URL; requests are signed with the destination's secret.")
     if parts.fragment:
         raise _invalid("url", "A webhook URL has no #fragment.")
-    _check_host(parts.hostname, "url", resolve=False)
+    _check_host(parts.hostname, "url")
     return {"url": url}
 
 
@@ -139,7 +137,7 @@ def clean_syslog_settings(raw: dict[str, Any]) -> dict[str, Any]:
     app_name = str(raw.get("app_name") or "keycore").strip()
     if not app_name or len(app_name) > 48 or not all(33 <= ord(c) <= 126 for c in app_name):
         raise _invalid("app_name", "The app name is 1–48 printable ASCII characters without spaces.")
-    _check_host(host, "host", resolve=False)
+    _check_host(host, "host")
     return {
         "host": host,
         "port": port,
@@ -159,31 +157,16 @@ def clean_settings(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
     raise _invalid("kind", "Choose a webhook or a syslog destination.")
 
 
-def _check_host(host: str, field: str, *, resolve: bool) -> list[str]:
+def _check_host(host: str, field: str) -> None:
     """Refuse loopback, private, link-local and other internal addresses (SSRF), unless allowed.
 
-    At configuration time only literal addresses are checked; before each delivery the
-    name is resolved and every address it resolves to is checked.
+    Here only literal addresses and loopback names; every connection resolves the name
+    once and checks the addresses it connects to (keycore/egress.py).
     """
-    if _allow_private():
-        return []
-    addresses: list[str] = []
     try:
-        addresses = [str(ipaddress.ip_address(host.strip("[]")))]
-    except ValueError:
-        if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
-            raise _invalid(field, "Internal addresses are not allowed as destinations.") from None
-        if not resolve:
-            return []
-        try:
-            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
-        except OSError as exc:
-            raise errors.KmsUnreachable(f"Cannot resolve {host}: {exc.strerror or exc}") from None
-    for text in addresses:
-        address = ipaddress.ip_address(text.split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise _invalid(field, "Internal addresses are not allowed as destinations.")
-    return addresses
+        egress.check_literal_host(host, egress.event_destination_policy())
+    except errors.EgressDenied:
+        raise _invalid(field, "Internal addresses are not allowed as destinations.") from None
 
 
 def _seal(destination: EventDestination, secret: str) -> None:
@@ -386,11 +369,6 @@ class SendResult:
     duration_ms: float = 0.0
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # a webhook that redirects is a failed delivery, never a request to somewhere else
-
-
 def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
     """``v1=`` + hex HMAC-SHA256 over ``timestamp + "." + body`` (what receivers recompute)."""
     return "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -400,7 +378,6 @@ def send_webhook(destination: EventDestination, documents: list[dict[str, Any]])
     url = destination.settings["url"]
     started = time.perf_counter()
     try:
-        _check_host(urllib.parse.urlsplit(url).hostname or "", "url", resolve=True)
         body = json.dumps(
             {"destination": str(destination.uid), "tenant": destination.tenant.external_id, "events": documents},
             separators=(",", ":"),
@@ -408,33 +385,34 @@ def send_webhook(destination: EventDestination, documents: list[dict[str, Any]])
             default=str,
         ).encode()
         timestamp = str(int(time.time()))
-        request = urllib.request.Request(  # noqa: S310 - the scheme was checked to be http(s)
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "KeyCore-Events/1",
-                "X-KeyCore-Timestamp": timestamp,
-                "X-KeyCore-Signature": webhook_signature(_unseal(destination), timestamp, body),
-                "X-KeyCore-Delivery": uuid.uuid4().hex,
-                "X-KeyCore-Events": f"{documents[0]['seq']}-{documents[-1]['seq']}" if documents else "",
-            },
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "KeyCore-Events/1",
+            "X-KeyCore-Timestamp": timestamp,
+            "X-KeyCore-Signature": webhook_signature(_unseal(destination), timestamp, body),
+            "X-KeyCore-Delivery": uuid.uuid4().hex,
+            "X-KeyCore-Events": f"{documents[0]['seq']}-{documents[-1]['seq']}" if documents else "",
+        }
+        # the connection goes to an address the egress policy checked, resolved once (keycore/egress.py)
+        http = egress.pool_manager(
+            egress.event_destination_policy(), retries=False, timeout=settings.KEYCORE_EVENT_DELIVERY_TIMEOUT
         )
-        opener = urllib.request.build_opener(_NoRedirect)
-        with opener.open(request, timeout=settings.KEYCORE_EVENT_DELIVERY_TIMEOUT) as response:
-            status = response.status
+        try:
+            # redirects are not followed: a webhook that redirects is a failed delivery, never a request elsewhere
+            response = http.request("POST", url, body=body, headers=headers, redirect=False, preload_content=False)
+            status, reason = response.status, response.reason or ""
             response.read(MAX_RESPONSE_BYTES)
-    except urllib.error.HTTPError as exc:
-        return SendResult(False, f"HTTP {exc.code} {exc.reason}"[:500], exc.code, _ms(started))
+            response.release_conn()
+        finally:
+            http.clear()
     except errors.KeyCoreError as exc:
         return SendResult(False, exc.detail[:500], None, _ms(started))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         return SendResult(False, f"cannot reach the webhook: {reason}"[:500], None, _ms(started))
     if 200 <= status < 300:
         return SendResult(True, f"HTTP {status}", status, _ms(started))
-    return SendResult(False, f"HTTP {status}", status, _ms(started))
+    return SendResult(False, f"HTTP {status} {reason}".strip()[:500], status, _ms(started))
 
 
 def _ms(started: float) -> float:
@@ -480,6 +458,13 @@ def octet_frame(message: bytes) -> bytes:
     return str(len(message)).encode() + b" " + message
 
 
+def _open_syslog_connection(s: dict[str, Any]) -> socket.socket:
+    """TCP to the syslog server: to an address of one resolution the egress policy checked (keycore/egress.py)."""
+    return egress.connect(
+        s["host"], int(s["port"]), egress.event_destination_policy(), timeout=settings.KEYCORE_EVENT_DELIVERY_TIMEOUT
+    )
+
+
 def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
     s = destination.settings
     started = time.perf_counter()
@@ -496,8 +481,7 @@ def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) 
         for doc in documents
     )
     try:
-        _check_host(s["host"], "host", resolve=True)
-        raw = socket.create_connection((s["host"], int(s["port"])), timeout=settings.KEYCORE_EVENT_DELIVERY_TIMEOUT)
+        raw = _open_syslog_connection(s)
         try:
             if s.get("tls"):
                 context = ssl.create_default_context(cadata=s.get("ca_bundle") or None)

@@ -31,6 +31,7 @@ from django.utils import timezone
 from keycore import errors
 from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import TenantKeyHandle, key_check_value
+from keycore.egress import EgressPolicy, tenant_kms_policy
 from keycore.models import KeyHistoryEntry, KmsConfig, RevocationEpoch, Tenant, TenantKey, TenantKeyWrap
 from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState, TenantKeyState
 from keycore.providers.base import KeyProvider, WrapContext
@@ -121,14 +122,25 @@ def wrap_context(config: KmsConfig, tenant, version: int = 0) -> WrapContext:
     )
 
 
+def kms_egress_policy(owner: str) -> EgressPolicy | None:
+    """Where a configuration of ``owner`` may make KeyCore connect: a tenant's is held to the operator's
+    policy on every connection; the vendor's own infrastructure is not restricted."""
+    return tenant_kms_policy() if owner == ConfigOwner.TENANT else None
+
+
+def build_provider(provider: str, owner: str, provider_settings, secrets) -> KeyProvider:
+    """A provider instance for a configuration of ``owner`` (saved or not), held to its egress policy."""
+    cls = get_provider_class(provider)
+    return cls(provider_settings, secrets, timeout=settings.KEYCORE_KMS_TIMEOUT, egress=kms_egress_policy(owner))
+
+
 def provider_for(config: KmsConfig) -> KeyProvider:
     """The provider instance of a configuration, built once per process and configuration version."""
     stamp = (config.updated_at, bytes(config.sealed_secrets or b""))
     cached = _providers.get(config.pk)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    cls = get_provider_class(config.provider)
-    provider = cls(config.settings, unseal_secrets(config), timeout=settings.KEYCORE_KMS_TIMEOUT)
+    provider = build_provider(config.provider, config.owner, config.settings, unseal_secrets(config))
     with _caches_lock:
         _providers[config.pk] = (stamp, provider)
     return provider

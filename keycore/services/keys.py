@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
@@ -35,6 +34,7 @@ from keycore.sealing import seal_secrets, unseal_secrets
 from keycore.services.audit import Actor, audit_record
 from keycore.services.jobs import job_start_rewrap
 from keycore.services.keyring import (
+    build_provider,
     bump_epoch,
     cache_tenant_key,
     key_history_record,
@@ -85,7 +85,7 @@ def kms_config_test_connection(
     if owner == ConfigOwner.TENANT:
         check_tenant_egress(cls, settings_)
     clean_settings, clean_secrets = cls.clean(settings_, secrets)
-    instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+    instance = build_provider(provider, owner, clean_settings, clean_secrets)
     try:
         context = WrapContext(tenant.uid.hex, tenant.external_id, (uid.hex if uid else "new"), 0)
         return instance.check(context)
@@ -152,7 +152,7 @@ def kms_config_create(
         created_by=actor.user if actor.user is not None and actor.user.pk else None,
         state=ConfigState.ACTIVE,
     )
-    instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+    instance = build_provider(data.provider, owner, clean_settings, clean_secrets)
     description = instance.describe()
     if not skip_check:
         try:
@@ -208,7 +208,7 @@ def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], ac
     cls = get_provider_class(config.provider)
     merged = {**unseal_secrets(config), **{k: v for k, v in secrets.items() if v}}
     clean_settings, clean_secrets = cls.clean(config.settings, merged)
-    instance = cls(clean_settings, clean_secrets, timeout=settings.KEYCORE_KMS_TIMEOUT)
+    instance = build_provider(config.provider, config.owner, clean_settings, clean_secrets)
     try:
         result = instance.check(wrap_context(config, config.tenant))
     finally:

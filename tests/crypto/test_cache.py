@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from keycore import errors
 from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import TenantKeyHandle, new_tenant_key
 
@@ -266,3 +267,79 @@ def test_threads_share_the_cache_safely(epoch):
         t.join()
     assert failures == []
     assert len(cache) <= 50
+
+
+class HangingEpoch(Epoch):
+    """An epoch read that blocks until released, as a query on a database that stopped answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> int:
+        if self.hang.is_set():
+            self.entered.set()
+            self.release.wait(timeout=30)
+        return super().__call__()
+
+
+def _read_in_thread(cache: TenantKeyCache, key) -> threading.Thread:
+    thread = threading.Thread(target=cache.get, args=(key,), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_hung_epoch_read_stops_every_thread_from_serving_after_two_intervals(clock):
+    epoch = HangingEpoch()
+    cache = TenantKeyCache(ttl=300, epoch_source=epoch, epoch_interval=1.0, clock=clock)
+    cache.put("k", handle())
+    assert cache.get("k") is not None
+    epoch.hang.set()
+    clock.advance(1.0)
+    poller = _read_in_thread(cache, "k")  # this thread's read of the epoch hangs
+    assert epoch.entered.wait(timeout=5)
+    try:
+        clock.advance(0.9)
+        assert cache.get("k") is not None  # the last completed read is 1.9 s old: still served
+        clock.advance(0.2)
+        with pytest.raises(errors.RevocationStatusUnknown, match="revocation list has not completed"):
+            cache.get("k")  # 2.1 s: a revocation may have happened meanwhile
+        with pytest.raises(errors.RevocationStatusUnknown):
+            cache.get("other")
+        assert cache.put("new", handle()) is False  # nothing is stored that could not be served
+    finally:
+        epoch.release.set()
+        poller.join(timeout=5)
+    assert cache.get("k") is not None  # the read completed (epoch unchanged): served again
+
+
+def test_a_caller_waits_for_a_read_in_flight_instead_of_refusing_after_a_quiet_spell(clock):
+    """After minutes without traffic, the first read is old news: the next callers wait for it, briefly."""
+    epoch = HangingEpoch()
+    cache = TenantKeyCache(ttl=3600, epoch_source=epoch, epoch_interval=1.0, clock=clock)
+    cache.put("k", handle())
+    cache.get("k")
+    clock.advance(600)
+    epoch.hang.set()
+    poller = _read_in_thread(cache, "k")
+    assert epoch.entered.wait(timeout=5)
+    threading.Timer(0.05, epoch.release.set).start()  # the read completes 50 ms later
+    assert cache.get("k") is not None
+    poller.join(timeout=5)
+
+
+def test_a_revocation_seen_by_the_read_in_flight_is_not_served_to_the_waiting_caller(clock):
+    epoch = HangingEpoch()
+    cache = TenantKeyCache(ttl=3600, epoch_source=epoch, epoch_interval=1.0, clock=clock)
+    cache.put("k", handle())
+    cache.get("k")
+    clock.advance(600)
+    epoch.value += 1  # revoked while nobody was looking
+    epoch.hang.set()
+    poller = _read_in_thread(cache, "k")
+    assert epoch.entered.wait(timeout=5)
+    threading.Timer(0.05, epoch.release.set).start()
+    assert cache.get("k") is None
+    poller.join(timeout=5)

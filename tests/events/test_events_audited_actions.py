@@ -423,6 +423,8 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "clear_caches",
             "wrap_context",
             "provider_for",
+            "build_provider",
+            "kms_egress_policy",
             "describe_config",
             "current_key_version",
             "unwrap_tenant_key",

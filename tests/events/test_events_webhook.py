@@ -273,7 +273,7 @@ def test_a_name_that_resolves_to_an_internal_address_is_refused_at_delivery(tena
     finally:
         socket.getaddrinfo = real
     destination.refresh_from_db()
-    assert outcome.failed_attempts == 1 and "Internal addresses" in destination.last_error
+    assert outcome.failed_attempts == 1 and "not a public address" in destination.last_error
 
 
 @pytest.mark.django_db(transaction=True)

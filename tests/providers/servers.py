@@ -188,9 +188,11 @@ class MotoServerProcess(_MotoEndpoint):
     Keys live in that process: a restart starts empty.
     """
 
-    def __init__(self, host: str = LOCALHOST, port: int = 0) -> None:
+    def __init__(self, host: str = LOCALHOST, port: int = 0, *, env: dict[str, str] | None = None) -> None:
         self.host = host
         self.port = port
+        #: extra environment of the server, e.g. INITIAL_NO_AUTH_ACTION_COUNT to make moto enforce IAM
+        self.env = dict(env or {})
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> MotoServerProcess:
@@ -203,6 +205,7 @@ class MotoServerProcess(_MotoEndpoint):
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **self.env},
         )
         try:
             wait_for_port(self.host, self.port, timeout=timeout, process=self.process)

@@ -17,8 +17,9 @@ from keycore import errors
 from keycore.providers.aws import HEADER, AwsKmsProvider
 from keycore.providers.registry import get_provider_class
 from keycore.providers.retry import NO_RETRY, RetryPolicy
+from tests.conftest import require
 from tests.providers.conftest import make_context
-from tests.providers.servers import AWS_REGION, start_moto_server
+from tests.providers.servers import AWS_REGION, MotoServerProcess, ServiceUnavailable, start_moto_server
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 KEY_ARN_SHAPE = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -152,12 +153,27 @@ def test_it_works_with_an_alias_and_a_region(moto_server, key_arn, context):
     assert provider.check(context).ok
 
 
-def test_it_assumes_the_configured_role(moto_server, key_arn, context):
+@pytest.fixture
+def assume_role_requests(monkeypatch) -> list[dict]:
+    """The parameters of every AssumeRole KeyCore sends (observed on the real request to moto, not stubbed)."""
+    sent: list[dict] = []
+    real_client = boto3.session.Session.client
+
+    def client(self, service, *args, **kwargs):
+        made = real_client(self, service, *args, **kwargs)
+        if service == "sts":
+            made.meta.events.register(
+                "provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params))
+            )
+        return made
+
+    monkeypatch.setattr(boto3.session.Session, "client", client)
+    return sent
+
+
+def test_it_assumes_the_configured_role(moto_server, key_arn, context, assume_role_requests):
     settings, secrets = moto_server.provider_settings(
-        key_arn,
-        role_arn="arn:aws:iam::123456789012:role/keycore-tenant",
-        external_id="tenant-7f3a",
-        sts_endpoint_url=moto_server.url,
+        key_arn, role_arn="arn:aws:iam::123456789012:role/keycore-tenant", sts_endpoint_url=moto_server.url
     )
     provider = AwsKmsProvider(*AwsKmsProvider.clean(settings, secrets))
     key = os.urandom(32)
@@ -165,23 +181,43 @@ def test_it_assumes_the_configured_role(moto_server, key_arn, context):
     credentials = provider.client._request_signer._credentials
     assert credentials.access_key.startswith("ASIA")  # temporary credentials from STS
     assert credentials.access_key != secrets["access_key_id"]
+    assert [r["ExternalId"] for r in assume_role_requests] == [f"keycore-{context.tenant_uid}"]
 
 
-def test_assumed_role_credentials_are_renewed_before_they_expire(moto_server, key_arn):
+def test_the_external_id_is_keycores_per_tenant_never_the_tenants_choice(
+    moto_server, key_arn, context, assume_role_requests
+):
+    """Confused deputy: a tenant who could choose the external ID could name another tenant's role."""
+    settings, secrets = moto_server.provider_settings(
+        key_arn,
+        role_arn="arn:aws:iam::123456789012:role/another-tenants-role",
+        external_id="the-other-tenants-external-id",
+        sts_endpoint_url=moto_server.url,
+    )
+    clean_settings, clean_secrets = AwsKmsProvider.clean(settings, secrets)
+    assert "external_id" not in clean_settings
+    assert "external_id" not in {f.name for f in AwsKmsProvider.fields}
+    provider = AwsKmsProvider({**clean_settings, "external_id": "the-other-tenants-external-id"}, clean_secrets)
+    provider.wrap(os.urandom(32), context)
+    assert [r["ExternalId"] for r in assume_role_requests] == [f"keycore-{context.tenant_uid}"]
+    help_text = AwsKmsProvider.setup_help(tenant_uid=context.tenant_uid)
+    assert f'"sts:ExternalId": "keycore-{context.tenant_uid}"' in help_text
+
+
+def test_assumed_role_credentials_are_renewed_before_they_expire(moto_server, key_arn, context):
     settings, secrets = moto_server.provider_settings(
         key_arn, role_arn="arn:aws:iam::123456789012:role/keycore-tenant", sts_endpoint_url=moto_server.url
     )
     provider = AwsKmsProvider(settings, secrets)
+    provider.wrap(os.urandom(32), context)
     first = provider.client
     assert provider.client is first
     provider._client_expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
     assert provider.client is not first
 
 
-def test_a_role_it_may_not_assume_is_access_denied(moto_server, key_arn):
-    settings, secrets = moto_server.provider_settings(
-        key_arn, role_arn="arn:aws:iam::123456789012:role/keycore-tenant", external_id="wrong-id"
-    )
+def test_a_role_it_may_not_assume_is_access_denied(moto_server, key_arn, context):
+    settings, secrets = moto_server.provider_settings(key_arn, role_arn="arn:aws:iam::123456789012:role/keycore-tenant")
     provider = AwsKmsProvider(settings, secrets)
     session = boto3.session.Session(
         aws_access_key_id="AKIAKEYCORETESTING01", aws_secret_access_key="x", region_name=AWS_REGION
@@ -200,8 +236,12 @@ def test_a_role_it_may_not_assume_is_access_denied(moto_server, key_arn):
         def client(self, *args, **kwargs):
             return sts
 
-    with pytest.raises(errors.KmsAccessDenied, match=r"could not assume the role arn:aws:iam::123456789012:role/"):
-        provider._assume_role(OneClientSession(), settings["role_arn"])
+    with pytest.raises(
+        errors.KmsAccessDenied, match=r"could not assume the role arn:aws:iam::123456789012:role/"
+    ) as denied:
+        provider._assume_role(OneClientSession(), settings["role_arn"], context.tenant_uid)
+    assert "111122223333" not in denied.value.detail, "AWS's message (KeyCore's own principal) stays in the log"
+    assert f"keycore-{context.tenant_uid}" in denied.value.detail
 
 
 def test_an_unreachable_sts_endpoint_is_named(moto_server, key_arn, context):
@@ -461,7 +501,6 @@ def test_clean_accepts_alias_arns_and_multi_region_keys():
         ({"key_id": KEY_ARN_SHAPE, "region": "us-east-1"}, {}, "region", "The key ARN is in eu-west-1"),
         ({"key_id": "alias/tenant"}, {}, "region", "Region is required"),
         ({"key_id": KEY_ARN_SHAPE, "role_arn": "arn:aws:iam::1:user/x"}, {}, "role_arn", "IAM role ARN"),
-        ({"key_id": KEY_ARN_SHAPE, "external_id": "abc"}, {}, "external_id", "only used when assuming a role"),
         ({"key_id": KEY_ARN_SHAPE, "endpoint_url": "http://kms.example.com"}, {}, "endpoint_url", "Use https://"),
         ({"key_id": KEY_ARN_SHAPE, "endpoint_url": "ftp://kms.example.com"}, {}, "endpoint_url", "https:// URL"),
         ({"key_id": KEY_ARN_SHAPE, "endpoint_url": "https://u:p@kms.example.com"}, {}, "endpoint_url", "credentials"),
@@ -508,3 +547,61 @@ def test_describe_names_the_key_and_region_but_no_secret(moto_server, key_arn):
     assert key_arn in text
     assert secrets["secret_access_key"] not in text and secrets["access_key_id"] not in text
     assert AwsKmsProvider({"key_id": "alias/t", "region": "eu-west-1"}, {}).describe() == "alias/t (eu-west-1)"
+
+
+# -- what AWS says about principals stays with the vendor ----------------------------------------------
+
+
+@pytest.fixture
+def iam_enforcing_moto():
+    """moto enforcing IAM after three unauthenticated set-up calls: a user without any policy, and a key."""
+    server = MotoServerProcess(env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    try:
+        server.start()
+    except ServiceUnavailable as exc:
+        require(False, f"moto server process: {exc}")
+    try:
+        iam = server.client("iam")
+        iam.create_user(UserName="keycore-vendor-prod")
+        credentials = iam.create_access_key(UserName="keycore-vendor-prod")["AccessKey"]
+        arn = server.client().create_key()["KeyMetadata"]["Arn"]
+        settings = {"key_id": arn, "region": AWS_REGION, "endpoint_url": server.url}
+        secrets = {"access_key_id": credentials["AccessKeyId"], "secret_access_key": credentials["SecretAccessKey"]}
+        yield settings, secrets
+    finally:
+        server.stop()
+
+
+@pytest.mark.django_db
+def test_aws_error_text_naming_principals_stays_in_the_vendors_log(iam_enforcing_moto, tenant, actor, caplog):
+    """AWS's AccessDenied names the caller ("User: arn:aws:iam::…:user/keycore-vendor-prod is not authorized"):
+    the vendor's principal is not the tenant's business. Tenants see the code and the fix; the log has the text."""
+    from keycore.models import KmsConfig
+    from keycore.services import keys
+
+    settings, secrets = iam_enforcing_moto
+    principal = "user/keycore-vendor-prod"
+    provider = AwsKmsProvider(settings, secrets, timeout=5)
+    provider.retry_policy = NO_RETRY
+    result = provider.check(make_context())
+    assert not result.ok and result.error_code == "kms-access-denied"
+    assert principal not in result.detail and "arn:aws:iam" not in result.detail
+    assert result.detail.startswith("Access denied for kms:DescribeKey") and "key policy must allow" in result.detail
+    assert principal in caplog.text, "the vendor's log keeps AWS's own words"
+
+    # through the services: a tenant testing the configuration, and the health detail the portals show
+    with pytest.raises(errors.InvalidInput) as refused:
+        keys.kms_config_create(
+            tenant=tenant, owner="tenant", data=keys.ConfigInput("aws", "Own", settings, secrets), actor=actor
+        )
+    assert principal not in str(refused.value.detail) + str(refused.value.field_errors)
+    config = keys.kms_config_create(
+        tenant=tenant,
+        owner="vendor",
+        data=keys.ConfigInput("aws", "Vendor AWS", settings, secrets),
+        actor=actor,
+        skip_check=True,
+    )
+    keys.kms_config_check(config=config)
+    detail = KmsConfig.objects.get(pk=config.pk).health_detail
+    assert detail.startswith("Access denied") and principal not in detail
