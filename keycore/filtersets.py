@@ -12,6 +12,7 @@ from django.db.models.lookups import GreaterThanOrEqual, LessThan
 from keycore.models import AuditEvent, KeyUseEvent, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.services.events import api_key_lookup
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 SQLITE_SEARCH_TABLE = "keycore_tenant_search"
@@ -104,9 +105,17 @@ class KeyUseEventFilterSet(django_filters.FilterSet):
     result = django_filters.CharFilter(field_name="result", label="Result")
     label = django_filters.CharFilter(field_name="label", label="Data label")
     requesting_id = django_filters.CharFilter(field_name="requesting_id", label="Requesting id")
+    api_key = django_filters.CharFilter(method="by_api_key", label="API key (prefix or id)")
     since = django_filters.IsoDateTimeFilter(field_name="minute", lookup_expr="gte", label="From")
     until = django_filters.IsoDateTimeFilter(field_name="minute", lookup_expr="lt", label="Until")
 
     class Meta:
         model = KeyUseEvent
-        fields = ["operation", "result", "label", "requesting_id", "since", "until"]
+        fields = ["operation", "result", "label", "requesting_id", "api_key", "since", "until"]
+
+    def by_api_key(self, queryset, name, value):
+        """The uses made with one API key: its prefix as shown (``kc_<prefix>…``), the bare prefix, or its id."""
+        if not value.strip():
+            return queryset
+        field, key = api_key_lookup(value)
+        return queryset.filter(**{f"api_key_{field}": key})

@@ -55,6 +55,8 @@ class Tenant(models.Model):
         null=True, blank=True, help_text="Create a new tenant-key version this often (empty: only on demand)."
     )
     event_retention_days = models.PositiveIntegerField(default=365)
+    #: record each key use on its own (object id, request id, custom values, time), not only counts
+    detailed_events = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)

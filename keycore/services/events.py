@@ -15,10 +15,11 @@ import heapq
 import io
 import json
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -52,8 +53,13 @@ Row = AuditEvent | KeyUseEvent
 
 
 def keyuse_payload(event: KeyUseEvent) -> dict[str, Any]:
-    """The content a key-use row's hash covers; verification recomputes it from the stored row."""
-    return {
+    """The content a key-use row's hash covers; verification recomputes it from the stored row.
+
+    Versioned (``payload_version``): a row is hashed as it was written, so rows written before
+    version 2 (without API key, peer address and details) keep verifying, and turning a
+    version-2 row into a version-1 one changes its payload.
+    """
+    payload = {
         "chain": event.chain,
         "seq": event.seq,
         "tenant": event.tenant_id,
@@ -67,6 +73,16 @@ def keyuse_payload(event: KeyUseEvent) -> dict[str, Any]:
         "key_version": event.key_version,
         "created_at": event.created_at.isoformat(),
     }
+    if event.payload_version != 1:
+        payload.update(
+            v=event.payload_version,
+            api_key=str(event.api_key_uid) if event.api_key_uid else None,
+            api_key_prefix=event.api_key_prefix,
+            api_key_name=event.api_key_name,
+            peer_ip=event.peer_ip,
+            details=event.details,
+        )
+    return payload
 
 
 def row_payload(row: Row) -> dict[str, Any]:
@@ -102,7 +118,7 @@ def keyuse_append(rows: list[dict[str, Any]]) -> list[KeyUseEvent]:
             ordered = sorted(
                 by_tenant[tenant_id],
                 key=lambda r: (r["minute"], r["operation"], r["result"], r["label"], r["requesting_id"]),
-            )
+            )  # stable: a bucket's detailed rows stay in the order of their operations
             for row in ordered:
                 seq += 1
                 event = KeyUseEvent(chain=key, seq=seq, prev_hash=prev, created_at=now, **row)
@@ -498,9 +514,33 @@ def event_document(row: Row, tenant_external_id: str | None) -> dict[str, Any]:
             result=row.result,
             count=row.count,
             key_version=row.key_version,
+            api_key=(
+                {"id": str(row.api_key_uid), "prefix": row.api_key_prefix, "name": row.api_key_name}
+                if row.api_key_uid
+                else None
+            ),
+            peer_ip=row.peer_ip,
         )
+        if row.details:
+            doc["operations"] = detail_operations(row.details)
     doc.update(prev_hash=row.prev_hash, hash=row.hash)
     return doc
+
+
+def detail_operations(details: str) -> list[dict[str, Any]]:
+    """The operations a detailed row lists, as documents: time, object id, request id, custom values, count."""
+    operations = []
+    for at_ms, object_id, request_id, custom, count in json.loads(details):
+        operations.append(
+            {
+                "time": datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat(timespec="milliseconds"),
+                "object_id": object_id,
+                "request_id": request_id,
+                "custom": custom or {},
+                "count": count,
+            }
+        )
+    return operations
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -522,6 +562,11 @@ EXPORT_COLUMNS = [
     "key_version",
     "minute",
     "source_ip",
+    "api_key_prefix",
+    "api_key_name",
+    "api_key_id",
+    "peer_ip",
+    "operations",
     "user_agent",
     "changes",
     "prev_hash",
@@ -542,6 +587,7 @@ class ExportFilter:
     result: str = ""
     action: str = ""
     who: str = ""
+    api_key: str = ""
 
 
 def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, QuerySet | None]:
@@ -552,6 +598,12 @@ def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, 
         keyuse = None
     if f.kind == "key_use" or f.operation or f.label or f.result:
         audit = None
+    if f.api_key:  # the key that made the calls, or that acted
+        field, value = api_key_lookup(f.api_key)
+        if keyuse is not None:
+            keyuse = keyuse.filter(**{f"api_key_{field}": value})
+        if audit is not None:
+            audit = audit.filter(**{f"actor_api_key__{field}": value})
     if audit is not None:
         if f.since:
             audit = audit.filter(created_at__gte=f.since)
@@ -575,6 +627,18 @@ def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, 
         if f.who:
             keyuse = keyuse.filter(requesting_id__icontains=f.who)
     return audit, keyuse
+
+
+def api_key_lookup(value: str) -> tuple[str, Any]:
+    """("prefix" or "uid", value) for an API key given as shown (``kc_<prefix>…``), by its prefix, or by its id."""
+    value = value.strip()
+    try:
+        return "uid", uuid.UUID(value)
+    except ValueError:
+        pass
+    if value.startswith("kc_"):
+        value = value[3:]
+    return "prefix", value.split("_", 1)[0].rstrip("…").strip()
 
 
 def events_export_record(*, tenant: Tenant, actor: Actor, fmt: str, f: ExportFilter) -> None:
@@ -627,9 +691,10 @@ def export_csv(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield flush()
     for doc in documents:
         cells = []
+        api_key = doc.get("api_key") or {}
         for column in EXPORT_COLUMNS:
-            value = doc.get(column, "")
-            if column == "changes":
+            value = api_key.get(column[8:], "") if column.startswith("api_key_") else doc.get(column, "")
+            if column in ("changes", "operations"):
                 value = json.dumps(value, sort_keys=True, default=str) if value else ""
             cells.append(_csv_safe(value))
         writer.writerow(cells)
