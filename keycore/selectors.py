@@ -64,7 +64,18 @@ def tenant_audit_events(tenant: Tenant):
     return AuditEvent.objects.for_tenant(tenant)
 
 
-KEY_USE_GROUP = ("minute", "operation", "label", "requesting_id", "source_ip", "result", "key_version")
+KEY_USE_GROUP = (
+    "minute",
+    "operation",
+    "label",
+    "requesting_id",
+    "source_ip",
+    "api_key_prefix",
+    "api_key_name",
+    "peer_ip",
+    "result",
+    "key_version",
+)
 
 
 def key_use_grouped(
@@ -78,7 +89,17 @@ def key_use_grouped(
     rows = list(
         queryset.values(*KEY_USE_GROUP)
         .annotate(n=Sum("count"))
-        .order_by("-minute", "operation", "result", "label", "requesting_id", "source_ip", "key_version")[: limit + 1]
+        .order_by(
+            "-minute",
+            "operation",
+            "result",
+            "label",
+            "requesting_id",
+            "source_ip",
+            "api_key_prefix",
+            "peer_ip",
+            "key_version",
+        )[: limit + 1]
     )
     if len(rows) <= limit:
         return rows, None
@@ -89,7 +110,9 @@ def key_use_grouped(
             queryset.filter(minute=last_minute)
             .values(*KEY_USE_GROUP)
             .annotate(n=Sum("count"))
-            .order_by("operation", "result", "label", "requesting_id", "source_ip", "key_version")
+            .order_by(
+                "operation", "result", "label", "requesting_id", "source_ip", "api_key_prefix", "peer_ip", "key_version"
+            )
         )
         older = queryset.filter(minute__lt=last_minute).exists()
         return whole, (last_minute if older else None)

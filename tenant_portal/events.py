@@ -66,6 +66,9 @@ class EventFilterForm(forms.Form):
         label="Service or user", required=False, max_length=200, widget=forms.TextInput(attrs={"data-search": ""})
     )
     action = forms.CharField(label="Admin action", required=False, max_length=64, help_text="e.g. kms_config.")
+    api_key = forms.CharField(
+        label="API key", required=False, max_length=64, help_text="Its prefix (kc_…) or id: the calls it made."
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +92,7 @@ class EventFilterForm(forms.Form):
             result=data.get("result") or "",
             action=(data.get("action") or "").strip(),
             who=(data.get("who") or "").strip(),
+            api_key=(data.get("api_key") or "").strip(),
         )
 
 

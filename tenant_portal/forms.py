@@ -90,6 +90,13 @@ class SettingsForm(forms.Form):
         max_value=3650,
         help_text="Older events are pruned; the event chain stays verifiable from a signed checkpoint.",
     )
+    detailed_events = forms.BooleanField(
+        label="Record each key use in detail",
+        required=False,
+        help_text="Besides the counts per minute, keep every operation: its time, object id, request id and "
+        "custom values, with the API key and address it came from — for investigations. Takes more space; "
+        "applies within seconds.",
+    )
 
 
 class RevokeForm(forms.Form):

@@ -331,6 +331,7 @@ def _settings_page(request, form: SettingsForm | None = None, status: int = 200)
             "require_mfa": tenant.require_mfa,
             "key_rotation_days": tenant.key_rotation_days,
             "event_retention_days": tenant.event_retention_days,
+            "detailed_events": tenant.detailed_events,
         }
     )
     versions = selectors.tenant_key_versions(tenant)

@@ -7,15 +7,14 @@ recording takes no lock, reads no clock and formats nothing: it is the cheapest
 thing a Python call can do and still count exactly.
 
 The label, requesting id and source ip are what the caller *claims*. The
-:class:`Attribution` is what KeyCore knows: the API key that authenticated the
-call and the peer address it came from. It is interned (one object per key and
-address), so a bucket hashes it by identity.
+attribution is what KeyCore knows: the API key that authenticated the call and
+the peer address it came from (:func:`attribution`, an interned tuple).
 
 A tenant in *detailed* mode has each operation recorded on its own
-(:meth:`KeyUseRecorder.record_detail`): the same tuple plus the object id,
-request id, custom values, count and the time, on a second deque. The writer
-groups them into rows like the counts (so sums stay exact) that also list every
-operation.
+(:meth:`KeyUseRecorder.record_detail`): the same (interned) bucket with the
+count, object id, request id, custom values and the time, on a second deque.
+The writer groups them into rows of the same buckets as the counts (so sums stay
+exact) that also list every operation.
 
 Two daemon threads per process do the rest:
 
@@ -82,26 +81,13 @@ DETAIL_ROW_OPERATIONS = 100
 DETAIL_ROW_BYTES = 16_384
 
 
-class Attribution:
-    """Who really called, as KeyCore knows it: the API key that authenticated the call, and its peer address.
-
-    Made only by :func:`attribution` (interned: one object per key and address), so the crypto
-    path compares and hashes it by identity — as cheap as an integer.
-    """
-
-    __slots__ = ("api_key_name", "api_key_prefix", "api_key_uid", "peer_ip")
-
-    def __init__(self, api_key_uid: str | None, api_key_prefix: str, api_key_name: str, peer_ip: str) -> None:
-        self.api_key_uid = api_key_uid
-        self.api_key_prefix = api_key_prefix
-        self.api_key_name = api_key_name
-        self.peer_ip = peer_ip
-
-    def __repr__(self) -> str:
-        return f"Attribution({self.api_key_prefix or '-'}, {self.peer_ip or '-'})"
+#: who really called, as KeyCore knows it: (API key id, prefix, name, peer address). A plain tuple of
+#: strings, interned by :func:`attribution`, so buckets holding it stay cheap to hash and, holding
+#: nothing but strings and numbers, are left alone by the garbage collector.
+Attribution = tuple
 
 
-_attributions: dict[tuple, Attribution] = {}
+_attributions: dict[tuple, tuple] = {}
 
 
 def attribution(api_key: Any, peer_ip: str | None) -> Attribution | None:
@@ -120,8 +106,8 @@ def attribution(api_key: Any, peer_ip: str | None) -> Attribution | None:
     found = _attributions.get(key)
     if found is None:
         if len(_attributions) >= ATTRIBUTIONS_MAX:
-            _attributions.clear()  # objects in flight stay valid; the writer merges equal ones by value
-        found = _attributions.setdefault(key, Attribution(*key))
+            _attributions.clear()  # tuples in flight stay valid: equal ones are equal by value
+        found = _attributions.setdefault(key, key)
     return found
 
 
@@ -129,7 +115,7 @@ def attribution(api_key: Any, peer_ip: str | None) -> Attribution | None:
 Bucket = tuple[int, str, str, str, str, str, "int | None", "Attribution | None"]
 # (minute as seconds since the epoch // 60, counts)
 Batch = tuple[int, dict[Bucket, int]]
-# the bucket's eight, then count, object_id, request_id, custom, time (seconds since the epoch)
+# (bucket, count, object_id, request_id, custom, time in seconds since the epoch)
 Detail = tuple
 
 
@@ -243,22 +229,11 @@ class KeyUseRecorder:
     ) -> None:
         """Record one operation on its own (a tenant in detailed mode): when, on which object, in which request."""
         if self.enabled:
+            bucket = (tenant_id, operation, label, requesting_id, source_ip, result, key_version, via)
+            # no empty dict in the tuple: a tuple of strings and numbers is soon untracked by the garbage
+            # collector, one holding a dict never is (and a second's worth of them would be walked again and again)
             self._details.append(
-                (
-                    tenant_id,
-                    operation,
-                    label,
-                    requesting_id,
-                    source_ip,
-                    result,
-                    key_version,
-                    via,
-                    count,
-                    object_id,
-                    request_id,
-                    custom,
-                    self.clock(),
-                )
+                (self._buckets.setdefault(bucket, bucket), count, object_id, request_id, custom or None, self.clock())
             )
             if self._thread is None:
                 self._start()
@@ -269,12 +244,12 @@ class KeyUseRecorder:
         """Uses recorded but not yet written."""
         queued = list(self._queue)  # one C-level copy: no other thread runs meanwhile
         in_queue = sum(item[1] if len(item) == 2 else 1 for item in queued)
-        in_queue += sum(item[8] for item in list(self._details))
+        in_queue += sum(item[1] for item in list(self._details))
         with self._lock:
             return (
                 in_queue
                 + sum(sum(c.values()) for _, c in self._pending)
-                + sum(item[8] for item in self._pending_details)
+                + sum(item[1] for item in self._pending_details)
                 + sum(row["count"] for row in self._unwritten)
             )
 
@@ -295,11 +270,12 @@ class KeyUseRecorder:
             if details:
                 self._pending_details.extend(details)
                 self._fold_excess_details()
+            detailed = sum(item[1] for item in details)
             if not counts:
-                return sum(item[8] for item in details)
+                return detailed
             minute = int(start if stamp == "start" else now) // 60
             self._pending.append((minute, counts))
-            return sum(counts.values()) + sum(item[8] for item in details)
+            return sum(counts.values()) + detailed
 
     def _fold_excess_details(self) -> None:
         """Past the backlog limit, keep the oldest detailed operations as counts only (never lose a use)."""
@@ -308,8 +284,8 @@ class KeyUseRecorder:
             return
         folded, self._pending_details = self._pending_details[:excess], self._pending_details[excess:]
         by_minute: dict[int, Counter] = defaultdict(Counter)
-        for item in folded:
-            by_minute[int(item[12]) // 60][item[:8]] += item[8]
+        for bucket, count, *_, at in folded:
+            by_minute[int(at) // 60][bucket] += count
         self._pending[:0] = [(minute, dict(counts)) for minute, counts in sorted(by_minute.items())]
         self.details_folded += len(folded)
         log.warning(
@@ -484,14 +460,10 @@ def _describe(row: dict[str, Any]) -> str:
 
 
 def _attributed(via: Attribution | None) -> tuple[str | None, str, str, str]:
-    if via is None:
+    if not via:
         return None, "", "", ""
-    return (
-        via.api_key_uid,
-        str(via.api_key_prefix or "")[:16],
-        str(via.api_key_name or "")[:API_KEY_NAME_MAX],
-        str(via.peer_ip or "")[:SOURCE_IP_MAX],
-    )
+    uid, prefix, name, peer = via
+    return uid, str(prefix or "")[:16], str(name or "")[:API_KEY_NAME_MAX], str(peer or "")[:SOURCE_IP_MAX]
 
 
 def _bucket_key(bucket: tuple, minute: int) -> tuple:
@@ -532,7 +504,8 @@ def _row(key: tuple, count: int, details: str = "") -> dict[str, Any]:
 
 def _rows(batches: list[Batch], details: list[Detail]) -> list[dict[str, Any]]:
     """The rows to append: one per bucket and minute for counts; for detailed operations, rows of the same
-    buckets listing each operation (``[time in ms, object id, request id, custom, count]``, canonical JSON)."""
+    buckets listing each operation (``[time in ms, object id, request id, custom, count]``, canonical JSON),
+    at most ``DETAIL_ROW_OPERATIONS`` and about ``DETAIL_ROW_BYTES`` each."""
     merged: dict[tuple, int] = {}
     for minute, counts in batches:
         for bucket, n in counts.items():
@@ -541,31 +514,37 @@ def _rows(batches: list[Batch], details: list[Detail]) -> list[dict[str, Any]]:
     rows = [_row(key, n) for key, n in merged.items()]
     if not details:
         return rows
-    grouped: dict[tuple, list[Detail]] = defaultdict(list)
-    for item in details:
-        grouped[_bucket_key(item[:8], int(item[12]) // 60)].append(item)
-    for key, items in grouped.items():
+    grouped: dict[tuple, list[Detail]] = {}
+    for item in details:  # the hottest loop of detailed mode: one dict lookup per operation
+        grouped.setdefault(item[0], []).append(item)
+    keys: dict[tuple, tuple] = {}
+    for bucket, items in grouped.items():
         chunk: list[list] = []
         size = n = 0
-        for item in items:
-            custom = _plain_custom(item[11]) if item[11] else None
-            if custom:
-                size += sum(len(name) + len(str(value)) + 6 for name, value in custom.items())
-            entry = [
-                int(item[12] * 1000),
-                str(item[9] or "")[:OBJECT_ID_MAX],
-                str(item[10] or "")[:REQUEST_ID_MAX],
-                custom or None,
-                item[8],
-            ]
-            size += 40 + len(entry[1]) + len(entry[2])
-            chunk.append(entry)
-            n += item[8]
-            if len(chunk) >= DETAIL_ROW_OPERATIONS or size >= DETAIL_ROW_BYTES:
-                rows.append(_row(key, n, _details_json(chunk)))
+        chunk_minute = None
+        for _, count, object_id, request_id, custom, at in items:
+            minute = int(at) // 60
+            if chunk and (minute != chunk_minute or len(chunk) >= DETAIL_ROW_OPERATIONS or size >= DETAIL_ROW_BYTES):
+                rows.append(_row(keys[bucket, chunk_minute], n, _details_json(chunk)))
                 chunk, size, n = [], 0, 0
+            if chunk_minute != minute:
+                chunk_minute = minute
+                if (bucket, minute) not in keys:
+                    keys[bucket, minute] = _bucket_key(bucket, minute)
+            if type(object_id) is not str or len(object_id) > OBJECT_ID_MAX:
+                object_id = str(object_id or "")[:OBJECT_ID_MAX]
+            if type(request_id) is not str or len(request_id) > REQUEST_ID_MAX:
+                request_id = str(request_id or "")[:REQUEST_ID_MAX]
+            if custom:
+                custom = _plain_custom(custom)
+                size += sum(len(name) + len(str(value)) + 6 for name, value in custom.items())
+            else:
+                custom = None
+            size += 40 + len(object_id) + len(request_id)
+            chunk.append([int(at * 1000), object_id, request_id, custom, count])
+            n += count
         if chunk:
-            rows.append(_row(key, n, _details_json(chunk)))
+            rows.append(_row(keys[bucket, chunk_minute], n, _details_json(chunk)))
     return rows
 
 

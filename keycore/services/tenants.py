@@ -97,8 +97,12 @@ def tenant_create(
 
 
 def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
-    """Change a tenant's name and settings (``external_id`` is immutable: the vendor's apps address it)."""
-    allowed = {"name", "key_rotation_days", "event_retention_days", "require_mfa"}
+    """Change a tenant's name and settings (``external_id`` is immutable: the vendor's apps address it).
+
+    Switching ``detailed_events`` moves the revocation epoch, so every process records the tenant's
+    key use the new way within the revocation poll (its cached tenant lookups are dropped).
+    """
+    allowed = {"name", "key_rotation_days", "event_retention_days", "require_mfa", "detailed_events"}
     unknown = set(changes) - allowed
     if unknown:
         raise errors.InvalidInput(f"Cannot change {', '.join(sorted(unknown))}.")
@@ -121,6 +125,8 @@ def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
         delta = diff(before, changes)
         if delta:
             audit_record(actor=actor, action="tenant.updated", tenant=tenant, target=tenant, changes=delta)
+        if "detailed_events" in delta:
+            bump_epoch()
     return tenant
 
 
