@@ -29,6 +29,7 @@ from keycore.roles import Cap, tenant_can
 from keycore.services import events as event_services
 from keycore.services import forwarding
 from keycore.services.audit import Actor
+from tenant_portal.forms import WriteOnlyTextarea
 
 PAGE_SIZE = 100
 #: the key-use range one page sums when no "From" is given
@@ -298,7 +299,24 @@ class DestinationForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="The certificates that sign your syslog server's certificate; empty: the system's trusted CAs.",
     )
+    client_cert = forms.CharField(
+        label="Client certificate (PEM)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For a syslog server that requires one (TLS): the certificate KeyCore presents, and its chain.",
+    )
+    client_key = forms.CharField(
+        label="Client key (PEM)",
+        required=False,
+        strip=True,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="The certificate's unencrypted private key. Write-only: stored sealed, never shown again; "
+        "leave empty to keep the one stored.",
+    )
     server_name = forms.CharField(label="TLS server name", required=False, max_length=253)
+    hostname = forms.CharField(
+        label="HOSTNAME", required=False, max_length=255, help_text="Sent in each message; empty: this server's name."
+    )
     facility = forms.TypedChoiceField(
         label="Facility", choices=FACILITY_CHOICES, coerce=int, required=False, initial=13
     )
@@ -316,7 +334,9 @@ class DestinationForm(forms.Form):
             "port": data.get("port"),
             "tls": data.get("tls", False),
             "ca_bundle": data.get("ca_bundle", ""),
+            "client_cert": data.get("client_cert", ""),
             "server_name": data.get("server_name", ""),
+            "hostname": data.get("hostname", ""),
             "facility": data.get("facility") or 13,
             "app_name": data.get("app_name") or "keycore",
         }
@@ -383,6 +403,7 @@ def destination_create(request):
                 settings_=form.settings_(),
                 actor=Actor.from_request(request),
                 secret=form.cleaned_data.get("secret") or None,
+                client_key=form.cleaned_data.get("client_key") or None,
                 from_beginning=form.cleaned_data.get("from_beginning", False),
             )
         except errors.KeyCoreError as exc:
@@ -440,6 +461,7 @@ def destination_edit(request, destination):
                 actor=Actor.from_request(request),
                 name=form.cleaned_data.get("name", ""),
                 settings_=form.settings_(),
+                client_key=form.cleaned_data.get("client_key") or None,
             )
         except errors.KeyCoreError as exc:
             _apply(form, exc)
