@@ -10,6 +10,7 @@ re-pointing, disabling, deleting a destination, replacing its secret — asks fo
 from __future__ import annotations
 
 import inspect
+import json
 from datetime import datetime, timedelta
 
 from allauth.account.decorators import reauthentication_required
@@ -222,7 +223,7 @@ def events_export(request):
     chosen = form.export_filter(kind)
     event_services.events_export_record(tenant=request.tenant, actor=Actor.from_request(request), fmt=fmt, f=chosen)
     content_type, extension, render_rows = EXPORT_FORMATS[fmt]
-    documents = event_services.export_documents(request.tenant, chosen)
+    documents = event_services.export_with_head(request.tenant, chosen)
     response = StreamingHttpResponse(render_rows(documents), content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = (
@@ -240,15 +241,33 @@ def events_export(request):
 def events_verify(request):
     """Verify the tenant's chain (a Celery task walks it) and show where it stands."""
     tenant = request.tenant
+    kept_text = ""
     if request.method == "POST":
-        verification = event_services.chain_verification_request(tenant=tenant, actor=Actor.from_request(request))
-        messages.info(request, "Verification started: every event of your chain is checked, oldest first.")
-        return redirect("tenant:events_verification", tenant=tenant.external_id, verification=verification.uid)
+        kept_text = (request.POST.get("known_head") or "").strip()
+        try:
+            known_head = event_services.anchor_parse(kept_text) if kept_text else None
+        except errors.KeyCoreError as exc:
+            messages.error(request, exc.detail)
+        else:
+            verification = event_services.chain_verification_request(
+                tenant=tenant, actor=Actor.from_request(request), known_head=known_head
+            )
+            messages.info(request, "Verification started: every event of your chain is checked, oldest first.")
+            return redirect("tenant:events_verification", tenant=tenant.external_id, verification=verification.uid)
     return render(
         request,
         "tenant_portal/events_verify.html",
-        {"tenant": tenant, "nav": "events", **selectors.event_chain_state(tenant)},
+        {"tenant": tenant, "nav": "events", "kept_text": kept_text, **_chain_context(tenant)},
+        status=400 if kept_text else 200,
     )
+
+
+def _chain_context(tenant) -> dict:
+    """Where the chain stands, and its signed head as a document to keep (issued now)."""
+    state = selectors.event_chain_state(tenant)
+    anchor = event_services.chain_anchor(state["key"])
+    state["anchor"] = json.dumps(anchor, separators=(",", ":")) if anchor else ""
+    return state
 
 
 @tenant_view(Cap.READ)
@@ -258,7 +277,7 @@ def events_verification(request, verification):
     found = ChainVerification.objects.for_tenant(tenant).filter(uid=verification).first()
     if found is None:
         raise Http404("No such verification.")
-    context = {"tenant": tenant, "nav": "events", "verification": found, **selectors.event_chain_state(tenant)}
+    context = {"tenant": tenant, "nav": "events", "verification": found, **_chain_context(tenant)}
     if request.headers.get("HX-Request") == "true":
         response = render(request, "tenant_portal/events_verification.html", context)
         if found.is_done:

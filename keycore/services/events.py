@@ -181,6 +181,93 @@ def chain_rows(key: str, *, after: int = 0, upto: int | None = None, chunk_size:
     )
 
 
+# --- the signed head, kept outside the database -------------------------------------------------------
+
+
+def chain_anchor(key: str) -> dict[str, Any] | None:
+    """The chain's head as a signed document to keep outside KeyCore: ``{"kind": "chain_head", "chain",
+    "seq", "hash", "time", "key_id", "signature"}`` — at ``time``, the chain had reached ``seq``, whose
+    hash is ``hash``. Exports and SIEM deliveries carry it; verification given a kept one refuses a chain
+    that ends before it (a rollback of the database). None while the chain is empty, or if its head's own
+    signature does not hold (KeyCore never vouches for a head it did not write).
+    """
+    head = EventChain.objects.filter(key=key).first()
+    if head is None or not head.seq:
+        return None
+    if not chain_signature_valid("head", key, head.seq, head.last_hash, key_id=head.head_key_id, mac=head.head_mac):
+        log.error("chain %s: the head's signature does not hold; no signed head is issued", key)
+        return None
+    time = timezone.now().isoformat(timespec="milliseconds")
+    key_id, mac = chain_sign("anchor", key, head.seq, f"{head.last_hash}\n{time}")
+    return {
+        "kind": "chain_head",
+        "chain": key,
+        "seq": head.seq,
+        "hash": head.last_hash,
+        "time": time,
+        "key_id": key_id,
+        "signature": mac,
+    }
+
+
+def anchor_parse(value: Any) -> dict[str, Any]:
+    """A kept head (a document from :func:`chain_anchor`, or its JSON text; the last line of a JSON Lines
+    export is one) checked for shape; ``InvalidInput`` otherwise."""
+    if isinstance(value, str):
+        lines = [line for line in value.strip().splitlines() if line.strip()]
+        try:
+            value = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            value = None
+    problem = "Give the chain head as KeyCore issued it: the JSON document of kind chain_head."
+    if not isinstance(value, dict) or value.get("kind", "chain_head") != "chain_head":
+        raise errors.InvalidInput(problem, field_errors={"known_head": [problem]})
+    try:
+        anchor = {
+            "kind": "chain_head",
+            "chain": str(value["chain"]),
+            "seq": int(value["seq"]),
+            "hash": str(value["hash"]),
+            "time": str(value["time"]),
+            "key_id": str(value["key_id"]),
+            "signature": str(value["signature"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        raise errors.InvalidInput(problem, field_errors={"known_head": [problem]}) from None
+    if anchor["seq"] < 1 or len(anchor["hash"]) != 64:
+        raise errors.InvalidInput(problem, field_errors={"known_head": [problem]})
+    return anchor
+
+
+def _anchor_problem(key: str, anchor: dict[str, Any], head: EventChain) -> tuple[int, str] | None:
+    """(first broken seq, why) when the chain does not reach, or does not contain, a head it had reached."""
+    if anchor["chain"] != key:
+        return 0, f"the kept head is of chain {anchor['chain']}, not {key}"
+    valid = chain_signature_valid(
+        "anchor",
+        key,
+        anchor["seq"],
+        f"{anchor['hash']}\n{anchor['time']}",
+        key_id=anchor["key_id"],
+        mac=anchor["signature"],
+    )
+    if valid is None:
+        return 0, f"the kept head is signed with root key {anchor['key_id']}, not configured"
+    if not valid:
+        return 0, "the kept head was not issued by this KeyCore, or was altered"
+    seq = anchor["seq"]
+    if head.seq < seq:
+        return head.seq + 1, (
+            f"the chain ends at {head.seq}, before the head kept at {anchor['time']} ({seq}): "
+            f"events {head.seq + 1}–{seq} were removed (the database was rolled back)"
+        )
+    if seq < head.checkpoint_seq:
+        return None  # pruned past it since: the chain went on beyond the kept head
+    if _hash_at(key, seq, head.checkpoint_seq)[1] != anchor["hash"]:
+        return seq, f"event {seq} is not the one the head kept at {anchor['time']} names: the chain was rewritten"
+    return None
+
+
 # --- verification -----------------------------------------------------------------------------------
 
 
@@ -204,6 +291,7 @@ def chain_verify(
     key: str | None = None,
     progress: Callable[[int], None] | None = None,
     upto_created: datetime | None = None,
+    known_head: dict[str, Any] | None = None,
 ) -> ChainReport:
     """Walk one chain in order and recompute every hash; report the first broken link.
 
@@ -216,10 +304,17 @@ def chain_verify(
 
     ``upto_created`` stops the walk before the first row written at or after it
     (pruning verifies only the prefix it is about to replace by a checkpoint).
+
+    What no chain inside the database can show by itself is a rollback of the whole database
+    to an earlier, consistent state. ``known_head`` — a signed head kept outside KeyCore
+    (:func:`chain_anchor`; exports and SIEM deliveries carry one) — closes that gap: a chain
+    that ends before it, or does not contain it, is broken.
     """
     key = key or chain_key(tenant_id)
     head = EventChain.objects.filter(key=key).first()
     if head is None:
+        if known_head is not None:
+            return ChainReport(key, False, 0, 1, "the chain is empty, but a head of it was kept: it was removed")
         return ChainReport(key, True, 0)
     start, prev = head.checkpoint_seq, head.checkpoint_hash
     base = {"head_seq": head.seq, "checkpoint_seq": start}
@@ -284,6 +379,10 @@ def chain_verify(
                 "the chain's head signature does not match: rows were rewritten with recomputed hashes, "
                 "or the head was moved",
             )
+    if known_head is not None:
+        problem = _anchor_problem(key, known_head, head)
+        if problem is not None:
+            return broken(checked, problem[0] or None, problem[1])
     return ChainReport(key, True, checked, last_hash=prev, **base)
 
 
@@ -292,22 +391,27 @@ def chain_keys_all() -> Iterator[str]:
     yield from EventChain.objects.order_by("key").values_list("key", flat=True).iterator()
 
 
-def chain_verification_request(*, tenant: Tenant | None, actor: Actor) -> ChainVerification:
-    """Queue a verification of a tenant's chain (or the vendor's, with ``tenant=None``) on Celery."""
+def chain_verification_request(
+    *, tenant: Tenant | None, actor: Actor, known_head: dict[str, Any] | None = None
+) -> ChainVerification:
+    """Queue a verification of a tenant's chain (or the vendor's, with ``tenant=None``) on Celery,
+    against a head kept outside KeyCore if one is given (:func:`anchor_parse` checked it)."""
     from keycore.event_tasks import run_chain_verification
 
     key = chain_key(tenant.pk if tenant is not None else None)
     with transaction.atomic():
         running = (
             ChainVerification.objects.filter(
-                chain=key, state__in=[VerificationState.PENDING, VerificationState.RUNNING]
+                chain=key, state__in=[VerificationState.PENDING, VerificationState.RUNNING], known_head__isnull=True
             )
             .order_by("-created_at")
             .first()
         )
-        if running is not None and running.created_at > timezone.now() - timedelta(minutes=10):
+        if known_head is None and running is not None and running.created_at > timezone.now() - timedelta(minutes=10):
             return running
-        verification = ChainVerification.objects.create(tenant=tenant, chain=key, requested_by_label=actor.label[:200])
+        verification = ChainVerification.objects.create(
+            tenant=tenant, chain=key, requested_by_label=actor.label[:200], known_head=known_head
+        )
         transaction.on_commit(lambda: run_chain_verification.delay(verification.pk))
     return verification
 
@@ -325,7 +429,7 @@ def chain_verification_run(verification_id: int) -> ChainVerification:
         ChainVerification.objects.filter(pk=verification.pk).update(checked=checked)
 
     try:
-        report = chain_verify(key=verification.chain, progress=progress)
+        report = chain_verify(key=verification.chain, progress=progress, known_head=verification.known_head)
     except Exception as exc:
         log.exception("verifying chain %s failed", verification.chain)
         ChainVerification.objects.filter(pk=verification.pk).update(
@@ -605,6 +709,7 @@ EXPORT_COLUMNS = [
     "changes",
     "prev_hash",
     "hash",
+    "head",
 ]
 
 
@@ -703,6 +808,15 @@ def export_documents(tenant: Tenant, f: ExportFilter, *, chunk_size: int = CHUNK
         yield event_document(row, external_id)
 
 
+def export_with_head(tenant: Tenant, f: ExportFilter, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
+    """:func:`export_documents`, then the chain's signed head as it stands when they are out
+    (:func:`chain_anchor`): keep it, and verification will refuse a chain rolled back before it."""
+    yield from export_documents(tenant, f, chunk_size=chunk_size)
+    anchor = chain_anchor(chain_key(tenant.pk))
+    if anchor is not None:
+        yield anchor
+
+
 def export_jsonl(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
     """JSON Lines: one event document per line."""
     for doc in documents:
@@ -724,6 +838,10 @@ def export_csv(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
     writer.writerow(EXPORT_COLUMNS)
     yield flush()
     for doc in documents:
+        if doc.get("kind") == "chain_head":  # the last row: the signed head, whole, as JSON in its own column
+            head = {**doc, "id": f"{doc['chain']}:head"}
+            head["head"] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+            doc = head
         cells = []
         api_key = doc.get("api_key") or {}
         for column in EXPORT_COLUMNS:

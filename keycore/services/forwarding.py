@@ -54,7 +54,7 @@ from keycore.models import EventChain, Tenant
 from keycore.models.events import DeadLetter, DestinationKind, EventDelivery, EventDestination, ReplayState
 from keycore.sealing import root_keyring
 from keycore.services.audit import Actor, audit_record, chain_key, compact, diff
-from keycore.services.events import chain_rows, event_document
+from keycore.services.events import chain_anchor, chain_rows, event_document
 
 log = logging.getLogger(__name__)
 
@@ -462,13 +462,22 @@ def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def send_webhook(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+def send_webhook(
+    destination: EventDestination, documents: list[dict[str, Any]], head: dict[str, Any] | None = None
+) -> SendResult:
     url = destination.settings["url"]
     started = time.perf_counter()
+    body_fields: dict[str, Any] = {
+        "destination": str(destination.uid),
+        "tenant": destination.tenant.external_id,
+        "events": documents,
+    }
+    if head is not None:
+        body_fields["head"] = head
     try:
         _check_host(urllib.parse.urlsplit(url).hostname or "", "url", resolve=True)
         body = json.dumps(
-            {"destination": str(destination.uid), "tenant": destination.tenant.external_id, "events": documents},
+            body_fields,
             separators=(",", ":"),
             sort_keys=True,
             default=str,
@@ -530,7 +539,7 @@ def syslog_message(document: dict[str, Any], *, facility: int, app_name: str, ho
         "seq": document.get("seq"),
         "kind": kind,
         "action": document.get("action") or document.get("operation") or "",
-        "result": document.get("result", "ok"),
+        "result": document.get("result", "ok") if kind != "chain_head" else None,
         "hash": document.get("hash"),
     }
     sd = (
@@ -611,7 +620,9 @@ def _read_to_end(sock: socket.socket) -> None:
             raise OSError("the syslog server keeps sending data instead of closing the connection")
 
 
-def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+def send_syslog(
+    destination: EventDestination, documents: list[dict[str, Any]], head: dict[str, Any] | None = None
+) -> SendResult:
     """Send the batch, then make sure the server received it before calling it delivered.
 
     Syslog over TCP has no acknowledgement, and ``sendall`` returning says only that the bytes
@@ -632,7 +643,7 @@ def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) 
                 hostname=hostname,
             )
         )
-        for doc in documents
+        for doc in [*documents, *([head] if head is not None else [])]
     )
     timeout = settings.KEYCORE_EVENT_DELIVERY_TIMEOUT
     try:
@@ -672,10 +683,14 @@ def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) 
     return SendResult(True, f"{len(documents)} message(s) received by the syslog server", None, _ms(started))
 
 
-def send(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+def send(
+    destination: EventDestination, documents: list[dict[str, Any]], *, head: dict[str, Any] | None = None
+) -> SendResult:
+    """Send a batch of event documents, with the chain's signed head (``head``: the receiver keeps the last
+    one; a webhook gets it as ``head``, syslog as a last message with MSGID ``chain_head``)."""
     if destination.kind == DestinationKind.WEBHOOK:
-        return send_webhook(destination, documents)
-    return send_syslog(destination, documents)
+        return send_webhook(destination, documents, head)
+    return send_syslog(destination, documents, head)
 
 
 def destination_test(*, destination: EventDestination, actor: Actor) -> SendResult:
@@ -785,7 +800,7 @@ def deliver_pending(
             if not rows:
                 return DeliveryOutcome(delivered, dead, failed)
             documents = [event_document(row, destination.tenant.external_id) for row in rows]
-            result = send(destination, documents)
+            result = send(destination, documents, head=chain_anchor(key))
             first, last = documents[0]["seq"], documents[-1]["seq"]
             with transaction.atomic():
                 current = EventDestination.objects.select_for_update(no_key=True).get(pk=destination_id)
@@ -931,7 +946,8 @@ def dead_letters_deliver(destination_id: int, *, batch_size: int | None = None, 
             )
             if not letters:
                 return delivered
-            result = send(destination, [letter.event for letter in letters])
+            head = chain_anchor(chain_key(destination.tenant_id))
+            result = send(destination, [letter.event for letter in letters], head=head)
             ids = [letter.pk for letter in letters]
             with transaction.atomic():
                 EventDelivery.objects.create(

@@ -103,9 +103,10 @@ def test_exports_filter_by_api_key_and_carry_it(client, member, tenant, two_keys
     csv_text = b"".join(
         client.get(url("events_export", tenant), {"format": "csv", "kind": "key_use", "api_key": str(billing.uid)})
     ).decode()
-    header, *rows = csv_text.strip().splitlines()
+    header, *rows, head = csv_text.strip().splitlines()
     assert {"api_key_prefix", "api_key_name", "api_key_id", "peer_ip"} <= set(header.split(","))
     assert len(rows) == 1 and "billing prod" in rows[0] and "10.0.0.5" in rows[0]
+    assert "chain_head" in head
     assert AuditEvent.objects.filter(action="events.exported", changes__filters__1__api_key=str(billing.uid)).exists()
 
 

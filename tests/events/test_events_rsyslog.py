@@ -41,6 +41,11 @@ def parse(line: str) -> dict:
     return {"pri": int(pri), "host": host, "app": app, "msgid": msgid, "sd": sd, "event": json.loads(msg)}
 
 
+def events_in(lines: list[str]) -> list[dict]:
+    """The messages of events, leaving out the signed chain head that ends each batch."""
+    return [m for m in map(parse, lines) if m["msgid"] != "chain_head"]
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return TlsFiles(tmp_path_factory.mktemp("pki"))
@@ -76,8 +81,11 @@ def test_events_reach_rsyslog_in_order_over_tcp_with_the_configured_hostname(ten
     outcome = deliver_pending(destination.pk)
     total = head_seq(tenant)
     assert outcome.delivered == total and outcome.failed_attempts == 0
-    messages = [parse(line) for line in rsyslog.wait_for(total)]
+    lines = rsyslog.wait_for(total + 1)
+    messages = events_in(lines)
     assert [m["event"]["seq"] for m in messages] == list(range(1, total + 1))
+    head = parse(lines[-1])
+    assert head["msgid"] == "chain_head" and head["event"]["seq"] == total and head["host"] == "keycore-eu-1"
     assert {m["host"] for m in messages} == {"keycore-eu-1"}
     assert {m["msgid"] for m in messages} == {"admin", "key_use"}
 
@@ -162,7 +170,7 @@ def test_rsyslog_requiring_a_client_certificate_refuses_keycore_without_one(
     delivered = deliver_pending(destination.pk, now=destination.next_attempt_at)
     total = head_seq(tenant)
     assert delivered.delivered == total and delivered.failed_attempts == 0
-    seqs = [parse(line)["event"]["seq"] for line in rsyslog.wait_for(total)]
+    seqs = [m["event"]["seq"] for m in events_in(rsyslog.wait_for(total + 1))]
     assert seqs == list(range(1, total + 1)), "every event, once, in order"
     updated = AuditEvent.objects.filter(action="event_destination.updated", target_id=str(destination.uid)).latest(
         "seq"
@@ -180,7 +188,7 @@ def test_tls_without_client_authentication_confirms_with_close_notify(tenant, ad
     )
     use_keys(tenant)
     assert deliver_pending(destination.pk).delivered == head_seq(tenant)
-    assert len(rsyslog.wait_for(head_seq(tenant))) == head_seq(tenant)
+    assert len(events_in(rsyslog.wait_for(head_seq(tenant) + 1))) == head_seq(tenant)
 
 
 def test_a_client_key_must_match_its_certificate_and_is_never_shown(tenant, admin_actor, pki, tmp_path):
@@ -224,6 +232,7 @@ def test_a_large_event_arrives_whole_when_the_receiver_allows_it(tenant, admin_a
     destination = syslog(tenant, admin_actor, rsyslog.ports["tcp"])
     assert deliver_pending(destination.pk).delivered == head_seq(tenant)
     lines = rsyslog.wait_for(head_seq(tenant))
+    lines = rsyslog.wait_for(head_seq(tenant) + 1)
     detailed = [line for line in lines if '"operations"' in line]
     assert max(len(line) for line in detailed) > 8192, "bigger than rsyslog's default message size"
     operations = [op for line in detailed for op in parse(line)["event"]["operations"]]
