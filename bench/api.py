@@ -1,6 +1,6 @@
 """The crypto API through a real server: gunicorn, two workers, a keep-alive client on the same machine.
 
-    python -m bench.api [--requests 3000] [--batches 20] [--field-size 1024] [--json]
+    python -m bench.api [--requests 3000] [--batches 20] [--field-size 1024] [--object-ids] [--detailed] [--json]
 
 Prepares a throwaway database the way ``bench/django_env.py`` does (a SQLite file
 in a scratch folder, or ``DATABASE_URL`` if set), creates a tenant and a
@@ -20,6 +20,10 @@ Every response is checked (status 200, every item encrypted). Key-use recording,
 the key cache, the revocation poll and the per-key throttle are all on, as
 deployed. Redis is used for the throttle's counters when ``REDIS_URL`` is set,
 otherwise the embedded file-based cache.
+
+``--detailed`` records the tenant's key use in detail (each operation with its
+object id and request id; issue 19). Compare it with ``--object-ids`` (the same
+requests, counts only): the requests are then alike, and only the recording differs.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare(folder: Path) -> tuple[str, dict[str, str]]:
-    """Migrate, create tenant 'bench' and a crypto key; returns the key and the server's environment."""
+def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str]]:
+    """Migrate, create tenant 'bench' (its key use recorded in detail if asked) and a crypto key; returns the
+    key and the server's environment."""
     from bench.django_env import setup_django
 
     setup_django(keep=folder)
@@ -63,7 +68,11 @@ def prepare(folder: Path) -> tuple[str, dict[str, str]]:
     from keycore.services.tenants import tenant_create
 
     actor = Actor.system("bench")
-    tenant_create(external_id="bench", name="Bench Tenant", actor=actor, send=False)
+    tenant = tenant_create(external_id="bench", name="Bench Tenant", actor=actor, send=False)
+    if detailed:
+        from keycore.services.tenants import tenant_update
+
+        tenant_update(tenant=tenant, actor=actor, detailed_events=True)
     _key, raw = api_key_create(name="bench", scopes=["crypto"], actor=actor)
     database = settings.DATABASES["default"]
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{database['NAME']}"
@@ -199,13 +208,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def bench_single(port: int, key: str, requests: int, field_size: int, clock: WorkerClock) -> dict:
+def bench_single(
+    port: int, key: str, requests: int, field_size: int, clock: WorkerClock, *, object_ids: bool = False
+) -> dict:
     body = json.dumps(
         {
             "tenant": "bench",
             "fields": {"body": base64.b64encode(os.urandom(field_size)).decode()},
             "requesting_id": "bench",
             "label": "bench",
+            **({"object_id": "doc-0001", "request_id": "req-0001"} if object_ids else {}),
         }
     ).encode()
     client = Client(port, key)
@@ -235,23 +247,36 @@ def bench_single(port: int, key: str, requests: int, field_size: int, clock: Wor
     }
 
 
-def batch_body(items: int, field_size: int) -> bytes:
+def batch_body(items: int, field_size: int, *, object_ids: bool = False) -> bytes:
     return json.dumps(
         {
             "requesting_id": "bench",
             "label": "bench",
+            **({"request_id": "req-0001"} if object_ids else {}),
             "items": [
-                {"tenant": "bench", "fields": {"body": base64.b64encode(os.urandom(field_size)).decode()}}
-                for _ in range(items)
+                {
+                    "tenant": "bench",
+                    "fields": {"body": base64.b64encode(os.urandom(field_size)).decode()},
+                    **({"object_id": f"doc-{n:06d}"} if object_ids else {}),
+                }
+                for n in range(items)
             ],
         }
     ).encode()
 
 
 def bench_batch(
-    port: int, key: str, batches: int, items: int, field_size: int, connections: int, clock: WorkerClock
+    port: int,
+    key: str,
+    batches: int,
+    items: int,
+    field_size: int,
+    connections: int,
+    clock: WorkerClock,
+    *,
+    object_ids: bool = False,
 ) -> dict:
-    body = batch_body(items, field_size)
+    body = batch_body(items, field_size, object_ids=object_ids)
     clients = [Client(port, key) for _ in range(connections)]
     for client in clients:
         for _ in range(2):
@@ -327,16 +352,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker")
     parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     parser.add_argument("--no-gc-freeze", action="store_true", help="leave the garbage collector as it is")
+    parser.add_argument(
+        "--object-ids", action="store_true", help="every call (batch item) names its object id and request id"
+    )
+    parser.add_argument(
+        "--detailed", action="store_true", help="the tenant's key use is recorded in detail (implies --object-ids)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args(argv)
+    object_ids = args.object_ids or args.detailed
 
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="keycore-bench-api-"))
     process = None
     try:
-        key, env = prepare(folder)
+        key, env = prepare(folder, detailed=args.detailed)
         port = free_port()
         config = None
         if not args.no_gc_freeze:
@@ -345,9 +377,9 @@ def main(argv: list[str] | None = None) -> dict:
         process = start_gunicorn(env, port, args.workers, args.threads, args.worker_class, config)
         clock = WorkerClock(process.pid)
         reference = [reference_rate()]
-        single = bench_single(port, key, args.requests, args.field_size, clock)
-        batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, 1, clock)
-        batch_two = bench_batch(port, key, args.batches, args.items, args.field_size, 2, clock)
+        single = bench_single(port, key, args.requests, args.field_size, clock, object_ids=object_ids)
+        batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, 1, clock, object_ids=object_ids)
+        batch_two = bench_batch(port, key, args.batches, args.items, args.field_size, 2, clock, object_ids=object_ids)
         reference.append(reference_rate())
     finally:
         if process is not None:
@@ -366,6 +398,8 @@ def main(argv: list[str] | None = None) -> dict:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "field_size": args.field_size,
+        "object_ids": object_ids,
+        "key_use": "detailed" if args.detailed else "counts",
         "reference_encrypt_document_per_s": statistics.fmean(reference),
         "single": single,
         "batch_1_connection": batch_one,
@@ -375,6 +409,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(figures, indent=2))
     else:
         print(f"{figures['server']}; {figures['database']}; throttle counters in {figures['throttle_cache']} cache")
+        print(
+            f"key use recorded as {figures['key_use']}"
+            + ("; every call names its object id and request id" if object_ids else "")
+        )
         print(
             f"this machine meanwhile: encrypt_document {figures['reference_encrypt_document_per_s']:,.0f}/s "
             "in one process (the crypto core's own speed, for scale)"

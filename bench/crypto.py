@@ -1,6 +1,7 @@
 """Crypto throughput: KeyCore against the raw AES-GCM floor and the AWS Encryption SDK.
 
-    python -m bench.crypto [--seconds 0.5] [--rounds 9] [--size 1024] [--events on|off|both] [--json]
+    python -m bench.crypto [--seconds 0.5] [--rounds 9] [--size 1024] [--events on|off|both] [--detailed both]
+                           [--json]
 
 Documents per second for encrypting and decrypting single-field documents of
 ``--size`` bytes, in one process, for three workloads:
@@ -26,12 +27,19 @@ default, as deployed) or off; ``--events both`` measures KeyCore with recording
 on and off in interleaved rounds and prints both and the slowdown (issue 9's
 target: at most 10 %). With recording on, the recorder's flusher thread writes
 the counts to the database every second during the measurement, as in production.
+
+``--detailed both`` measures KeyCore with recording on, the tenant in counts-only
+mode and in *detailed* mode (each operation recorded with its object id and
+request id), in interleaved rounds (issue 19's target: at most 25 % slower with
+detailed mode on). The writer thread writes during the rounds; each round ends
+by writing what is left, and that CPU is counted in "CPU per operation".
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import platform
@@ -168,6 +176,8 @@ def keycore_encrypt_decrypt() -> Workload:
 #: per workload: process CPU seconds (every thread: the key-use cutter and writer too) and documents,
 #: summed over timed rounds — a cost measure that load from other processes does not move
 CPU_TOTALS: dict[str, list[float]] = {}
+#: per workload: what to run after each timed round, inside the CPU measurement (writing what is left)
+DRAIN_AFTER_ROUND: dict[str, Callable[[], Any]] = {}
 
 
 def _timed_round(workload: Workload, payload: bytes, count: int) -> Figures:
@@ -184,6 +194,9 @@ def _timed_round(workload: Workload, payload: bytes, count: int) -> Figures:
         for item in stored:
             decrypt(item)
         decrypted = time.perf_counter()
+        drain = DRAIN_AFTER_ROUND.get(workload.name)
+        if drain is not None:
+            drain()
         totals = CPU_TOTALS.setdefault(workload.name, [0.0, 0])
         totals[0] += time.process_time() - cpu_started
         totals[1] += 2 * count
@@ -314,6 +327,116 @@ def run_events(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> di
     }
 
 
+def keycore_detailed_workloads() -> tuple[Workload, Workload]:
+    """The KeyCore workload for one tenant in counts-only and in detailed mode (switched before each round),
+    every call carrying an object id and a request id as an application would."""
+    from bench.django_env import setup_django
+
+    setup_django()
+    from keycore.models import Tenant
+    from keycore.services.audit import Actor
+    from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
+    from keycore.services.keyring import tenant_cache
+    from keycore.services.keyuse import attribution, recorder
+    from keycore.services.tenants import tenant_create
+
+    tenant = tenant_create(external_id=f"bench-{uuid.uuid4().hex[:8]}", name="Benchmark", actor=Actor.system("bench"))
+    external_id = tenant.external_id
+    via = attribution(None, "192.0.2.10")
+    counter = iter(range(10**12))
+    request = f"req-{uuid.uuid4().hex[:12]}"
+
+    def meta() -> CallMeta:
+        return CallMeta(
+            requesting_id="bench-service",
+            label="documents",
+            object_id=f"doc-{next(counter)}",
+            request_id=request,
+            via=via,
+        )
+
+    # built before timing (an application has its ids at hand), a different document for each call
+    metas = itertools.cycle([meta() for _ in range(10_000)])
+
+    def encrypt(plaintext: bytes):
+        return crypto_encrypt(tenant=external_id, fields={"body": plaintext}, meta=next(metas))
+
+    def decrypt(stored) -> bytes:
+        return crypto_decrypt(tenant=external_id, edek=stored.edek, fields=stored.fields, meta=next(metas))["body"]
+
+    def mode(detailed: bool) -> Callable[[], None]:
+        def setup() -> None:
+            set_event_recording(True)
+            recorder.flush()
+            Tenant.objects.filter(pk=tenant.pk).update(detailed_events=detailed)
+            tenant_cache().clear()
+            decrypt(encrypt(b"warm the caches"))
+
+        return setup
+
+    decrypt(encrypt(b"warm the caches"))
+    counts = Workload("keycore-counts", encrypt, decrypt, mode(False))
+    detailed = Workload("keycore-detailed", encrypt, decrypt, mode(True))
+    return counts, detailed
+
+
+def run_detailed(*, size: int = 1024, seconds: float = 0.5, rounds: int = 9) -> dict[str, Any]:
+    """KeyCore with recording on, the tenant's key use as counts vs in detail, interleaved round by round."""
+    payload = os.urandom(size)
+    counts, detailed = keycore_detailed_workloads()
+    CPU_TOTALS.clear()
+    from django.db.models import Count, Sum
+
+    from keycore.models import KeyUseEvent
+    from keycore.services.keyuse import recorder
+
+    DRAIN_AFTER_ROUND.update({counts.name: recorder.flush, detailed.name: recorder.flush})
+    try:
+        figures = measure([counts, detailed], payload, seconds=seconds, rounds=rounds)
+    finally:
+        DRAIN_AFTER_ROUND.clear()
+    recorder.flush()
+    ratio = _median_ratio(figures[detailed.name], figures[counts.name])
+    cpu_counts, cpu_detailed = (CPU_TOTALS[w.name][0] / CPU_TOTALS[w.name][1] * 1e6 for w in (counts, detailed))
+    rows = KeyUseEvent.objects.exclude(details="").aggregate(rows=Count("id"), uses=Sum("count"))
+    return {
+        "document_bytes": size,
+        "rounds": rounds,
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "documents_per_second": {
+            "counts": asdict(_median(figures[counts.name])),
+            "detailed": asdict(_median(figures[detailed.name])),
+        },
+        "slowdown": {"encrypt": 1 - ratio["encrypt"], "decrypt": 1 - ratio["decrypt"]},
+        "cpu_us_per_operation": {"counts": cpu_counts, "detailed": cpu_detailed},
+        "cpu_cost_of_detail": cpu_detailed / cpu_counts - 1,
+        "detailed_rows": rows["rows"] or 0,
+        "detailed_operations_written": rows["uses"] or 0,
+    }
+
+
+def _print_detailed(result: dict[str, Any]) -> None:
+    rates = result["documents_per_second"]
+    print(
+        f"KeyCore, key use as counts vs in detail: {result['document_bytes']}-byte single-field documents, "
+        f"median of {result['rounds']} interleaved rounds "
+        f"(Python {result['python']}, cryptography {result['cryptography']}, {result['machine']})"
+    )
+    print(f"{'':12}{'encrypt/s':>14}{'decrypt/s':>14}")
+    for name in ("counts", "detailed"):
+        print(f"{name:12}{rates[name]['encrypt_per_s']:>14,.0f}{rates[name]['decrypt_per_s']:>14,.0f}")
+    slow = result["slowdown"]
+    print(f"{'slowdown':12}{slow['encrypt']:>14.1%}{slow['decrypt']:>14.1%}   (target: at most 25 %)")
+    cpu = result["cpu_us_per_operation"]
+    print(
+        f"CPU per operation, all threads, writing included: {cpu['detailed']:.2f} µs detailed, "
+        f"{cpu['counts']:.2f} µs counts ({result['cpu_cost_of_detail']:+.1%})"
+    )
+    print(f"detailed operations written: {result['detailed_operations_written']:,} in {result['detailed_rows']:,} rows")
+
+
 def _print_events(result: dict[str, Any]) -> None:
     rates = result["documents_per_second"]
     print(
@@ -398,9 +521,17 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="key-use recording: on (default, as deployed), off, or both (KeyCore on vs off and the slowdown)",
     )
+    parser.add_argument(
+        "--detailed",
+        choices=["both"],
+        help="both: KeyCore with the tenant's key use recorded as counts vs in detail, and the slowdown",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if args.events == "both":
+    if args.detailed == "both":
+        result = run_detailed(size=args.size, seconds=args.seconds, rounds=args.rounds)
+        printer = _print_detailed
+    elif args.events == "both":
         result = run_events(size=args.size, seconds=args.seconds, rounds=args.rounds)
         printer = _print_events
     else:

@@ -383,6 +383,8 @@ KEYCORE_REVOCATION_POLL = float(env("KEYCORE_REVOCATION_POLL", "1.0"))
 # key-use counts are flushed by a thread per process; tests flush explicitly instead
 KEYCORE_KEYUSE_FLUSH_INTERVAL = float(env("KEYCORE_KEYUSE_FLUSH_INTERVAL", "1.0"))
 KEYCORE_KEYUSE_AUTOFLUSH = env_bool("KEYCORE_KEYUSE_AUTOFLUSH", not TESTING)
+# detailed operations (tenants in detailed mode) a process keeps unwritten at most before keeping them as counts
+KEYCORE_KEYUSE_DETAIL_BACKLOG = int(env("KEYCORE_KEYUSE_DETAIL_BACKLOG", "1000000"))
 KEYCORE_KMS_TIMEOUT = float(env("KEYCORE_KMS_TIMEOUT", "5"))
 # security events: retention of the vendor chain (tenants set their own), pruning and SIEM forwarding
 KEYCORE_VENDOR_EVENT_RETENTION_DAYS = int(env("KEYCORE_VENDOR_EVENT_RETENTION_DAYS", "365"))

@@ -70,6 +70,7 @@ class AccountAdapter(DefaultAccountAdapter):
             {**method, "description": labels.get(method["id"], method["description"])}
             for method in super().get_reauthentication_methods(user)
         ]
+
     def get_client_ip(self, request) -> str:
         """Rate limits count failures per client, found the one way KeyCore finds it (behind proxies too)."""
         ip = client_ip(request)

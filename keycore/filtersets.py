@@ -22,6 +22,7 @@ from keycore import errors
 from keycore.models import AuditEvent, KeyUseEvent, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.services.apikeys import api_key_lookup
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 SQLITE_SEARCH_TABLE = "keycore_tenant_search"
@@ -179,10 +180,18 @@ class KeyUseEventFilterSet(django_filters.FilterSet):
     label = django_filters.CharFilter(field_name="label", label="Data label")
     requesting_id = django_filters.CharFilter(field_name="requesting_id", label="Requesting id")
     who = _who("requesting_id")
+    api_key = django_filters.CharFilter(method="by_api_key", label="API key (prefix or id)")
     since = _moment("minute", "gte", "From")
     until = _moment("minute", "lt", "Until")
 
     class Meta:
         model = KeyUseEvent
         form = EventRangeForm
-        fields = ["operation", "result", "label", "requesting_id", "who", "since", "until"]
+        fields = ["operation", "result", "label", "requesting_id", "who", "api_key", "since", "until"]
+
+    def by_api_key(self, queryset, name, value):
+        """The uses made with one API key: its prefix as shown (``kc_<prefix>…``), the bare prefix, or its id."""
+        if not value.strip():
+            return queryset
+        field, key = api_key_lookup(value)
+        return queryset.filter(**{f"api_key_{field}": key})

@@ -154,7 +154,18 @@ def audit_event_list(*, tenant: Tenant | None = None) -> QuerySet[AuditEvent]:
 # --- security events (issue 9) ------------------------------------------------------------------------
 
 
-KEY_USE_GROUP = ("minute", "operation", "label", "requesting_id", "source_ip", "result", "key_version")
+KEY_USE_GROUP = (
+    "minute",
+    "operation",
+    "label",
+    "requesting_id",
+    "source_ip",
+    "api_key_prefix",
+    "api_key_name",
+    "peer_ip",
+    "result",
+    "key_version",
+)
 
 
 def key_use_grouped(
@@ -168,7 +179,17 @@ def key_use_grouped(
     rows = list(
         queryset.values(*KEY_USE_GROUP)
         .annotate(n=Sum("count"))
-        .order_by("-minute", "operation", "result", "label", "requesting_id", "source_ip", "key_version")[: limit + 1]
+        .order_by(
+            "-minute",
+            "operation",
+            "result",
+            "label",
+            "requesting_id",
+            "source_ip",
+            "api_key_prefix",
+            "peer_ip",
+            "key_version",
+        )[: limit + 1]
     )
     if len(rows) <= limit:
         return rows, None
@@ -179,7 +200,9 @@ def key_use_grouped(
             queryset.filter(minute=last_minute)
             .values(*KEY_USE_GROUP)
             .annotate(n=Sum("count"))
-            .order_by("operation", "result", "label", "requesting_id", "source_ip", "key_version")
+            .order_by(
+                "operation", "result", "label", "requesting_id", "source_ip", "api_key_prefix", "peer_ip", "key_version"
+            )
         )
         older = queryset.filter(minute__lt=last_minute).exists()
         return whole, (last_minute if older else None)

@@ -9,6 +9,7 @@ re-pointing, disabling, deleting a destination, replacing its secret — asks fo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,7 @@ from keycore.roles import Cap, tenant_can
 from keycore.services import events as event_services
 from keycore.services import forwarding
 from keycore.services.audit import Actor
+from tenant_portal.forms import WriteOnlyTextarea
 
 PAGE_SIZE = 100
 #: the key-use range one page sums when no "From" is given
@@ -76,6 +78,7 @@ class EventFilters:
             result=key_use.get("result") or "",
             action=audit.get("action") or "",
             who=key_use.get("who") or "",
+            api_key=(key_use.get("api_key") or "").strip(),
         )
 
 
@@ -224,7 +227,7 @@ def events_export(request):
     chosen = filters.export_filter(kind)
     event_services.events_export_record(tenant=request.tenant, actor=Actor.from_request(request), fmt=fmt, f=chosen)
     content_type, extension, render_rows = EXPORT_FORMATS[fmt]
-    documents = event_services.export_documents(request.tenant, chosen)
+    documents = event_services.export_with_head(request.tenant, chosen)
     response = StreamingHttpResponse(render_rows(documents), content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = (
@@ -242,15 +245,33 @@ def events_export(request):
 def events_verify(request):
     """Verify the tenant's chain (a Celery task walks it) and show where it stands."""
     tenant = request.tenant
+    kept_text = ""
     if request.method == "POST":
-        verification = event_services.chain_verification_request(tenant=tenant, actor=Actor.from_request(request))
-        messages.info(request, "Verification started: every event of your chain is checked, oldest first.")
-        return redirect("tenant:events_verification", tenant=tenant.external_id, verification=verification.uid)
+        kept_text = (request.POST.get("known_head") or "").strip()
+        try:
+            known_head = event_services.anchor_parse(kept_text) if kept_text else None
+        except errors.KeyCoreError as exc:
+            messages.error(request, exc.detail)
+        else:
+            verification = event_services.chain_verification_request(
+                tenant=tenant, actor=Actor.from_request(request), known_head=known_head
+            )
+            messages.info(request, "Verification started: every event of your chain is checked, oldest first.")
+            return redirect("tenant:events_verification", tenant=tenant.external_id, verification=verification.uid)
     return render(
         request,
         "tenant_portal/events_verify.html",
-        {"tenant": tenant, "nav": "events", **selectors.event_chain_state(tenant)},
+        {"tenant": tenant, "nav": "events", "kept_text": kept_text, **_chain_context(tenant)},
+        status=400 if kept_text else 200,
     )
+
+
+def _chain_context(tenant) -> dict:
+    """Where the chain stands, and its signed head as a document to keep (issued now)."""
+    state = selectors.event_chain_state(tenant)
+    anchor = event_services.chain_anchor(state["key"])
+    state["anchor"] = json.dumps(anchor, separators=(",", ":")) if anchor else ""
+    return state
 
 
 @tenant_view(Cap.READ)
@@ -260,7 +281,7 @@ def events_verification(request, verification):
     found = ChainVerification.objects.for_tenant(tenant).filter(uid=verification).first()
     if found is None:
         raise Http404("No such verification.")
-    context = {"tenant": tenant, "nav": "events", "verification": found, **selectors.event_chain_state(tenant)}
+    context = {"tenant": tenant, "nav": "events", "verification": found, **_chain_context(tenant)}
     if request.headers.get("HX-Request") == "true":
         response = render(request, "tenant_portal/events_verification.html", context)
         if found.is_done:
@@ -301,7 +322,24 @@ class DestinationForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="The certificates that sign your syslog server's certificate; empty: the system's trusted CAs.",
     )
+    client_cert = forms.CharField(
+        label="Client certificate (PEM)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For a syslog server that requires one (TLS): the certificate KeyCore presents, and its chain.",
+    )
+    client_key = forms.CharField(
+        label="Client key (PEM)",
+        required=False,
+        strip=True,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="The certificate's unencrypted private key. Write-only: stored sealed, never shown again; "
+        "leave empty to keep the one stored.",
+    )
     server_name = forms.CharField(label="TLS server name", required=False, max_length=253)
+    hostname = forms.CharField(
+        label="HOSTNAME", required=False, max_length=255, help_text="Sent in each message; empty: this server's name."
+    )
     facility = forms.TypedChoiceField(
         label="Facility", choices=FACILITY_CHOICES, coerce=int, required=False, initial=13
     )
@@ -319,7 +357,9 @@ class DestinationForm(forms.Form):
             "port": data.get("port"),
             "tls": data.get("tls", False),
             "ca_bundle": data.get("ca_bundle", ""),
+            "client_cert": data.get("client_cert", ""),
             "server_name": data.get("server_name", ""),
+            "hostname": data.get("hostname", ""),
             "facility": data.get("facility") or 13,
             "app_name": data.get("app_name") or "keycore",
         }
@@ -386,6 +426,7 @@ def destination_create(request):
                 settings_=form.settings_(),
                 actor=Actor.from_request(request),
                 secret=form.cleaned_data.get("secret") or None,
+                client_key=form.cleaned_data.get("client_key") or None,
                 from_beginning=form.cleaned_data.get("from_beginning", False),
             )
         except errors.KeyCoreError as exc:
@@ -443,6 +484,7 @@ def destination_edit(request, destination):
                 actor=Actor.from_request(request),
                 name=form.cleaned_data.get("name", ""),
                 settings_=form.settings_(),
+                client_key=form.cleaned_data.get("client_key") or None,
             )
         except errors.KeyCoreError as exc:
             _apply(form, exc)

@@ -112,6 +112,13 @@ class SettingsForm(forms.Form):
         required=False,
         help_text="KeyCore checks hourly and destroys such versions for you; each retirement is in your events.",
     )
+    detailed_events = forms.BooleanField(
+        label="Record each key use in detail",
+        required=False,
+        help_text="Besides the counts per minute, keep every operation: its time, object id, request id and "
+        "custom values, with the API key and address it came from — for investigations. Takes more space; "
+        "applies within seconds.",
+    )
 
 
 class RevokeForm(forms.Form):

@@ -355,6 +355,7 @@ def _settings_page(request, form: SettingsForm | None = None, status: int = 200)
             "key_cache_seconds": tenant.key_cache_seconds,
             "retire_idle_days": tenant.retire_idle_days,
             "auto_retire_versions": tenant.auto_retire_versions,
+            "detailed_events": tenant.detailed_events,
         }
     )
     versions = selectors.tenant_key_versions(tenant)

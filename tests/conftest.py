@@ -33,6 +33,7 @@ def _fresh_process_caches():
     clear_caches()
     with recorder._lock:
         recorder._counts.clear()
+        recorder._details.clear()
 
 
 @pytest.fixture

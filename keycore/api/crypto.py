@@ -8,10 +8,12 @@ exist for the OpenAPI document only.
 
 Bytes travel as standard base64 with padding (RFC 4648 §4). Every call names
 who asks (``requesting_id``, required) and may carry ``label``, ``source_ip``
-(the application's end user; the peer address otherwise), ``object_id``,
-``request_id`` and ``custom`` (a flat object of up to 20 short values); they
-reach the security events. Batch calls take these at the top as defaults for
-their items, and any item may override them.
+(the application's end user), ``object_id``, ``request_id`` and ``custom`` (a
+flat object of up to 20 short values). The security events record them as what
+the caller *claims*, beside what KeyCore saw: the API key of the call and its
+peer address. ``object_id``, ``request_id`` and ``custom`` are recorded for
+tenants in detailed mode (docs/events.md). Batch calls take these at the top as
+defaults for their items, and any item may override them.
 
 A key limited to some tenants gets ``tenant-not-found`` (404) for every other
 tenant, exactly as for a tenant that does not exist: it learns nothing about
@@ -52,6 +54,7 @@ from keycore.services.crypto import (
     crypto_encrypt,
     crypto_rekey,
 )
+from keycore.services.keyuse import Attribution, attribution
 
 _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
@@ -138,10 +141,11 @@ def _fields(value, name: str = "fields") -> dict[str, bytes]:
     return out
 
 
-def _meta(obj: dict, peer, base: CallMeta | None = None, *, required: bool = True) -> CallMeta:
+def _meta(obj: dict, via: Attribution | None, base: CallMeta | None = None, *, required: bool = True) -> CallMeta:
     """The call's metadata from ``obj``; missing members come from ``base`` (batch defaults) or are empty.
 
-    ``peer`` is a callable giving the caller's address, asked only when no ``source_ip`` is given.
+    The members are what the caller claims (``source_ip`` included: empty when not given);
+    ``via`` is what KeyCore saw — the API key and the peer address — recorded beside them.
     """
     values: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
@@ -157,7 +161,7 @@ def _meta(obj: dict, peer, base: CallMeta | None = None, *, required: bool = Tru
             values[name] = value
     ip = obj.get("source_ip", _MISSING)
     if ip is _MISSING or ip is None or ip == "":
-        values["source_ip"] = base.source_ip if base is not None else peer()
+        values["source_ip"] = base.source_ip if base is not None else ""
     elif type(ip) is not str or len(ip) > 64:
         problems["source_ip"] = ["Expected an IPv4 or IPv6 address."]
     else:
@@ -179,7 +183,7 @@ def _meta(obj: dict, peer, base: CallMeta | None = None, *, required: bool = Tru
         problems["requesting_id"] = ["Required: say who asks (a service or user id)."]
     if problems:
         raise errors.InvalidInput("The call's metadata has errors; see 'errors'.", field_errors=problems)
-    return CallMeta(**values)
+    return CallMeta(**values, via=via)  # refuses texts no database can store (NUL, lone surrogates)
 
 
 def _check_custom(custom) -> str | None:
@@ -222,7 +226,7 @@ def _meta_fields() -> dict:
         "requesting_id": serializers.CharField(max_length=200, help_text="Who asks: a service or user id. Required."),
         "label": serializers.CharField(max_length=100, required=False, help_text="What the data is, e.g. 'invoices'."),
         "source_ip": serializers.IPAddressField(
-            required=False, help_text="The end user's address; the caller's peer address when left out."
+            required=False, help_text="The end user's address, as claimed (the peer address is recorded too)."
         ),
         "object_id": serializers.CharField(max_length=200, required=False),
         "request_id": serializers.CharField(max_length=200, required=False),
@@ -281,23 +285,16 @@ class CryptoView(APIView):
     def default_response_headers(self):
         return {"Allow": "POST"}
 
-    def peer(self, request):
-        """The caller's address, worked out at most once and only if a call needs it."""
-        found = []
-
-        def address() -> str:
-            if not found:
-                meta = request._request.META
-                key = (meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"), settings.KEYCORE_TRUSTED_PROXY_COUNT)
-                ip = _peers.get(key)
-                if ip is None:
-                    if len(_peers) > PEER_CACHE_SIZE:
-                        _peers.clear()
-                    ip = _peers[key] = client_ip(request) or ""
-                found.append(ip)
-            return found[0]
-
-        return address
+    def via(self, request) -> Attribution | None:
+        """Who really calls: the API key of the request and its peer address (not what the body claims)."""
+        meta = request._request.META
+        key = (meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"), settings.KEYCORE_TRUSTED_PROXY_COUNT)
+        ip = _peers.get(key)
+        if ip is None:
+            if len(_peers) > PEER_CACHE_SIZE:
+                _peers.clear()
+            ip = _peers[key] = client_ip(request) or ""
+        return attribution(request.auth, ip)
 
 
 # --- endpoints ---------------------------------------------------------------------------------------------
@@ -322,7 +319,7 @@ class EncryptView(CryptoView):
         _check_keys(body, ENCRYPT_KEYS)
         tenant = _tenant(body, request.auth)
         fields = _fields(body.get("fields"))
-        done = crypto_encrypt(tenant=tenant, fields=fields, meta=_meta(body, self.peer(request)))
+        done = crypto_encrypt(tenant=tenant, fields=fields, meta=_meta(body, self.via(request)))
         return _json({"edek": _b64(done.edek), "fields": {name: _b64(value) for name, value in done.fields.items()}})
 
 
@@ -350,7 +347,7 @@ class DecryptView(CryptoView):
         tenant = _tenant(body, request.auth)
         edek = _bytes(body.get("edek"), "edek")
         fields = _fields(body.get("fields"))
-        plain = crypto_decrypt(tenant=tenant, edek=edek, fields=fields, meta=_meta(body, self.peer(request)))
+        plain = crypto_decrypt(tenant=tenant, edek=edek, fields=fields, meta=_meta(body, self.via(request)))
         return _json({"fields": {name: _b64(value) for name, value in plain.items()}})
 
 
@@ -397,7 +394,7 @@ class RekeyView(CryptoView):
             raise _invalid("edeks", "Required: a non-empty array of base64 EDEKs.")
         if len(edeks) > MAX_BATCH:
             raise _invalid("edeks", f"At most {MAX_BATCH} EDEKs per call.")
-        meta = _meta(body, self.peer(request))
+        meta = _meta(body, self.via(request))
         out: list[str | None] = [None] * len(edeks)
         problems = []
         decoded, positions = [], []
@@ -493,8 +490,8 @@ class BatchEncryptView(CryptoView):
         _check_keys(body, BATCH_KEYS)
         items = _items(body)
         key = request.auth
-        peer = self.peer(request)
-        base = _meta(body, peer, required=False)
+        via = self.via(request)
+        base = _meta(body, via, required=False)
         results: list[dict | None] = [None] * len(items)
         work: list[EncryptItem] = []
         positions: list[int] = []
@@ -520,7 +517,7 @@ class BatchEncryptView(CryptoView):
                 _check_keys(item, ENCRYPT_KEYS)
                 tenant = _tenant(item, key)
                 fields = _fields(item.get("fields"))
-                meta = base if _ITEM_NO_META.issuperset(item) and base.requesting_id else _meta(item, peer, base)
+                meta = base if _ITEM_NO_META.issuperset(item) and base.requesting_id else _meta(item, via, base)
             except errors.KeyCoreError as exc:
                 results[index] = {"error": error_body(exc)}
                 continue
@@ -565,8 +562,8 @@ class BatchDecryptView(CryptoView):
         _check_keys(body, BATCH_KEYS)
         items = _items(body)
         key = request.auth
-        peer = self.peer(request)
-        base = _meta(body, peer, required=False)
+        via = self.via(request)
+        base = _meta(body, via, required=False)
         results: list[dict | None] = [None] * len(items)
         work: list[DecryptItem] = []
         positions: list[int] = []
@@ -593,7 +590,7 @@ class BatchDecryptView(CryptoView):
                 tenant = _tenant(item, key)
                 edek = _bytes(item.get("edek"), "edek")
                 fields = _fields(item.get("fields"))
-                meta = base if _ITEM_NO_META.issuperset(item) and base.requesting_id else _meta(item, peer, base)
+                meta = base if _ITEM_NO_META.issuperset(item) and base.requesting_id else _meta(item, via, base)
             except errors.KeyCoreError as exc:
                 results[index] = {"error": error_body(exc)}
                 continue

@@ -9,7 +9,7 @@ token or key hashes.
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from keycore.models import (
@@ -24,6 +24,7 @@ from keycore.models import (
 )
 from keycore.models.tenants import EXTERNAL_ID_PATTERN
 from keycore.roles import TenantRole
+from keycore.services.events import detail_operations
 
 # --- tenants ------------------------------------------------------------------------------
 
@@ -278,6 +279,12 @@ class RekeyJobSerializer(serializers.ModelSerializer):
 
 
 class KeyUseEventSerializer(serializers.ModelSerializer):
+    """``label``, ``requesting_id`` and ``source_ip`` are what the caller claimed; ``api_key`` and
+    ``peer_ip`` what KeyCore saw; ``operations`` lists each operation for tenants in detailed mode."""
+
+    api_key = serializers.SerializerMethodField()
+    operations = serializers.SerializerMethodField()
+
     class Meta:
         model = KeyUseEvent
         fields = [
@@ -289,12 +296,31 @@ class KeyUseEventSerializer(serializers.ModelSerializer):
             "label",
             "requesting_id",
             "source_ip",
+            "api_key",
+            "peer_ip",
             "key_version",
+            "operations",
             "created_at",
             "prev_hash",
             "hash",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        inline_serializer(
+            "KeyUseApiKey",
+            {"id": serializers.UUIDField(), "prefix": serializers.CharField(), "name": serializers.CharField()},
+            allow_null=True,
+        )
+    )
+    def get_api_key(self, event: KeyUseEvent) -> dict | None:
+        if not event.api_key_uid:
+            return None
+        return {"id": str(event.api_key_uid), "prefix": event.api_key_prefix, "name": event.api_key_name}
+
+    @extend_schema_field(serializers.ListField(child=serializers.DictField(), allow_null=True))
+    def get_operations(self, event: KeyUseEvent) -> list[dict] | None:
+        return detail_operations(event.details) if event.details else None
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

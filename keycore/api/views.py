@@ -499,7 +499,6 @@ class KeyVersionsView(TenantScoped, generics.ListAPIView):
         return selectors.tenant_key_versions_queryset(self.tenant)
 
 
-
 @_on("get")(
     operation_id="rekey_jobs_list",
     summary="List rekey jobs",

@@ -78,12 +78,22 @@ class AuditEvent(models.Model):
         return f"{self.action} by {self.actor_label}"
 
 
+#: what a key-use row's hash covers: 1 = the claimed values and counts; 2 = also the API key, the peer
+#: address and the listed operations (detailed mode). Rows keep the version they were written with.
+KEYUSE_PAYLOAD_VERSION = 2
+
+
 class KeyUseEvent(models.Model):
     """Key use (encrypt, decrypt, rekey…) counted per minute and per who/what/result.
 
     Rows are appended by each process's recorder when it flushes (at most every
     second), so one minute may have several rows for the same key; readers sum.
     Each row is a link of its tenant's hash chain, like the tenant's AuditEvents.
+
+    ``label``, ``requesting_id`` and ``source_ip`` are what the caller *claimed*;
+    ``api_key_*`` and ``peer_ip`` are what KeyCore saw: the API key that made the
+    call and the address it came from (empty for calls made inside KeyCore).
+    ``details`` lists each operation (canonical JSON) for tenants in detailed mode.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="key_use_events")
@@ -95,6 +105,13 @@ class KeyUseEvent(models.Model):
     result = models.CharField(max_length=40)
     count = models.PositiveIntegerField()
     key_version = models.PositiveIntegerField(null=True, blank=True)
+    #: no foreign key: a row never changes (its hash covers these), whatever becomes of the key
+    api_key_uid = models.UUIDField(null=True, blank=True)
+    api_key_prefix = models.CharField(max_length=16, blank=True)
+    api_key_name = models.CharField(max_length=120, blank=True)
+    peer_ip = models.CharField(max_length=64, blank=True)
+    details = models.TextField(blank=True)
+    payload_version = models.PositiveSmallIntegerField(default=KEYUSE_PAYLOAD_VERSION)
     chain = models.CharField(max_length=40, blank=True)
     seq = models.BigIntegerField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64, blank=True)
@@ -110,6 +127,7 @@ class KeyUseEvent(models.Model):
             models.Index(fields=["tenant", "-minute"], name="keyuse_tenant_minute"),
             models.Index(fields=["tenant", "operation", "-minute"], name="keyuse_tenant_op_minute"),
             models.Index(fields=["tenant", "-id"], name="keyuse_tenant_id"),
+            models.Index(fields=["tenant", "api_key_prefix", "-minute"], name="keyuse_tenant_apikey"),
         ]
 
     def __str__(self) -> str:

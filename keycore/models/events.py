@@ -158,6 +158,8 @@ class ChainVerification(models.Model):
     first_broken_seq = models.BigIntegerField(null=True, blank=True)
     problem = models.CharField(max_length=500, blank=True)
     requested_by_label = models.CharField(max_length=200)
+    #: a signed head kept outside KeyCore to verify against (a chain ending before it was rolled back)
+    known_head = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -97,6 +97,11 @@ class TenantKeyState(models.TextChoices):
     DESTROYED = "destroyed", "Destroyed"
 
 
+#: the highest tenant-key version there can be: versions live in signed 32-bit columns (this one and
+#: KeyUseEvent.key_version), though an EDEK's header has room for 32 bits
+KEY_VERSION_MAX = 2**31 - 1
+
+
 class TenantKey(models.Model):
     """One version of a tenant's key: 256 random bits, stored only wrapped by KEKs.
 

@@ -63,6 +63,8 @@ class Tenant(models.Model):
     retire_idle_days = models.PositiveIntegerField(null=True, blank=True)
     #: retire drained or idle older versions without asking (the tenant's opt-in)
     auto_retire_versions = models.BooleanField(default=False)
+    #: record each key use on its own (object id, request id, custom values, time), not only counts
+    detailed_events = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)

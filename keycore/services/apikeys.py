@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -149,3 +151,15 @@ def api_key_rotate(*, key: ApiKey, actor: Actor) -> tuple[ApiKey, str]:
             changes={"replaces": [None, key.prefix], "revoked": [None, str(key.uid)], "scopes": [None, new.scopes]},
         )
     return new, raw
+
+
+def api_key_lookup(value: str) -> tuple[str, Any]:
+    """("prefix" or "uid", value) for an API key given as shown (``kc_<prefix>…``), by its prefix, or by its id."""
+    value = value.strip()
+    try:
+        return "uid", uuid.UUID(value)
+    except ValueError:
+        pass
+    if value.startswith("kc_"):
+        value = value[3:]
+    return "prefix", value.split("_", 1)[0].rstrip("…").strip()

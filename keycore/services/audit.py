@@ -146,6 +146,29 @@ def _scrub_value(name: Any, value: Any) -> Any:
     return value
 
 
+#: a text in an event's changes longer than this is recorded as its digest (events stay small enough for syslog)
+BULKY_VALUE_CHARS = 1024
+
+
+def compact(changes: dict[str, Any]) -> dict[str, Any]:
+    """Bulky values out of events: PEM material (CA bundles, certificates) and any text over
+    ``BULKY_VALUE_CHARS`` become ``"sha256:<hex> (…)"`` — enough to tell which one, a few dozen bytes."""
+    return {name: _compact_value(value) for name, value in changes.items()}
+
+
+def _compact_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _compact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_compact_value(v) for v in value]
+    if isinstance(value, str) and ("-----BEGIN " in value or len(value) > BULKY_VALUE_CHARS):
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        pems = value.count("-----BEGIN ")
+        what = f"{pems} PEM block{'s' if pems != 1 else ''}, " if pems else ""
+        return f"sha256:{digest} ({what}{len(value):,} characters)"
+    return value
+
+
 def chain_key(tenant_id: int | None) -> str:
     return f"tenant:{tenant_id}" if tenant_id else "vendor"
 
@@ -263,7 +286,7 @@ def audit_record(
             target_type=target_type[:40],
             target_id=target_id[:64],
             target_repr=target_repr[:300],
-            changes=json.loads(json.dumps(scrub(changes), default=str)),
+            changes=json.loads(json.dumps(compact(scrub(changes)), default=str)),
             source_ip=normalise_ip(actor.source_ip),
             user_agent=actor.user_agent[:300],
             created_at=timezone.now(),

@@ -10,6 +10,7 @@ from :mod:`keycore.errors`; batch forms report them per item.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 from keycore import errors
 from keycore.crypto.envelope import decrypt_document, edek_key_version, encrypt_document, rewrap_edek
+from keycore.models.keys import KEY_VERSION_MAX
 from keycore.models.tenants import TenantStatus
 from keycore.selectors import tenant_by_external_id
 from keycore.services import keyuse
@@ -28,7 +30,15 @@ MAX_BATCH = 1000
 
 @dataclass(frozen=True, slots=True)
 class CallMeta:
-    """Who asks and why; every call carries it and it reaches the security events."""
+    """Who asks and why; every call carries it and it reaches the security events.
+
+    ``requesting_id``, ``label``, ``source_ip``, ``object_id``, ``request_id`` and ``custom`` are
+    what the caller *claims*. ``via`` is what KeyCore knows: the API key that made the call and
+    its peer address (:func:`keycore.services.keyuse.attribution`; None for calls inside KeyCore).
+
+    Texts the database cannot store (NUL, lone surrogates) are refused here, when the call is
+    made, with ``invalid-input`` — never later by the database, where they would be lost.
+    """
 
     requesting_id: str
     label: str = ""
@@ -36,6 +46,50 @@ class CallMeta:
     object_id: str = ""
     request_id: str = ""
     custom: Mapping[str, Any] = field(default_factory=dict)
+    via: keyuse.Attribution | None = None
+
+    def __post_init__(self) -> None:
+        problems = meta_problems(self)
+        if problems:
+            raise errors.InvalidInput("The call's metadata has errors; see 'errors'.", field_errors=problems)
+
+
+def text_problem(value: Any) -> str | None:
+    """Why a recorded text cannot be stored (a NUL, a lone surrogate), or None."""
+    if type(value) is not str:
+        return None if value is None or type(value) in (bool, int, float) else "Expected a string."
+    if "\x00" in value:
+        return "NUL characters are not allowed."
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "Not valid Unicode text: it has a lone surrogate."
+    return None
+
+
+def meta_problems(meta: CallMeta) -> dict[str, list[str]]:
+    """Field errors of a call's metadata (the texts and custom values that reach the security events)."""
+    problems: dict[str, list[str]] = {}
+    for name in ("requesting_id", "label", "source_ip", "object_id", "request_id"):
+        value = getattr(meta, name)
+        if type(value) is str and (not value.isascii() or "\x00" in value):
+            problem = text_problem(value)
+            if problem:
+                problems[name] = [problem]
+    custom = meta.custom
+    if custom:
+        if not isinstance(custom, Mapping):
+            problems["custom"] = ["Expected an object of short values."]
+        else:
+            for name, value in custom.items():
+                problem = text_problem(name) or text_problem(value)
+                if problem is None and type(value) is float and not math.isfinite(value):
+                    problem = "Numbers must be finite."
+                if problem:
+                    problems["custom"] = [f"{str(name)[:64]!r}: {problem}"]
+                    break
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +103,8 @@ class TenantRef:
     current_version: int | None
     #: the tenant's own bound on how long its unwrapped keys stay cached (None: the operator's)
     key_cache_seconds: int | None = None
+    #: record each operation on its own (object id, request id, time), not only counts
+    detailed_events: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +133,22 @@ def resolve_tenant(external_id: str) -> TenantRef:
     ref = cache.get(external_id)
     if ref is None:
         generation = cache.generation
-        tenant = tenant_by_external_id(external_id, only=("pk", "uid", "external_id", "status", "key_cache_seconds"))
+        tenant = tenant_by_external_id(
+            external_id, only=("pk", "uid", "external_id", "status", "key_cache_seconds", "detailed_events")
+        )
         try:
             version = current_key_version(tenant)
         except errors.KeyUnavailable:
             version = None
-        ref = TenantRef(tenant.pk, tenant.uid, tenant.external_id, tenant.status, version, tenant.key_cache_seconds)
+        ref = TenantRef(
+            tenant.pk,
+            tenant.uid,
+            tenant.external_id,
+            tenant.status,
+            version,
+            key_cache_seconds=tenant.key_cache_seconds,
+            detailed_events=tenant.detailed_events,
+        )
         cache.put(external_id, ref, generation=generation)
     if ref.status != TenantStatus.ACTIVE:
         raise errors.TenantInactive(f"Tenant {external_id} is {ref.status}; its data cannot be used.")
@@ -91,7 +157,25 @@ def resolve_tenant(external_id: str) -> TenantRef:
 
 def _record(ref: TenantRef, operation: str, meta: CallMeta, result: str, version: int | None, count: int = 1) -> None:
     # positional: this runs once per crypto operation (the recorder's hot path)
-    keyuse.recorder.record(ref.pk, operation, result, meta.label, meta.requesting_id, meta.source_ip, version, count)
+    if ref.detailed_events:
+        keyuse.recorder.record_detail(
+            ref.pk,
+            operation,
+            result,
+            meta.label,
+            meta.requesting_id,
+            meta.source_ip,
+            version,
+            count,
+            meta.via,
+            meta.object_id,
+            meta.request_id,
+            meta.custom,
+        )
+    else:
+        keyuse.recorder.record(
+            ref.pk, operation, result, meta.label, meta.requesting_id, meta.source_ip, version, count, meta.via
+        )
 
 
 def _check_meta(meta: CallMeta) -> None:
@@ -115,6 +199,16 @@ def _check_fields(fields: Mapping[str, bytes]) -> None:
 
 
 _handle = unwrap_tenant_key
+
+
+def _edek_version(edek: bytes) -> int:
+    """The tenant-key version an EDEK names; one no tenant key can have is malformed data (400)."""
+    version = edek_key_version(edek)
+    if version > KEY_VERSION_MAX:
+        raise errors.MalformedData(
+            f"The EDEK names tenant key version {version}; no tenant key has a version above {KEY_VERSION_MAX}."
+        )
+    return version
 
 
 def crypto_encrypt(*, tenant: str, fields: Mapping[str, bytes], meta: CallMeta) -> Encrypted:
@@ -141,7 +235,7 @@ def crypto_decrypt(*, tenant: str, edek: bytes, fields: Mapping[str, bytes], met
     ref = resolve_tenant(tenant)
     version: int | None = None
     try:
-        version = edek_key_version(edek)
+        version = _edek_version(edek)
         plain = decrypt_document(_handle(ref, version), edek, fields)
     except errors.KeyCoreError as exc:
         _record(ref, "decrypt", meta, exc.code, version)
@@ -170,7 +264,7 @@ def crypto_rekey(
     for edek in edeks:
         version = None
         try:
-            version = edek_key_version(edek)
+            version = _edek_version(edek)
             results.append(ItemResult(rewrap_edek(edek, _handle(source, version), new_handle)))
             moved[version] = moved.get(version, 0) + 1
         except errors.KeyCoreError as exc:

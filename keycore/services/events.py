@@ -11,6 +11,7 @@ root key. Pruning replaces a prefix by a signed checkpoint. See docs/events.md.
 from __future__ import annotations
 
 import csv
+import hashlib
 import heapq
 import io
 import json
@@ -18,7 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -30,8 +31,9 @@ from django.utils import timezone
 from keycore import errors
 from keycore.filtersets import AuditEventFilterSet, KeyUseEventFilterSet
 from keycore.models import AuditEvent, ChainVerification, EventChain, KeyUseEvent, Tenant, TenantKey
-from keycore.models.audit import GENESIS_HASH
+from keycore.models.audit import GENESIS_HASH, KEYUSE_PAYLOAD_VERSION
 from keycore.models.events import DeadLetter, EventDelivery, EventDestination, VerificationState
+from keycore.services.apikeys import api_key_lookup
 from keycore.services.audit import (
     Actor,
     advance_head,
@@ -44,6 +46,7 @@ from keycore.services.audit import (
     event_digest,
     lock_chain,
 )
+from keycore.services.bulk_writes import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,13 @@ Row = AuditEvent | KeyUseEvent
 
 
 def keyuse_payload(event: KeyUseEvent) -> dict[str, Any]:
-    """The content a key-use row's hash covers; verification recomputes it from the stored row."""
-    return {
+    """The content a key-use row's hash covers; verification recomputes it from the stored row.
+
+    Versioned (``payload_version``): a row is hashed as it was written, so rows written before
+    version 2 (without API key, peer address and details) keep verifying, and turning a
+    version-2 row into a version-1 one changes its payload.
+    """
+    payload = {
         "chain": event.chain,
         "seq": event.seq,
         "tenant": event.tenant_id,
@@ -69,6 +77,17 @@ def keyuse_payload(event: KeyUseEvent) -> dict[str, Any]:
         "key_version": event.key_version,
         "created_at": event.created_at.isoformat(),
     }
+    if event.payload_version != 1:
+        payload.update(
+            v=event.payload_version,
+            api_key=str(event.api_key_uid) if event.api_key_uid else None,
+            api_key_prefix=event.api_key_prefix,
+            api_key_name=event.api_key_name,
+            peer_ip=event.peer_ip,
+            # the listed operations by their digest: the same evidence, without escaping kilobytes of JSON again
+            details_sha256=hashlib.sha256(event.details.encode()).hexdigest() if event.details else "",
+        )
+    return payload
 
 
 def row_payload(row: Row) -> dict[str, Any]:
@@ -108,19 +127,45 @@ def _count_versions(tenant_id: int, rows: list[dict[str, Any]]) -> None:
             TenantKey.objects.filter(tenant_id=tenant_id, version=version).update(**fields)
 
 
-def keyuse_append(rows: list[dict[str, Any]]) -> list[KeyUseEvent]:
-    """Append aggregated key-use rows, each tenant's rows onto that tenant's chain.
+class _KeyUseRow(dict):
+    """A key-use row as attname → value, readable as attributes by :func:`keyuse_payload`."""
+
+    __getattr__ = dict.get
+
+
+#: what a row given to :func:`keyuse_append` may leave out
+_KEYUSE_DEFAULTS = {
+    "label": "",
+    "requesting_id": "",
+    "source_ip": "",
+    "key_version": None,
+    "api_key_uid": None,
+    "api_key_prefix": "",
+    "api_key_name": "",
+    "peer_ip": "",
+    "details": "",
+    "payload_version": KEYUSE_PAYLOAD_VERSION,
+}
+
+
+def _chain_order(row: dict[str, Any]) -> tuple:
+    return (row["minute"], row["operation"], row["result"], row.get("label", ""), row.get("requesting_id", ""))
+
+
+def keyuse_append(rows: list[dict[str, Any]]) -> int:
+    """Append aggregated key-use rows, each tenant's rows onto that tenant's chain; returns how many.
 
     One transaction; chain heads are locked in tenant order, so concurrent flushes of
     several processes never deadlock and never fork a chain. Rows of tenants that no
     longer exist are dropped (logged), so one deleted tenant cannot block everyone's counts.
     The same transaction moves the documents counted per tenant-key version, so the
     counts are exactly what the chain records.
+    Rows go in set-based (``COPY`` on PostgreSQL): a detailed tenant's flush may be many rows.
     """
     by_tenant: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_tenant[row["tenant_id"]].append(row)
-    created: list[KeyUseEvent] = []
+    appended = 0
     with transaction.atomic():
         existing = set(Tenant.objects.filter(pk__in=list(by_tenant)).values_list("pk", flat=True))
         for tenant_id in sorted(by_tenant):
@@ -136,18 +181,23 @@ def keyuse_append(rows: list[dict[str, Any]]) -> list[KeyUseEvent]:
             batch = []
             ordered = sorted(
                 by_tenant[tenant_id],
-                key=lambda r: (r["minute"], r["operation"], r["result"], r["label"], r["requesting_id"]),
-            )
+                key=lambda r: (
+                    r["minute"],
+                    r["operation"],
+                    r["result"],
+                    r.get("label", ""),
+                    r.get("requesting_id", ""),
+                ),
+            )  # stable: a bucket's detailed rows stay in the order of their operations
             for row in ordered:
                 seq += 1
-                event = KeyUseEvent(chain=key, seq=seq, prev_hash=prev, created_at=now, **row)
-                event.hash = event_digest(prev, keyuse_payload(event))
-                prev = event.hash
+                event = _KeyUseRow(_KEYUSE_DEFAULTS, **row, chain=key, seq=seq, prev_hash=prev, created_at=now)
+                event["hash"] = prev = event_digest(prev, keyuse_payload(event))
                 batch.append(event)
-            KeyUseEvent.objects.bulk_create(batch)
+            insert_rows(KeyUseEvent, batch)
             advance_head(head, seq, prev)
-            created.extend(batch)
-    return created
+            appended += len(batch)
+    return appended
 
 
 # --- reading a chain in order --------------------------------------------------------------------
@@ -164,6 +214,93 @@ def chain_rows(key: str, *, after: int = 0, upto: int | None = None, chunk_size:
         keyuse.order_by("seq").iterator(chunk_size=chunk_size),
         key=lambda row: row.seq,
     )
+
+
+# --- the signed head, kept outside the database -------------------------------------------------------
+
+
+def chain_anchor(key: str) -> dict[str, Any] | None:
+    """The chain's head as a signed document to keep outside KeyCore: ``{"kind": "chain_head", "chain",
+    "seq", "hash", "time", "key_id", "signature"}`` — at ``time``, the chain had reached ``seq``, whose
+    hash is ``hash``. Exports and SIEM deliveries carry it; verification given a kept one refuses a chain
+    that ends before it (a rollback of the database). None while the chain is empty, or if its head's own
+    signature does not hold (KeyCore never vouches for a head it did not write).
+    """
+    head = EventChain.objects.filter(key=key).first()
+    if head is None or not head.seq:
+        return None
+    if not chain_signature_valid("head", key, head.seq, head.last_hash, key_id=head.head_key_id, mac=head.head_mac):
+        log.error("chain %s: the head's signature does not hold; no signed head is issued", key)
+        return None
+    time = timezone.now().isoformat(timespec="milliseconds")
+    key_id, mac = chain_sign("anchor", key, head.seq, f"{head.last_hash}\n{time}")
+    return {
+        "kind": "chain_head",
+        "chain": key,
+        "seq": head.seq,
+        "hash": head.last_hash,
+        "time": time,
+        "key_id": key_id,
+        "signature": mac,
+    }
+
+
+def anchor_parse(value: Any) -> dict[str, Any]:
+    """A kept head (a document from :func:`chain_anchor`, or its JSON text; the last line of a JSON Lines
+    export is one) checked for shape; ``InvalidInput`` otherwise."""
+    if isinstance(value, str):
+        lines = [line for line in value.strip().splitlines() if line.strip()]
+        try:
+            value = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            value = None
+    problem = "Give the chain head as KeyCore issued it: the JSON document of kind chain_head."
+    if not isinstance(value, dict) or value.get("kind", "chain_head") != "chain_head":
+        raise errors.InvalidInput(problem, field_errors={"known_head": [problem]})
+    try:
+        anchor = {
+            "kind": "chain_head",
+            "chain": str(value["chain"]),
+            "seq": int(value["seq"]),
+            "hash": str(value["hash"]),
+            "time": str(value["time"]),
+            "key_id": str(value["key_id"]),
+            "signature": str(value["signature"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        raise errors.InvalidInput(problem, field_errors={"known_head": [problem]}) from None
+    if anchor["seq"] < 1 or len(anchor["hash"]) != 64:
+        raise errors.InvalidInput(problem, field_errors={"known_head": [problem]})
+    return anchor
+
+
+def _anchor_problem(key: str, anchor: dict[str, Any], head: EventChain) -> tuple[int, str] | None:
+    """(first broken seq, why) when the chain does not reach, or does not contain, a head it had reached."""
+    if anchor["chain"] != key:
+        return 0, f"the kept head is of chain {anchor['chain']}, not {key}"
+    valid = chain_signature_valid(
+        "anchor",
+        key,
+        anchor["seq"],
+        f"{anchor['hash']}\n{anchor['time']}",
+        key_id=anchor["key_id"],
+        mac=anchor["signature"],
+    )
+    if valid is None:
+        return 0, f"the kept head is signed with root key {anchor['key_id']}, not configured"
+    if not valid:
+        return 0, "the kept head was not issued by this KeyCore, or was altered"
+    seq = anchor["seq"]
+    if head.seq < seq:
+        return head.seq + 1, (
+            f"the chain ends at {head.seq}, before the head kept at {anchor['time']} ({seq}): "
+            f"events {head.seq + 1}–{seq} were removed (the database was rolled back)"
+        )
+    if seq < head.checkpoint_seq:
+        return None  # pruned past it since: the chain went on beyond the kept head
+    if _hash_at(key, seq, head.checkpoint_seq)[1] != anchor["hash"]:
+        return seq, f"event {seq} is not the one the head kept at {anchor['time']} names: the chain was rewritten"
+    return None
 
 
 # --- verification -----------------------------------------------------------------------------------
@@ -189,6 +326,7 @@ def chain_verify(
     key: str | None = None,
     progress: Callable[[int], None] | None = None,
     upto_created: datetime | None = None,
+    known_head: dict[str, Any] | None = None,
 ) -> ChainReport:
     """Walk one chain in order and recompute every hash; report the first broken link.
 
@@ -201,10 +339,17 @@ def chain_verify(
 
     ``upto_created`` stops the walk before the first row written at or after it
     (pruning verifies only the prefix it is about to replace by a checkpoint).
+
+    What no chain inside the database can show by itself is a rollback of the whole database
+    to an earlier, consistent state. ``known_head`` — a signed head kept outside KeyCore
+    (:func:`chain_anchor`; exports and SIEM deliveries carry one) — closes that gap: a chain
+    that ends before it, or does not contain it, is broken.
     """
     key = key or chain_key(tenant_id)
     head = EventChain.objects.filter(key=key).first()
     if head is None:
+        if known_head is not None:
+            return ChainReport(key, False, 0, 1, "the chain is empty, but a head of it was kept: it was removed")
         return ChainReport(key, True, 0)
     start, prev = head.checkpoint_seq, head.checkpoint_hash
     base = {"head_seq": head.seq, "checkpoint_seq": start}
@@ -269,6 +414,10 @@ def chain_verify(
                 "the chain's head signature does not match: rows were rewritten with recomputed hashes, "
                 "or the head was moved",
             )
+    if known_head is not None:
+        problem = _anchor_problem(key, known_head, head)
+        if problem is not None:
+            return broken(checked, problem[0] or None, problem[1])
     return ChainReport(key, True, checked, last_hash=prev, **base)
 
 
@@ -277,22 +426,27 @@ def chain_keys_all() -> Iterator[str]:
     yield from EventChain.objects.order_by("key").values_list("key", flat=True).iterator()
 
 
-def chain_verification_request(*, tenant: Tenant | None, actor: Actor) -> ChainVerification:
-    """Queue a verification of a tenant's chain (or the vendor's, with ``tenant=None``) on Celery."""
+def chain_verification_request(
+    *, tenant: Tenant | None, actor: Actor, known_head: dict[str, Any] | None = None
+) -> ChainVerification:
+    """Queue a verification of a tenant's chain (or the vendor's, with ``tenant=None``) on Celery,
+    against a head kept outside KeyCore if one is given (:func:`anchor_parse` checked it)."""
     from keycore.event_tasks import run_chain_verification
 
     key = chain_key(tenant.pk if tenant is not None else None)
     with transaction.atomic():
         running = (
             ChainVerification.objects.filter(
-                chain=key, state__in=[VerificationState.PENDING, VerificationState.RUNNING]
+                chain=key, state__in=[VerificationState.PENDING, VerificationState.RUNNING], known_head__isnull=True
             )
             .order_by("-created_at")
             .first()
         )
-        if running is not None and running.created_at > timezone.now() - timedelta(minutes=10):
+        if known_head is None and running is not None and running.created_at > timezone.now() - timedelta(minutes=10):
             return running
-        verification = ChainVerification.objects.create(tenant=tenant, chain=key, requested_by_label=actor.label[:200])
+        verification = ChainVerification.objects.create(
+            tenant=tenant, chain=key, requested_by_label=actor.label[:200], known_head=known_head
+        )
         transaction.on_commit(lambda: run_chain_verification.delay(verification.pk))
     return verification
 
@@ -310,7 +464,7 @@ def chain_verification_run(verification_id: int) -> ChainVerification:
         ChainVerification.objects.filter(pk=verification.pk).update(checked=checked)
 
     try:
-        report = chain_verify(key=verification.chain, progress=progress)
+        report = chain_verify(key=verification.chain, progress=progress, known_head=verification.known_head)
     except Exception as exc:
         log.exception("verifying chain %s failed", verification.chain)
         ChainVerification.objects.filter(pk=verification.pk).update(
@@ -533,9 +687,33 @@ def event_document(row: Row, tenant_external_id: str | None) -> dict[str, Any]:
             result=row.result,
             count=row.count,
             key_version=row.key_version,
+            api_key=(
+                {"id": str(row.api_key_uid), "prefix": row.api_key_prefix, "name": row.api_key_name}
+                if row.api_key_uid
+                else None
+            ),
+            peer_ip=row.peer_ip,
         )
+        if row.details:
+            doc["operations"] = detail_operations(row.details)
     doc.update(prev_hash=row.prev_hash, hash=row.hash)
     return doc
+
+
+def detail_operations(details: str) -> list[dict[str, Any]]:
+    """The operations a detailed row lists, as documents: time, object id, request id, custom values, count."""
+    operations = []
+    for at_ms, object_id, request_id, custom, count in json.loads(details):
+        operations.append(
+            {
+                "time": datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat(timespec="milliseconds"),
+                "object_id": object_id,
+                "request_id": request_id,
+                "custom": custom or {},
+                "count": count,
+            }
+        )
+    return operations
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -557,10 +735,16 @@ EXPORT_COLUMNS = [
     "key_version",
     "minute",
     "source_ip",
+    "api_key_prefix",
+    "api_key_name",
+    "api_key_id",
+    "peer_ip",
+    "operations",
     "user_agent",
     "changes",
     "prev_hash",
     "hash",
+    "head",
 ]
 
 
@@ -577,6 +761,7 @@ class ExportFilter:
     result: str = ""
     action: str = ""
     who: str = ""
+    api_key: str = ""
 
 
 def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, QuerySet | None]:
@@ -587,9 +772,12 @@ def export_querysets(tenant: Tenant, f: ExportFilter) -> tuple[QuerySet | None, 
     audit = keyuse = None
     if f.kind != "key_use" and not (f.operation or f.label or f.result):
         audit = AuditEventFilterSet({**shared, "action": f.action}, queryset=AuditEvent.objects.for_tenant(tenant)).qs
+        if f.api_key:  # the key that acted
+            field, value = api_key_lookup(f.api_key)
+            audit = audit.filter(**{f"actor_api_key__{field}": value})
     if f.kind != "admin" and not f.action:
         keyuse = KeyUseEventFilterSet(
-            {**shared, "operation": f.operation, "label": f.label, "result": f.result},
+            {**shared, "operation": f.operation, "label": f.label, "result": f.result, "api_key": f.api_key},
             queryset=KeyUseEvent.objects.for_tenant(tenant),
         ).qs
     return audit, keyuse
@@ -623,6 +811,15 @@ def export_documents(tenant: Tenant, f: ExportFilter, *, chunk_size: int = CHUNK
         yield event_document(row, external_id)
 
 
+def export_with_head(tenant: Tenant, f: ExportFilter, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
+    """:func:`export_documents`, then the chain's signed head as it stands when they are out
+    (:func:`chain_anchor`): keep it, and verification will refuse a chain rolled back before it."""
+    yield from export_documents(tenant, f, chunk_size=chunk_size)
+    anchor = chain_anchor(chain_key(tenant.pk))
+    if anchor is not None:
+        yield anchor
+
+
 def export_jsonl(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
     """JSON Lines: one event document per line."""
     for doc in documents:
@@ -644,10 +841,15 @@ def export_csv(documents: Iterable[dict[str, Any]]) -> Iterator[str]:
     writer.writerow(EXPORT_COLUMNS)
     yield flush()
     for doc in documents:
+        if doc.get("kind") == "chain_head":  # the last row: the signed head, whole, as JSON in its own column
+            head = {**doc, "id": f"{doc['chain']}:head"}
+            head["head"] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+            doc = head
         cells = []
+        api_key = doc.get("api_key") or {}
         for column in EXPORT_COLUMNS:
-            value = doc.get(column, "")
-            if column == "changes":
+            value = api_key.get(column[8:], "") if column.startswith("api_key_") else doc.get(column, "")
+            if column in ("changes", "operations"):
                 value = json.dumps(value, sort_keys=True, default=str) if value else ""
             cells.append(_csv_safe(value))
         writer.writerow(cells)

@@ -24,11 +24,11 @@ carries a stable ``id`` (``<chain>:<seq>``) for the receiver to de-duplicate.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -40,6 +40,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -49,8 +51,8 @@ from keycore import egress, errors
 from keycore.models import EventChain, Tenant
 from keycore.models.events import DeadLetter, DestinationKind, EventDelivery, EventDestination, ReplayState
 from keycore.sealing import root_keyring
-from keycore.services.audit import Actor, audit_record, chain_key, diff
-from keycore.services.events import chain_rows, event_document
+from keycore.services.audit import Actor, audit_record, chain_key, compact, diff
+from keycore.services.events import chain_anchor, chain_rows, event_document
 from keycore.services.sovereignty import guard
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ SYSLOG_FACILITIES = {
 DEFAULT_FACILITY = 13
 SEVERITY_WARNING, SEVERITY_NOTICE, SEVERITY_INFO = 4, 5, 6
 LEASE_SECONDS = 120
+#: seconds a TLS syslog server has after the handshake to refuse the client before events are sent
+SYSLOG_TLS_SETTLE = 0.3
 MAX_RESPONSE_BYTES = 300
 
 
@@ -127,7 +131,19 @@ def clean_syslog_settings(raw: dict[str, Any]) -> dict[str, Any]:
             ssl.create_default_context(cadata=ca_bundle)
         except (ssl.SSLError, ValueError):
             raise _invalid("ca_bundle", "The CA bundle is not valid PEM certificates.") from None
+    client_cert = str(raw.get("client_cert") or "").strip()
+    if client_cert:
+        if not tls:
+            raise _invalid("client_cert", "A client certificate is only used with TLS.")
+        try:
+            certificates = x509.load_pem_x509_certificates(client_cert.encode())
+        except ValueError:
+            raise _invalid("client_cert", "The client certificate is not valid PEM certificates.") from None
+        client_cert = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
     server_name = str(raw.get("server_name") or "").strip()
+    hostname = str(raw.get("hostname") or "").strip()
+    if hostname and (len(hostname) > 255 or not all(33 <= ord(c) <= 126 for c in hostname)):
+        raise _invalid("hostname", "The HOSTNAME is 1–255 printable ASCII characters without spaces.")
     try:
         facility = int(raw.get("facility") or DEFAULT_FACILITY)
     except (TypeError, ValueError):
@@ -143,7 +159,9 @@ def clean_syslog_settings(raw: dict[str, Any]) -> dict[str, Any]:
         "port": port,
         "tls": tls,
         "ca_bundle": ca_bundle,
+        "client_cert": client_cert,
         "server_name": server_name,
+        "hostname": hostname,
         "facility": facility,
         "app_name": app_name,
     }
@@ -190,6 +208,46 @@ def _clean_secret(secret: str | None) -> str | None:
     return secret
 
 
+def _clean_client_key(clean: dict[str, Any], client_key: str | None, *, sealed: bool) -> str | None:
+    """The PEM private key of a TLS syslog destination's client certificate, checked to match it.
+
+    Given with a certificate (and only then); an edited destination keeps its sealed key unless a new
+    one is given. Returns the key to seal, or None to keep (or have) none.
+    """
+    client_key = (client_key or "").strip() or None
+    cert = clean.get("client_cert", "")
+    if client_key and not cert:
+        raise _invalid("client_key", "A client key goes with a client certificate.")
+    if cert and not client_key:
+        if sealed:
+            return None
+        raise _invalid("client_key", "Give the private key of the client certificate.")
+    if client_key:
+        try:
+            _load_client_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), cert, client_key)
+        except (ssl.SSLError, ValueError, OSError):
+            raise _invalid(
+                "client_key", "The client key is not an unencrypted PEM private key of this certificate."
+            ) from None
+    return client_key
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """Load a certificate and its key into ``context`` from memory: ``ssl`` reads them only from files, so
+    they go through an anonymous in-memory file (Linux ``memfd``) — the key never touches a disk."""
+    fd = os.memfd_create("keycore-client-certificate", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, (cert_pem.strip() + "\n" + key_pem.strip() + "\n").encode())
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def _audited_settings(settings_: dict[str, Any]) -> dict[str, Any]:
+    """A destination's settings as its events show them: certificates by their digest (audit.compact)."""
+    return compact(settings_)
+
+
 def _clean_name(name: str, kind: str) -> str:
     name = " ".join((name or "").split())[:120]
     return name or DestinationKind(kind).label.split(" (")[0]
@@ -213,10 +271,12 @@ def destination_create(
     settings_: dict[str, Any],
     actor: Actor,
     secret: str | None = None,
+    client_key: str | None = None,
     from_beginning: bool = False,
 ) -> tuple[EventDestination, str | None]:
     """Add a destination. A webhook gets a signing secret: the one given, or a generated one,
-    which is returned (to be shown once) — it is stored only sealed.
+    which is returned (to be shown once) — it is stored only sealed. A TLS syslog destination
+    may present a client certificate: its key (``client_key``) is stored only sealed.
 
     Delivery starts with the next event, or with the oldest retained one (``from_beginning``).
     """
@@ -227,6 +287,8 @@ def destination_create(
         secret = _clean_secret(secret)
         if secret is None:
             secret = shown = secrets.token_urlsafe(32)
+    else:
+        secret = _clean_client_key(clean, client_key, sealed=False)
     with transaction.atomic():
         head = EventChain.objects.filter(key=chain_key(tenant.pk)).first()
         start = (head.checkpoint_seq if head else 0) if from_beginning else (head.seq if head else 0)
@@ -248,8 +310,11 @@ def destination_create(
             target=destination,
             changes={
                 "kind": [None, kind],
-                "settings": [None, clean],
-                "signing_secret": [None, "(set)" if secret else None],
+                "settings": [None, _audited_settings(clean)],
+                ("signing_secret" if kind == DestinationKind.WEBHOOK else "client_key"): [
+                    None,
+                    "(set)" if secret else None,
+                ],
                 "starts_after_seq": [None, start],
             },
         )
@@ -257,9 +322,15 @@ def destination_create(
 
 
 def destination_update(
-    *, destination: EventDestination, actor: Actor, name: str | None = None, settings_: dict[str, Any] | None = None
+    *,
+    destination: EventDestination,
+    actor: Actor,
+    name: str | None = None,
+    settings_: dict[str, Any] | None = None,
+    client_key: str | None = None,
 ) -> EventDestination:
-    """Rename or re-point a destination (its secret is changed only by :func:`destination_rotate_secret`)."""
+    """Rename or re-point a destination. A webhook's secret is changed only by :func:`destination_rotate_secret`;
+    a syslog destination's client key with its certificate, here (kept when none is given)."""
     _tenant_only(actor, destination.tenant, "event_destination.update")
     with transaction.atomic():
         destination = (
@@ -267,15 +338,26 @@ def destination_update(
             .select_related("tenant")
             .get(pk=destination.pk)
         )
-        before = {"name": destination.name, "settings": destination.settings}
+        before = {"name": destination.name, "settings": _audited_settings(destination.settings)}
         if name is not None:
             destination.name = _clean_name(name, destination.kind)
         if settings_ is not None:
             destination.settings = clean_settings(destination.kind, {**destination.settings, **settings_})
-        after = {"name": destination.name, "settings": destination.settings}
+        after = {"name": destination.name, "settings": _audited_settings(destination.settings)}
         delta = diff(before, after)
+        if destination.kind == DestinationKind.SYSLOG:
+            sealed = destination.has_secret and before["settings"].get("client_cert") == after["settings"].get(
+                "client_cert"
+            )
+            key = _clean_client_key(destination.settings, client_key, sealed=sealed)
+            if key is not None:
+                _seal(destination, key)
+                delta["client_key"] = ["(set)" if destination.has_secret else None, "(replaced)"]
+            elif not destination.settings.get("client_cert") and destination.has_secret:
+                destination.sealed_secret = None
+                delta["client_key"] = ["(set)", None]
         if delta:
-            destination.save(update_fields=["name", "settings", "updated_at"])
+            destination.save(update_fields=["name", "settings", "sealed_secret", "updated_at"])
             audit_record(
                 actor=actor,
                 action="event_destination.updated",
@@ -353,7 +435,7 @@ def destination_delete(*, destination: EventDestination, actor: Actor) -> None:
             action="event_destination.deleted",
             tenant=destination.tenant,
             target=destination,
-            changes={"kind": [destination.kind, None], "settings": [destination.settings, None]},
+            changes={"kind": [destination.kind, None], "settings": [_audited_settings(destination.settings), None]},
         )
         destination.delete()
 
@@ -374,12 +456,21 @@ def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def send_webhook(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+def send_webhook(
+    destination: EventDestination, documents: list[dict[str, Any]], head: dict[str, Any] | None = None
+) -> SendResult:
     url = destination.settings["url"]
     started = time.perf_counter()
+    body_fields: dict[str, Any] = {
+        "destination": str(destination.uid),
+        "tenant": destination.tenant.external_id,
+        "events": documents,
+    }
+    if head is not None:
+        body_fields["head"] = head
     try:
         body = json.dumps(
-            {"destination": str(destination.uid), "tenant": destination.tenant.external_id, "events": documents},
+            body_fields,
             separators=(",", ":"),
             sort_keys=True,
             default=str,
@@ -430,21 +521,27 @@ def _printable(value: str, limit: int) -> str:
 
 def syslog_message(document: dict[str, Any], *, facility: int, app_name: str, hostname: str) -> bytes:
     """One RFC 5424 message: header, structured data naming the event, and the JSON document as MSG."""
-    if document.get("kind") == "key_use":
+    kind = document.get("kind")
+    if kind == "key_use":
         severity = SEVERITY_INFO if document.get("result") == "ok" else SEVERITY_WARNING
-        msgid = "key_use"
     else:
-        severity, msgid = SEVERITY_NOTICE, "admin"
+        severity = SEVERITY_NOTICE
+    msgid = _printable(str(kind or "event"), 32)  # key_use, admin, test, chain_head
     params = {
         "id": document.get("id"),
         "tenant": document.get("tenant") or "",
         "seq": document.get("seq"),
-        "kind": document.get("kind"),
+        "kind": kind,
         "action": document.get("action") or document.get("operation") or "",
-        "result": document.get("result", "ok"),
+        "result": document.get("result", "ok") if kind != "chain_head" else None,
         "hash": document.get("hash"),
     }
-    sd = "[" + SYSLOG_SD_ID + "".join(f' {k}="{_sd_escape(v)}"' for k, v in params.items()) + "]"
+    sd = (
+        "["
+        + SYSLOG_SD_ID
+        + "".join(f' {k}="{_sd_escape(v)}"' for k, v in params.items() if v is not None and v != "")
+        + "]"
+    )
     timestamp = document.get("time") or timezone.now().isoformat()
     header = (
         f"<{facility * 8 + severity}>1 {timestamp} {_printable(hostname, 255)} {_printable(app_name, 48)} - {msgid}"
@@ -465,7 +562,70 @@ def _open_syslog_connection(s: dict[str, Any]) -> socket.socket:
     )
 
 
-def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+def _syslog_tls_context(destination: EventDestination) -> ssl.SSLContext:
+    s = destination.settings
+    context = ssl.create_default_context(cadata=s.get("ca_bundle") or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if s.get("client_cert"):
+        _load_client_certificate(context, s["client_cert"], _unseal(destination).decode())
+    return context
+
+
+def _tls_settle(sock: ssl.SSLSocket, timeout: float) -> None:
+    """Give the server a moment after the handshake to refuse us before anything is sent.
+
+    A server checks the client's certificate only once the client's handshake is over (TLS 1.3,
+    and rsyslog's own check after any handshake); it then closes the connection, often without an
+    alert, and if it had already read our events and close_notify, that close looks like receipt.
+    So: wait up to ``SYSLOG_TLS_SETTLE`` seconds for the server to speak — a session ticket is fine,
+    an end or an alert is a refusal.
+    """
+    sock.settimeout(SYSLOG_TLS_SETTLE)
+    try:
+        data = sock.recv(1)
+    except TimeoutError:
+        data = None  # nothing to say: the server accepted us
+    except ssl.SSLEOFError:
+        data = b""
+    finally:
+        sock.settimeout(timeout)
+    if data == b"":
+        raise _Refused(
+            "the syslog server closed the connection after the TLS handshake: it refused this client "
+            "(does it require a client certificate?)"
+        )
+    if data:
+        raise _Refused("the syslog server sent data before any was sent to it")
+
+
+class _Refused(Exception):
+    """The syslog server refused the connection in a way that has no error code of its own."""
+
+
+def _read_to_end(sock: socket.socket) -> None:
+    """Half-close our side and read until the server closes its own: then it has read all we sent.
+
+    A reset (the server closed without reading) or the timeout is a failure: the batch is sent again.
+    """
+    sock.shutdown(socket.SHUT_WR)
+    received = 0
+    while chunk := sock.recv(4096):
+        received += len(chunk)  # a syslog server sends nothing; read what one sends, within reason
+        if received > 64 * 1024:
+            raise OSError("the syslog server keeps sending data instead of closing the connection")
+
+
+def send_syslog(
+    destination: EventDestination, documents: list[dict[str, Any]], head: dict[str, Any] | None = None
+) -> SendResult:
+    """Send the batch, then make sure the server received it before calling it delivered.
+
+    Syslog over TCP has no acknowledgement, and ``sendall`` returning says only that the bytes
+    are in this machine's buffer. So the connection is closed in order — TLS ``close_notify``,
+    then our side of TCP — and read to end-of-file: a server closes its side after reading
+    everything before our close. A reset, a TLS alert (a refused client certificate arrives
+    after the handshake under TLS 1.3) or no end within the timeout is a failure.
+    """
     s = destination.settings
     started = time.perf_counter()
     hostname = s.get("hostname") or socket.gethostname()
@@ -478,37 +638,54 @@ def send_syslog(destination: EventDestination, documents: list[dict[str, Any]]) 
                 hostname=hostname,
             )
         )
-        for doc in documents
+        for doc in [*documents, *([head] if head is not None else [])]
     )
+    timeout = settings.KEYCORE_EVENT_DELIVERY_TIMEOUT
     try:
         raw = _open_syslog_connection(s)
         try:
             if s.get("tls"):
-                context = ssl.create_default_context(cadata=s.get("ca_bundle") or None)
-                context.minimum_version = ssl.TLSVersion.TLSv1_2
-                sock = context.wrap_socket(raw, server_hostname=s.get("server_name") or s["host"])
+                sock = _syslog_tls_context(destination).wrap_socket(
+                    raw, server_hostname=s.get("server_name") or s["host"]
+                )
+                _tls_settle(sock, timeout)
+                sock.sendall(payload)
+                try:
+                    raw = sock.unwrap()  # our close_notify, and the server's in return
+                except ssl.SSLEOFError:
+                    pass  # the server closed the connection after our close_notify, without its own: it read to it
+                else:
+                    _read_to_end(raw)
             else:
-                sock = raw
-            sock.sendall(payload)
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)
+                raw.sendall(payload)
+                _read_to_end(raw)
         finally:
             raw.close()
     except errors.KeyCoreError as exc:
         return SendResult(False, exc.detail[:500], None, _ms(started))
+    except TimeoutError:
+        detail = f"the syslog server did not confirm receipt within {timeout:g} s; the events are sent again"
+        return SendResult(False, detail, None, _ms(started))
+    except _Refused as exc:
+        return SendResult(False, str(exc)[:500], None, _ms(started))
     except ssl.SSLError as exc:
-        return SendResult(
-            False, f"TLS handshake with the syslog server failed: {exc.reason or exc}"[:500], None, _ms(started)
-        )
+        return SendResult(False, f"TLS with the syslog server failed: {exc.reason or exc}"[:500], None, _ms(started))
+    except (ConnectionResetError, BrokenPipeError):
+        detail = "the syslog server closed the connection without reading the events; they are sent again"
+        return SendResult(False, detail, None, _ms(started))
     except OSError as exc:
         return SendResult(False, f"cannot reach the syslog server: {exc.strerror or exc}"[:500], None, _ms(started))
-    return SendResult(True, f"{len(documents)} message(s) sent", None, _ms(started))
+    return SendResult(True, f"{len(documents)} message(s) received by the syslog server", None, _ms(started))
 
 
-def send(destination: EventDestination, documents: list[dict[str, Any]]) -> SendResult:
+def send(
+    destination: EventDestination, documents: list[dict[str, Any]], *, head: dict[str, Any] | None = None
+) -> SendResult:
+    """Send a batch of event documents, with the chain's signed head (``head``: the receiver keeps the last
+    one; a webhook gets it as ``head``, syslog as a last message with MSGID ``chain_head``)."""
     if destination.kind == DestinationKind.WEBHOOK:
-        return send_webhook(destination, documents)
-    return send_syslog(destination, documents)
+        return send_webhook(destination, documents, head)
+    return send_syslog(destination, documents, head)
 
 
 def destination_test(*, destination: EventDestination, actor: Actor) -> SendResult:
@@ -618,7 +795,7 @@ def deliver_pending(
             if not rows:
                 return DeliveryOutcome(delivered, dead, failed)
             documents = [event_document(row, destination.tenant.external_id) for row in rows]
-            result = send(destination, documents)
+            result = send(destination, documents, head=chain_anchor(key))
             first, last = documents[0]["seq"], documents[-1]["seq"]
             with transaction.atomic():
                 current = EventDestination.objects.select_for_update(no_key=True).get(pk=destination_id)
@@ -764,7 +941,8 @@ def dead_letters_deliver(destination_id: int, *, batch_size: int | None = None, 
             )
             if not letters:
                 return delivered
-            result = send(destination, [letter.event for letter in letters])
+            head = chain_anchor(chain_key(destination.tenant_id))
+            result = send(destination, [letter.event for letter in letters], head=head)
             ids = [letter.pk for letter in letters]
             with transaction.atomic():
                 EventDelivery.objects.create(

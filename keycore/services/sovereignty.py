@@ -45,6 +45,7 @@ OWN_KEY_STATES = (ConfigState.ACTIVE, ConfigState.DECRYPT_ONLY, ConfigState.DISA
 
 #: tenant settings the vendor may set only while the tenant has no owner (onboarding defaults)
 TENANT_SETTINGS = (
+    "detailed_events",
     "event_retention_days",
     "require_mfa",
     "key_cache_seconds",

@@ -107,8 +107,10 @@ def tenant_create(
 def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
     """Change a tenant's name and settings (``external_id`` is immutable: the vendor's apps address it).
 
-    The tenant's own settings (retention, MFA, key-cache bound, retirement) are the vendor's to set only
-    until the tenant has an owner; the rotation period only while the tenant has no key of its own.
+    The tenant's own settings (retention, MFA, key-cache bound, retirement, detailed events) are the vendor's
+    to set only until the tenant has an owner; the rotation period only while the tenant has no key of its own.
+    Switching ``key_cache_seconds`` or ``detailed_events`` moves the revocation epoch, so every process takes
+    the new value within the revocation poll (its cached tenant lookups and keys are dropped).
     """
     allowed = {"name", "key_rotation_days", *TENANT_SETTINGS}
     unknown = set(changes) - allowed
@@ -133,7 +135,7 @@ def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
         nullable=True,
     )
     _check_range(changes, "retire_idle_days", 1, 3650, "The idle period must be 1–3650 days.", nullable=True)
-    for flag in ("require_mfa", "auto_retire_versions"):
+    for flag in ("require_mfa", "auto_retire_versions", "detailed_events"):
         if flag in changes and not isinstance(changes[flag], bool):
             raise errors.InvalidInput(f"{flag} is true or false.", field_errors={flag: ["true or false."]})
     with transaction.atomic():
@@ -145,8 +147,8 @@ def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
         delta = diff(before, changes)
         if delta:
             audit_record(actor=actor, action="tenant.updated", tenant=tenant, target=tenant, changes=delta)
-            if "key_cache_seconds" in delta:
-                bump_epoch()  # cached keys take the new bound at once
+            if {"key_cache_seconds", "detailed_events"} & set(delta):
+                bump_epoch()
     return tenant
 
 

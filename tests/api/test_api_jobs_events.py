@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from keycore.models import AuditEvent, RekeyJob
@@ -54,12 +56,43 @@ def test_key_use_events_show_who_asked_for_what_and_from_where(api, tenant, othe
     assert billing[0]["operation"] == "encrypt" and billing[0]["result"] == "ok"
     assert billing[0]["label"] == "invoices" and billing[0]["source_ip"] == "203.0.113.9"
     crm = [e for e in events if e["requesting_id"] == "crm"]
-    assert crm[0]["source_ip"] == "127.0.0.1"  # no source_ip given: the caller's address
+    assert crm[0]["source_ip"] == "", "no address claimed: none recorded as claimed"
+    assert {e["peer_ip"] for e in events} == {"127.0.0.1"}, "the address the calls really came from"
     assert {e["requesting_id"] for e in api.get("/api/v1/tenants/acme/events/?requesting_id=crm").json["results"]} == {
         "crm"
     }
     assert api.get("/api/v1/tenants/acme/events/?operation=decrypt").json["results"] == []
     assert sum(e["count"] for e in api.get("/api/v1/tenants/globex/events/").json["results"]) == 1
+
+
+def test_key_use_names_the_api_key_and_peer_beside_what_the_caller_claims(api, make_key, tenant):
+    """A stolen crypto key claiming to be billing-service from a chosen address is still shown for what it is."""
+    from keycore.models import ApiKey
+
+    thief = make_key(["crypto"], name="ci runner")
+    claimed = {"requesting_id": "billing-service", "label": "invoices", "source_ip": "198.51.100.77"}
+    answer = api.client.post(
+        "/api/v1/crypto/encrypt",
+        data=json.dumps({"tenant": "acme", "fields": {"a": "AA=="}, **claimed}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {thief}",
+        REMOTE_ADDR="192.0.2.44",
+    )
+    assert answer.status_code == 200
+    api.post("/api/v1/crypto/encrypt", {"tenant": "acme", "fields": {"a": "AA=="}, **claimed})
+    recorder.flush()
+
+    stolen = ApiKey.objects.get(name="ci runner")
+    rows = api.get(f"/api/v1/tenants/acme/events/?api_key=kc_{stolen.prefix}_").json["results"]
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["api_key"] == {"id": str(stolen.uid), "prefix": stolen.prefix, "name": "ci runner"}
+    assert row["peer_ip"] == "192.0.2.44", "the peer address, not the claimed one"
+    assert (row["requesting_id"], row["label"], row["source_ip"]) == ("billing-service", "invoices", "198.51.100.77")
+    by_id = api.get(f"/api/v1/tenants/acme/events/?api_key={stolen.uid}").json["results"]
+    assert [r["seq"] for r in by_id] == [row["seq"]]
+    everyone = api.get("/api/v1/tenants/acme/events/").json["results"]
+    assert {r["api_key"]["name"] for r in everyone} == {"ci runner", "test key"}
 
 
 def test_the_audit_trail_is_filtered_by_tenant_and_action(api, tenant, other_tenant):

@@ -435,7 +435,7 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "key_history_record",
         },
         # the key's format and hash, and the last-used stamp (a use of a key is not a change to it)
-        "apikeys": {"generate_key", "hash_key", "parse_prefix", "api_key_mark_used"},
+        "apikeys": {"generate_key", "hash_key", "parse_prefix", "api_key_mark_used", "api_key_lookup"},
         "jobs": {
             # what workers and schedules do (system actors), and settings
             "batch_size",

@@ -46,7 +46,9 @@ def test_csv_has_a_header_and_every_event_in_chain_order(client, member, history
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment;" in response["Content-Disposition"] and ".csv" in response["Content-Disposition"]
     assert response["Cache-Control"] == "no-store"
-    rows = list(csv.DictReader(io.StringIO(body(response))))
+    *rows, head = csv.DictReader(io.StringIO(body(response)))
+    assert head["kind"] == "chain_head" and head["id"] == f"tenant:{history.pk}:head"
+    assert json.loads(head["head"])["seq"] == int(rows[-1]["seq"]) and head["hash"] == rows[-1]["hash"]
     seqs = [int(r["seq"]) for r in rows]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
     kinds = {r["kind"] for r in rows}
@@ -64,29 +66,34 @@ def test_json_lines_carry_the_chain_links(client, member, history):
     client.force_login(member)
     response = export(client, history, format="jsonl")
     assert response["Content-Type"].startswith("application/x-ndjson")
-    documents = [json.loads(line) for line in body(response).splitlines()]
+    *documents, head = [json.loads(line) for line in body(response).splitlines()]
+    assert (head["kind"], head["seq"], head["hash"]) == ("chain_head", documents[-1]["seq"], documents[-1]["hash"])
+    assert set(head) == {"kind", "chain", "seq", "hash", "time", "key_id", "signature"}
     assert [d["seq"] for d in documents] == list(range(1, len(documents) + 1))
     for earlier, later in itertools.pairwise(documents):
         assert later["prev_hash"] == earlier["hash"]
     assert all(d["tenant"] == "acme" for d in documents)
 
 
+def events_of(response) -> list[dict]:
+    """The exported events, without the signed head every export ends with."""
+    *documents, head = [json.loads(line) for line in body(response).splitlines()]
+    assert head["kind"] == "chain_head"
+    return documents
+
+
 def test_filters_choose_the_range_and_kind(client, member, history):
     client.force_login(member)
-    documents = [
-        json.loads(line) for line in body(export(client, history, format="jsonl", label="payroll")).splitlines()
-    ]
+    documents = events_of(export(client, history, format="jsonl", label="payroll"))
     assert documents and all(d["kind"] == "key_use" and d["label"] == "payroll" for d in documents)
-    documents = [
-        json.loads(line) for line in body(export(client, history, format="jsonl", action="tenant.")).splitlines()
-    ]
+    documents = events_of(export(client, history, format="jsonl", action="tenant."))
     assert [d["action"] for d in documents] == ["tenant.created", "tenant.updated"]
-    documents = [json.loads(line) for line in body(export(client, history, format="jsonl", who="hr-")).splitlines()]
+    documents = events_of(export(client, history, format="jsonl", who="hr-"))
     assert {d["requesting_id"] for d in documents} == {"hr-svc"}
-    documents = [json.loads(line) for line in body(export(client, history, format="jsonl", kind="admin")).splitlines()]
+    documents = events_of(export(client, history, format="jsonl", kind="admin"))
     assert {d["kind"] for d in documents} == {"admin"}
     future = export(client, history, format="jsonl", since="2999-01-01T00:00")
-    assert body(future) == ""
+    assert events_of(future) == [], "no event, and still the head"
 
 
 def test_every_export_is_audited(client, member, history):

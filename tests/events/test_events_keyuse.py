@@ -173,11 +173,14 @@ def test_a_failed_flush_keeps_its_counts_for_the_next_one(tenant, monkeypatch):
         raise RuntimeError("database unavailable")
 
     monkeypatch.setattr(keyuse, "keyuse_append", database_down)
+    monkeypatch.setattr(keyuse, "_database_reachable", lambda: False)
     with pytest.raises(RuntimeError):
         recorder.flush()
     recorder.record(tenant.pk, "encrypt", "ok", "", "svc", "", 1, 3)
     assert recorder.pending() == 10
+    assert recorder.rejected_uses == 0, "an unreachable database is no reason to drop anything"
     monkeypatch.setattr(keyuse, "keyuse_append", real)
+    monkeypatch.undo()
     assert recorder.flush() == 10
     assert totals(tenant) == {("encrypt", "ok"): 10}
 

@@ -37,6 +37,11 @@ def parse(frame: bytes) -> dict:
     return parts
 
 
+def event_seqs(frames: list[bytes]) -> list[int]:
+    """The seqs of the events received, leaving out the signed chain head that ends each batch."""
+    return [m["event"]["seq"] for m in map(parse, frames) if m["msgid"] != "chain_head"]
+
+
 @pytest.fixture
 def listener():
     server = SyslogListener()
@@ -63,7 +68,9 @@ def test_events_arrive_as_octet_counted_rfc5424_messages_in_chain_order(tenant, 
     total = head_seq(tenant)
     assert outcome.delivered == total
     wait_for(lambda: len(listener.frames) >= total, timeout=10, what="syslog frames")
-    messages = [parse(frame) for frame in listener.frames]
+    *messages, head = [parse(frame) for frame in listener.frames]
+    assert head["msgid"] == "chain_head", "each batch ends with the chain's signed head"
+    assert (head["event"]["seq"], head["event"]["hash"]) == (total, messages[-1]["event"]["hash"])
     assert [m["event"]["seq"] for m in messages] == list(range(1, total + 1))
     for m in messages:
         facility, severity = divmod(int(m["pri"]), 8)
@@ -111,7 +118,7 @@ def test_tls_with_the_servers_ca_bundle(tenant, admin_actor, recorder, tmp_path)
         use_keys(tenant)
         assert deliver_pending(destination.pk).delivered == head_seq(tenant)
         wait_for(lambda: len(listener.frames) >= head_seq(tenant), timeout=10, what="TLS syslog frames")
-        assert [parse(f)["event"]["seq"] for f in listener.frames] == list(range(1, head_seq(tenant) + 1))
+        assert event_seqs(listener.frames) == list(range(1, head_seq(tenant) + 1))
     finally:
         listener.close()
 
@@ -154,7 +161,7 @@ def test_a_closed_port_is_a_failure_retried_after_backoff(tenant, admin_actor, l
     destination_update(destination=destination, actor=admin_actor, settings_={"port": listener.port})
     deliver_pending(destination.pk, now=timezone.now() + timedelta(hours=1))
     wait_for(lambda: len(listener.frames) >= head_seq(tenant) - start, timeout=10, what="frames after recovery")
-    seqs = [parse(f)["event"]["seq"] for f in listener.frames]
+    seqs = event_seqs(listener.frames)
     assert seqs == list(range(start + 1, head_seq(tenant) + 1)), "the backlog, in order, from where it stopped"
 
 

@@ -271,3 +271,34 @@ def test_verifying_the_chain_from_the_portal(client, member, used):
     page = client.get(url("events_verification", used, verification=latest.uid)).content.decode()
     assert f"The chain is broken at event {victim.seq}" in page
     assert "changed after it was written" in page
+
+
+def test_the_owner_gives_a_syslog_destination_a_client_certificate_and_its_key_stays_hidden(
+    client, owner, tenant, tmp_path
+):
+    from tests.events.receivers import make_pki
+
+    pki = make_pki(tmp_path)
+    client.force_login(owner)
+    form = {
+        "kind": "syslog",
+        "name": "SIEM",
+        "host": "127.0.0.1",
+        "port": 6514,
+        "tls": "on",
+        "ca_bundle": pki["ca_pem"],
+        "client_cert": pki["client_cert_pem"],
+        "client_key": "not a key",
+        "hostname": "keycore-eu-1",
+    }
+    refused = client.post(url("destination_create", tenant), form)
+    assert refused.status_code == 400 and "not a key" not in refused.content.decode(), "a key is never echoed"
+    added = client.post(url("destination_create", tenant), {**form, "client_key": pki["client_key_pem"]})
+    assert added.status_code == 302
+    destination = EventDestination.objects.get(tenant=tenant, name="SIEM")
+    assert destination.has_secret and destination.settings["hostname"] == "keycore-eu-1"
+    page = client.get(added["Location"]).content.decode()
+    key_body = pki["client_key_pem"].split("-----")[2].strip()[:40]
+    assert key_body not in page and "BEGIN PRIVATE KEY" not in page
+    created = AuditEvent.objects.get(action="event_destination.created", target_id=str(destination.uid))
+    assert "BEGIN" not in str(created.changes) and created.changes["client_key"] == "(changed)"
