@@ -45,6 +45,7 @@ class TenantSerializer(serializers.ModelSerializer):
             "key_cache_seconds",
             "retire_idle_days",
             "auto_retire_versions",
+            "detailed_events",
             "created_at",
             "updated_at",
             "status_changed_at",
@@ -86,6 +87,7 @@ class TenantUpdateSerializer(serializers.Serializer):
     key_cache_seconds = serializers.IntegerField(min_value=30, max_value=300, required=False, allow_null=True)
     retire_idle_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
     auto_retire_versions = serializers.BooleanField(required=False)
+    detailed_events = serializers.BooleanField(required=False)
 
 
 class StatusChangeSerializer(serializers.Serializer):
