@@ -25,6 +25,21 @@
     document.querySelectorAll("[data-confirm-text]").forEach(syncTypedConfirmation);
   });
 
+  // A table wider than the screen scrolls in its .table-scroll box (and long text in its <pre>); a box
+  // that scrolls can be focused, so that keyboard users can scroll it with the arrow keys too.
+  function markScrollableTables() {
+    document.querySelectorAll(".table-scroll, pre").forEach(function (box) {
+      if (box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1) {
+        box.setAttribute("tabindex", "0");
+      } else {
+        box.removeAttribute("tabindex");
+      }
+    });
+  }
+  document.addEventListener("DOMContentLoaded", markScrollableTables);
+  window.addEventListener("resize", markScrollableTables);
+  document.addEventListener("htmx:afterSettle", markScrollableTables);
+
   // Keyboard: "/" focuses the page's search box; j/k move through rows of a [data-keynav] table; Enter opens.
   document.addEventListener("keydown", function (event) {
     var tag = (event.target.tagName || "").toLowerCase();
