@@ -14,6 +14,7 @@ Every variable is listed in the README.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -145,6 +146,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "keycore.middleware.DebugErrorPagesMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -376,6 +378,9 @@ KEYCORE_TENANT_KMS_ALLOWED_NETWORKS = env_list(
 # PKCS#11 modules (paths, os.pathsep-separated) that configurations may load; unset = any (embedded only for tenants)
 KEYCORE_PKCS11_MODULES = env("KEYCORE_PKCS11_MODULES")
 KEYCORE_OFFBOARD_GRACE_DAYS = int(env("KEYCORE_OFFBOARD_GRACE_DAYS", "30"))
+# `make run`'s demo AWS KMS (scripts/demo_kms.py sets it): what the tenant portal's AWS form offers a newcomer
+# to paste. Embedded mode only; a production KeyCore never points anyone at a demo KMS.
+KEYCORE_DEMO_KMS = json.loads(env("KEYCORE_DEMO_KMS") or "null") if EMBEDDED else None
 
 # --- i18n, static ------------------------------------------------------------------------
 
@@ -411,5 +416,7 @@ LOGGING = {
         "kmip": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        # the filesystem broker has no host, which kombu warns about at every connection
+        "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
     },
 }

@@ -40,6 +40,63 @@
   window.addEventListener("resize", markScrollableTables);
   document.addEventListener("htmx:afterSettle", markScrollableTables);
 
+  // <button data-copy="id" hidden>: copies the text of #id. Shown only here, so that without JS the page
+  // offers the text to select, not a button that does nothing. Says "Copied" to screen readers too.
+  function copyText(text, done) {
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { done(false); });
+      return;
+    }
+    var area = document.createElement("textarea");  // plain-http pages: the older way
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(area);
+    done(ok);
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) return;
+    var label = button.firstChild;
+    copyText(source.textContent.trim(), function (ok) {
+      label.textContent = ok === false ? "Select and copy" : "Copied";
+      button.setAttribute("aria-live", "polite");
+      if (ok === false) {
+        var range = document.createRange();
+        range.selectNodeContents(source);
+        window.getSelection().removeAllRanges();
+        window.getSelection().addRange(range);
+      }
+      window.setTimeout(function () { label.textContent = "Copy"; }, 2500);
+    });
+  });
+
+  // <button data-fill-form="form-id" data-fill-from=".values" hidden>: fills the form's inputs from the
+  // [data-fill-field=name] elements inside .values (the demo KMS's settings).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-fill-form]");
+    if (!button) return;
+    var form = document.getElementById(button.getAttribute("data-fill-form"));
+    var values = document.querySelector(button.getAttribute("data-fill-from"));
+    if (!form || !values) return;
+    values.querySelectorAll("[data-fill-field]").forEach(function (el) {
+      var input = form.elements[el.getAttribute("data-fill-field")];
+      if (input) input.value = el.textContent.trim();
+    });
+    var first = form.querySelector("input:not([type=hidden])");
+    if (first && !first.value) first.focus();
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-copy], [data-fill-form]").forEach(function (b) { b.hidden = false; });
+  });
+
   // Keyboard: "/" focuses the page's search box; j/k move through rows of a [data-keynav] table; Enter opens.
   document.addEventListener("keydown", function (event) {
     var tag = (event.target.tagName || "").toLowerCase();
