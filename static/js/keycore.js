@@ -2,13 +2,49 @@
 (function () {
   "use strict";
 
-  // <form data-confirm="Really?">: ask before submitting.
+  // <form data-confirm="Really?">: ask in the page before submitting (a <dialog>, not the browser's
+  // confirm() box): the question, the action's own button name, and Cancel, which has the focus, so that
+  // Enter or Escape never does the action by accident. Without JS the form submits as it is.
+  var dialog = null;
+  function confirmDialog() {
+    if (dialog) return dialog;
+    dialog = document.createElement("dialog");
+    dialog.className = "confirm-dialog";
+    dialog.setAttribute("aria-labelledby", "confirm-dialog-question");
+    dialog.innerHTML = '<article><p id="confirm-dialog-question"></p><footer class="form-actions">' +
+      '<button type="button" class="secondary" data-answer="no">Cancel</button>' +
+      '<button type="button" data-answer="yes"></button></footer></article>';
+    document.body.appendChild(dialog);
+    return dialog;
+  }
   document.addEventListener("submit", function (event) {
     var form = event.target;
     var question = form.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) {
-      event.preventDefault();
+    if (!question) return;
+    if (form.getAttribute("data-confirmed") === "yes") {
+      form.removeAttribute("data-confirmed");
+      return;
     }
+    event.preventDefault();
+    var submitter = event.submitter || form.querySelector("[type=submit]");
+    var box = confirmDialog();
+    var yes = box.querySelector("[data-answer=yes]");
+    box.querySelector("p").textContent = question;
+    yes.textContent = submitter ? submitter.textContent.replace(/[….]+$/, "").trim() : "Confirm";
+    yes.className = submitter && submitter.classList.contains("danger") ? "danger" : "";
+    box.onclick = function (click) {
+      var answer = click.target.getAttribute && click.target.getAttribute("data-answer");
+      if (!answer) return;
+      box.close();
+      if (answer === "yes") {
+        form.setAttribute("data-confirmed", "yes");
+        if (form.requestSubmit) { form.requestSubmit(submitter || undefined); } else { form.submit(); }
+      } else if (submitter) {
+        submitter.focus();
+      }
+    };
+    box.showModal();
+    box.querySelector("[data-answer=no]").focus();
   }, true);
 
   // <input data-confirm-text="Acme"> enables the form's [data-confirm-target] button only when typed exactly.
@@ -95,6 +131,31 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-copy], [data-fill-form]").forEach(function (b) { b.hidden = false; });
+  });
+
+  // <input data-suggest-from="id_name">: suggests an external id from the name ("Acme Corp." → "acme-corp")
+  // while the field is empty or still holds the last suggestion; typing in it keeps what was typed.
+  function slug(text) {
+    return text.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase()
+      .replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 128).replace(/-+$/, "");
+  }
+  document.addEventListener("input", function (event) {
+    document.querySelectorAll("[data-suggest-from]").forEach(function (target) {
+      if (event.target.id !== target.getAttribute("data-suggest-from")) return;
+      var last = target.getAttribute("data-suggested") || "";
+      if (target.value === "" || target.value === last) {
+        target.value = slug(event.target.value);
+        target.setAttribute("data-suggested", target.value);
+      }
+    });
+  });
+
+  // A form sent back with errors: the first field with an error gets the focus (its message is read with it).
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    var invalid = document.querySelector(
+      "main form [aria-invalid=true], main form .has-errors input, main form .has-errors select, main form .has-errors textarea");
+    if (invalid) invalid.focus();
   });
 
   // Keyboard: "/" focuses the page's search box; j/k move through rows of a [data-keynav] table; Enter opens.
