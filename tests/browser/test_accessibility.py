@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from keycore.models import RekeyJob
+from keycore.models.keys import ConfigOwner
 from keycore.roles import VendorRole
 from keycore.services.apikeys import api_key_create
 from keycore.services.audit import Actor
+from keycore.services.keys import ConfigInput, kms_config_create
 from keycore.services.tenants import invitation_create
 from tests.browser.conftest import sign_in
 from tests.factories import PASSWORD, make_staff, make_tenant
@@ -69,14 +71,14 @@ class PageAudit:
         self.problems: list[str] = []
         page.context.add_init_script(path=str(AXE))  # injected by the browser itself: the page's CSP does not apply
 
-    def check(self, path: str, name: str, *, keys: str = "") -> None:
+    def check(self, path: str, name: str, *, keys: str = "", status: int = 200) -> None:
         """``keys``: pressed once the page has loaded (e.g. "j" selects a row), before anything is checked."""
         page = self.page
         for width in (DESKTOP, PHONE, NARROW):
             page.set_viewport_size({"width": width, "height": 900})
             response = page.goto(path)
             page.wait_for_load_state("networkidle")
-            if response.status != 200:
+            if response.status != status:
                 self.problems.append(f"{name} ({path}): HTTP {response.status}")
                 return
             for key in keys:
@@ -141,10 +143,18 @@ def test_every_vendor_page_passes_axe_and_fits_a_phone(page, busy_tenant, vendor
     audit.assert_clean()
 
 
-def test_every_tenant_page_passes_axe_and_fits_a_phone(page, busy_tenant, owner):
+def test_every_tenant_page_passes_axe_and_fits_a_phone(page, busy_tenant, owner, moto, settings):
     tenant = busy_tenant
     config = tenant.kms_configs.get(name="Acme production key")
     job = RekeyJob.objects.filter(tenant=tenant).latest("created_at")
+    key_settings, secrets = moto.provider_settings(moto.create_key())
+    spare = kms_config_create(
+        tenant=tenant,
+        owner=ConfigOwner.TENANT,
+        data=ConfigInput(provider="aws", name="Acme spare key", settings=key_settings, secrets=secrets),
+        actor=Actor.for_user(owner),
+    )
+    settings.KEYCORE_DEMO_KMS = {**key_settings, **secrets}  # the AWS form as `make run` shows it
     _signed_in(page, owner)
     audit = PageAudit(page)
     base = f"/tenant/{tenant.external_id}"
@@ -156,6 +166,8 @@ def test_every_tenant_page_passes_axe_and_fits_a_phone(page, busy_tenant, owner)
         (f"{base}/keys/new/", "tenant-key-new"),
         (f"{base}/keys/new/aws/", "tenant-key-form"),
         (f"{base}/keys/{config.uid}/revoke/", "tenant-key-revoke"),
+        (f"{base}/keys/{spare.uid}/make-primary/", "tenant-key-make-primary"),
+        (f"/accounts/reauthenticate/?next={base}/keys/{config.uid}/revoke/", "reauthenticate"),
         (f"{base}/members/", "tenant-members"),
         (f"{base}/events/", "tenant-events"),
         (f"{base}/events/?view=admin", "tenant-events-admin"),
@@ -165,4 +177,16 @@ def test_every_tenant_page_passes_axe_and_fits_a_phone(page, busy_tenant, owner)
         (f"{base}/jobs/{job.uid}/", "tenant-job-detail"),
     ]:
         audit.check(path, name, keys="".join(keys))
+    audit.assert_clean()
+
+
+def test_the_pages_before_sign_in_pass_axe_and_fit_a_phone(page, tenant):
+    _, token = invitation_create(
+        tenant=tenant, email="new.owner@acme.example", role="owner", actor=Actor.system("tests"), send=False
+    )
+    audit = PageAudit(page)
+    audit.check("/accounts/login/", "sign-in")
+    audit.check("/no-such-page/", "not-found", status=404)
+    audit.check(f"/invitations/{token}/", "invitation")
+    audit.check("/accounts/signup/", "sign-up")  # the invitation above is in the session now
     audit.assert_clean()
