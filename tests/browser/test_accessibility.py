@@ -88,6 +88,13 @@ class PageAudit:
                 self.problems.append(
                     f"{name} at {width} px scrolls sideways: {overflow['scroll']} px of content; {overflow['wide']}"
                 )
+            if width == DESKTOP:  # on a desktop every table fits: none hides columns behind a scrollbar
+                clipped = page.evaluate(
+                    "() => [...document.querySelectorAll('.table-scroll')]"
+                    ".filter(b => b.scrollWidth > b.clientWidth + 1).map(b => b.scrollWidth + '/' + b.clientWidth)"
+                )
+                if clipped:
+                    self.problems.append(f"{name} at {width} px has tables wider than their box: {clipped}")
             if width == NARROW:
                 continue
             for violation in page.evaluate(RUN_AXE):
@@ -190,3 +197,22 @@ def test_the_pages_before_sign_in_pass_axe_and_fit_a_phone(page, tenant):
     audit.check(f"/invitations/{token}/", "invitation")
     audit.check("/accounts/signup/", "sign-up")  # the invitation above is in the session now
     audit.assert_clean()
+
+
+def test_on_a_phone_the_sections_are_behind_a_menu(page, vendor_admin):
+    _signed_in(page, vendor_admin)
+    page.set_viewport_size({"width": PHONE, "height": 800})
+    page.goto("/vendor/")
+    menu, sidebar = page.locator(".mobile-nav .portal-nav"), page.locator(".sidebar .portal-nav")
+    assert not menu.is_visible() and not sidebar.is_visible()  # closed, and no sidebar above the content
+    page.get_by_text("Menu", exact=True).click()
+    assert menu.is_visible()
+    overflow = page.evaluate(OVERFLOW)
+    assert overflow["scroll"] <= overflow["width"], overflow
+    page.screenshot(path=str(page.results_dir / "menu-open-390.png"))
+    page.get_by_role("navigation", name="Vendor portal sections").get_by_role("link", name="Audit trail").click()
+    page.wait_for_url("**/vendor/audit/")
+    assert not menu.is_visible()  # a new page: the menu is closed again
+
+    page.set_viewport_size({"width": DESKTOP, "height": 800})
+    assert sidebar.is_visible() and not page.get_by_text("Menu", exact=True).is_visible()

@@ -57,7 +57,7 @@ def test_an_auditor_sees_everything_and_can_change_nothing(page, busy_tenant):
     Authenticator.objects.filter(user=auditor).delete()  # auditors need no MFA unless the tenant requires it
     sign_in(page, auditor.email, PASSWORD)
     page.goto(f"/tenant/{tenant.external_id}/keys/")
-    assert page.get_by_text("Read-only: you can see everything, change nothing.").is_visible()
+    assert page.locator(".sidebar").get_by_text("Read-only: you can see everything, change nothing.").is_visible()
     assert page.get_by_role("button", name="Bring your own key").count() == 0
     shot(page, "auditor-keys")
     page.get_by_role("link", name="Acme production key").first.click()
