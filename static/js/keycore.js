@@ -80,10 +80,13 @@
   // offers the text to select, not a button that does nothing. Says "Copied" to screen readers too.
   function copyText(text, done) {
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(done, function () { done(false); });
+      navigator.clipboard.writeText(text).then(done, function () { done(copyTheOldWay(text)); });
       return;
     }
-    var area = document.createElement("textarea");  // plain-http pages: the older way
+    done(copyTheOldWay(text));  // plain-http pages have no clipboard API
+  }
+  function copyTheOldWay(text) {
+    var area = document.createElement("textarea");
     area.value = text;
     area.setAttribute("readonly", "");
     area.className = "visually-hidden";
@@ -92,7 +95,7 @@
     var ok = false;
     try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
     document.body.removeChild(area);
-    done(ok);
+    return ok;
   }
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-copy]");
