@@ -3,23 +3,33 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+ARGS ?=
 
-.PHONY: run test lint format bench clean
+.PHONY: run manage test lint format bench clean
 
 $(BIN)/python:
+	@echo "==> Creating the virtual environment $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	@echo "==> Installing KeyCore and its dependencies into $(VENV) (first run only: about a minute)"
+	$(BIN)/python -m pip install -q -e ".[demo]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	@echo "==> Installing KeyCore and its test dependencies into $(VENV)"
+	$(BIN)/python -m pip install -q -e ".[demo,test,bench]"
 	touch $@ $(VENV)/.installed-run
 
+# exec: the signal that stops make (Ctrl-C, SIGTERM) reaches run.py, which stops what it started
 run: $(VENV)/.installed-run
-	$(BIN)/python scripts/run.py
+	@exec $(BIN)/python scripts/run.py
+
+# any management command against the same embedded default as `make run`, e.g.
+#   make manage ARGS="create_api_key billing-service --scope crypto"
+manage: $(VENV)/.installed-run
+	@DEBUG=$${DEBUG-1} exec $(BIN)/python manage.py $(ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .

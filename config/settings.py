@@ -20,6 +20,7 @@ Every variable is listed in the README.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -157,6 +158,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "keycore.middleware.DebugErrorPagesMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -416,6 +418,9 @@ KEYCORE_JOB_LEASE_SECONDS = float(env("KEYCORE_JOB_LEASE_SECONDS", "60"))
 KEYCORE_JOB_RETRY_BASE = float(env("KEYCORE_JOB_RETRY_BASE", "1"))
 KEYCORE_JOB_RETRY_MAX = float(env("KEYCORE_JOB_RETRY_MAX", "300"))
 KEYCORE_KEY_RETIREMENT_GRACE_DAYS = int(env("KEYCORE_KEY_RETIREMENT_GRACE_DAYS", "30"))
+# `make run`'s demo AWS KMS (scripts/demo_kms.py sets it): what the tenant portal's AWS form offers a newcomer
+# to paste. Embedded mode only; a production KeyCore never points anyone at a demo KMS.
+KEYCORE_DEMO_KMS = json.loads(env("KEYCORE_DEMO_KMS") or "null") if EMBEDDED else None
 
 # --- i18n, static ------------------------------------------------------------------------
 
@@ -451,5 +456,7 @@ LOGGING = {
         "kmip": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        # the filesystem broker has no host, which kombu warns about at every connection
+        "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
     },
 }

@@ -87,8 +87,8 @@ class TenantFilterSet(django_filters.FilterSet):
 
 
 class RekeyJobFilterSet(django_filters.FilterSet):
-    state = django_filters.ChoiceFilter(choices=JobState.choices)
-    kind = django_filters.ChoiceFilter(choices=JobKind.choices)
+    state = django_filters.ChoiceFilter(choices=JobState.choices, empty_label="Any")
+    kind = django_filters.ChoiceFilter(choices=JobKind.choices, empty_label="Any")
     tenant = django_filters.CharFilter(field_name="tenant__external_id", label="Tenant external id")
 
     class Meta:

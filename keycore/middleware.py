@@ -1,6 +1,14 @@
-"""Response headers the portals need beyond Django's SecurityMiddleware."""
+"""Response headers the portals need beyond Django's SecurityMiddleware, and styled error pages under DEBUG."""
 
 from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from keycore.views import forbidden, not_found, server_error
 
 # Scripts only from our own origin (htmx and our small JS files); no inline scripts, no CDN.
 CONTENT_SECURITY_POLICY = (
@@ -22,3 +30,41 @@ class SecurityHeadersMiddleware:
             # pages of a key-management console, and API answers (plaintexts!), are never cached by a browser or proxy
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+class DebugErrorPagesMiddleware:
+    """With DEBUG on (`make run`), KeyCore's own 404, 403 and 500 pages instead of Django's technical ones.
+
+    Django's debug pages style themselves inline, which the CSP refuses, so a newcomer who
+    mistyped a URL saw an unstyled wall of text. The technical detail is not lost: a 500's
+    traceback is logged to the console as usual. Without DEBUG, Django already uses the
+    handlers in config/urls.py and this middleware does nothing. The API answers its own
+    errors (problem+json) and is left alone. Sits before CommonMiddleware, so that a URL
+    missing its slash is still redirected rather than called not found.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            settings.DEBUG
+            and response.status_code == 404
+            and getattr(request, "resolver_match", None) is None  # no URL matched (a view's own 404s pass)
+            and not request.path.startswith("/api/")
+        ):
+            return not_found(request)
+        return response
+
+    def process_exception(self, request, exception):
+        if not settings.DEBUG or request.path.startswith("/api/"):
+            return None
+        if isinstance(exception, Http404):
+            return not_found(request, exception)
+        if isinstance(exception, PermissionDenied):
+            return forbidden(request, exception)
+        logging.getLogger("django.request").error(
+            "Internal Server Error: %s", request.path, exc_info=exception, extra={"status_code": 500}
+        )
+        return server_error(request)

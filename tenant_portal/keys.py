@@ -15,7 +15,7 @@ from allauth.account.decorators import reauthentication_required
 from allauth.core.exceptions import ReauthenticationRequired
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -279,13 +279,44 @@ _ACTIONS = {
 }
 
 
+#: actions that change which key opens the tenant's data: a page of their own says what happens before they do
+CONFIRMED_ACTIONS = ("make-primary", "reenable")
+
+
 @tenant_view(Cap.MANAGE_KEYS)
-@require_POST
-@reauthentication_required
+@require_http_methods(["GET", "POST"])
 def config_action(request, config, action):
-    """Make primary, demote to decrypt-only, disable, re-enable: each one service call, audited there."""
+    """GET (make primary, re-enable): what the action does, and its button. POST: do it (after the password)."""
     if action not in _ACTIONS:
         raise Http404("No such action.")
+    if request.method == "POST":
+        return _config_action(request, config, action)
+    if action not in CONFIRMED_ACTIONS:
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        found = _own_config(request, config)
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+        return redirect("tenant:key", tenant=request.tenant.external_id, config=config)
+    configs = selectors.tenant_configs(request.tenant)
+    return render(
+        request,
+        "tenant_portal/key_confirm.html",
+        {
+            "tenant": request.tenant,
+            "config": found,
+            "action": action,
+            "primary": next((c for c in configs if c.is_primary), None),
+            "live_wraps": next((c.live_wraps for c in configs if c.pk == found.pk), 0),
+            "versions": sum(1 for v in selectors.tenant_key_versions(request.tenant) if v.state != "destroyed"),
+            "nav": "keys",
+        },
+    )
+
+
+@reauthentication_required
+def _config_action(request, config, action):
+    """Make primary, demote to decrypt-only, disable, re-enable: each one service call, audited there."""
     service, message = _ACTIONS[action]
     try:
         found = _own_config(request, config)

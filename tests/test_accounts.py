@@ -91,6 +91,10 @@ def test_an_invitation_email_leads_to_sign_up_and_into_the_tenant(client, tenant
     assert token in link
     page = client.get(reverse("invitation_accept", args=[token]))
     assert b"Join Acme Corporation" in page.content
+    # the sign-up page says what the account is for
+    signup = client.get(reverse("account_signup")).content.decode()
+    assert "To join <strong>Acme Corporation</strong> as <strong>" in signup
+    assert "Invitation for new.admin@acme.example" in signup
     # the address must be the invited one
     bad = client.post(
         reverse("account_signup"), {"email": "someone.else@acme.example", "password1": PASSWORD, "password2": PASSWORD}

@@ -56,7 +56,15 @@ class TenantCreateForm(forms.Form):
         max_length=128,
         label="External id",
         help_text="Your id for this customer; your applications name the tenant by it. It cannot change later.",
-        widget=forms.TextInput(attrs={"pattern": EXTERNAL_ID_PATTERN, "autocomplete": "off", "spellcheck": "false"}),
+        widget=forms.TextInput(
+            # keycore.js suggests one from the name (acme-corporation) until it is typed here
+            attrs={
+                "pattern": EXTERNAL_ID_PATTERN,
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "data-suggest-from": "id_name",
+            }
+        ),
     )
 
 

@@ -29,7 +29,7 @@ from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
 from keycore.pagination import Sort, keyset_iterate, keyset_page
 from keycore.providers.registry import get_provider_class, provider_choices
-from keycore.roles import Cap, VendorRole
+from keycore.roles import Cap, TenantRole, VendorRole
 from keycore.services import apikeys, jobs, keyring, keys, sovereignty, tenants
 from keycore.services.audit import Actor
 from vendor_portal import charts, onboarding
@@ -200,6 +200,7 @@ def tenant_list(request):
         "ownerships": KeyOwnership.choices,
         "healths": Health.choices,
         "export_query": _next_params(request, cursor=""),
+        "contains_query": _next_params(request, cursor="", match="contains"),  # the empty state's suggestion
         "filtered": any(request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health")),
     }
     if not filterset.is_valid():
@@ -341,16 +342,23 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     audit = keyset_page(
         selectors.audit_event_list(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
     )
+    members = selectors.vendor_tenant_members(tenant)
+    invitations = selectors.vendor_tenant_invitations(tenant)
+    # a tenant without an owner is stuck (only owners change its settings or make owners): invite one first
+    has_owner = any(m.role == TenantRole.OWNER for m in members) or any(
+        i.role == TenantRole.OWNER and i.state == "pending" for i in invitations
+    )
     context = {
         "nav": "tenants",
         "tenant": tenant,
         **overview,
         "config_rows": [(c, _where(c)) for c in overview["configs"]],
-        "members": selectors.vendor_tenant_members(tenant),
-        "invitations": selectors.vendor_tenant_invitations(tenant),
+        "members": members,
+        "invitations": invitations,
+        "has_owner": has_owner,
         "events": [(e, _change_rows(e)) for e in audit.rows],
         "more_events": bool(audit.next_cursor),
-        "invite_form": InvitationForm(),
+        "invite_form": InvitationForm(initial={"role": TenantRole.ADMIN if has_owner else TenantRole.OWNER}),
         "status_form": StatusForm(),
         "shred_form": ShredForm(external_id=tenant.external_id),
         "tenant_key_is_primary": primary is not None and primary.owner == ConfigOwner.TENANT,

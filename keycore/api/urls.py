@@ -16,7 +16,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from keycore.api import crypto, views
 from keycore.api import schema as _schema  # noqa: F401 - registers the bearer scheme with drf-spectacular
-from keycore.api.docs import ApiDocsView
+from keycore.api.docs import ApiDocsView, redoc_script
 from keycore.api.problems import unknown_endpoint
 
 SchemaView = extend_schema(exclude=True)(SpectacularAPIView)
@@ -41,6 +41,7 @@ urlpatterns = [
         name="api-schema",
     ),
     path("docs/", ApiDocsView.as_view(), name="api-docs"),
+    path("docs/redoc.js", redoc_script, name="api-docs-script"),
     # the vendor bridge
     path("tenants/", views.TenantListView.as_view(), name="api-tenants"),
     path("tenants/bulk/", views.TenantBulkView.as_view(), name="api-tenants-bulk"),

@@ -10,7 +10,7 @@ from keycore.querysets import TenantScopedQuerySet
 
 
 class JobKind(models.TextChoices):
-    REWRAP = "rewrap", "Move tenant keys to another configuration"
+    REWRAP = "rewrap", "Move to a new key"
     KEK_ROTATION = "kek_rotation", "Vendor-wide KEK rotation"
     ROOT_ROTATION = "root_rotation", "Root-key rotation"
     KEY_RETIREMENT = "key_retirement", "Tenant-key retirement"
@@ -28,11 +28,12 @@ class JobState(models.TextChoices):
 ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 
 #: what one unit of ``total``/``done``/``failed`` counts, per kind
+#: what a job counts, (one, several)
 JOB_UNITS = {
-    JobKind.REWRAP: "tenant keys",
-    JobKind.KEK_ROTATION: "KEKs",
-    JobKind.ROOT_ROTATION: "sealed secrets",
-    JobKind.KEY_RETIREMENT: "tenant keys",
+    JobKind.REWRAP: ("tenant key", "tenant keys"),
+    JobKind.KEK_ROTATION: ("KEK", "KEKs"),
+    JobKind.ROOT_ROTATION: ("sealed secret", "sealed secrets"),
+    JobKind.KEY_RETIREMENT: ("tenant key", "tenant keys"),
 }
 
 
@@ -101,7 +102,16 @@ class RekeyJob(models.Model):
 
     @property
     def unit(self) -> str:
-        return JOB_UNITS.get(self.kind, "items")
+        """What the job counts, singular or plural as its total: "1 tenant key", "3 tenant keys"."""
+        one, several = JOB_UNITS.get(self.kind, ("item", "items"))
+        return one if self.total == 1 else several
+
+    @property
+    def title(self) -> str:
+        """What the job does, for people: "Move to Acme production key" rather than its kind alone."""
+        if self.kind == JobKind.REWRAP and self.target_config_id:
+            return f"Move to {self.target_config.name}"
+        return self.get_kind_display()
 
 
 class ChunkState(models.TextChoices):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -94,8 +95,21 @@ def test_the_reference_page_loads_redoc_from_our_static_files_under_a_strict_pol
     assert response.status_code == 200
     page = response.content.decode()
     assert '<redoc spec-url="/api/v1/schema/"' in page
-    assert "/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js" in page
+    assert '<script src="/api/v1/docs/redoc.js">' in page
     assert "https://" not in page and "<script>" not in page and "style=" not in page
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")
     policy = response["Content-Security-Policy"]
     assert "script-src 'self';" in policy and "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy
+
+
+def test_redoc_is_served_without_its_one_url_on_another_host(client):
+    """The sidecar's Redoc asks Redocly's CDN for a footer logo; ours asks no other host for anything."""
+    from keycore.api.docs import REDOC_CDN_LOGO, REDOC_SCRIPT
+
+    original = Path(finders.find(REDOC_SCRIPT)).read_text(encoding="utf-8")
+    assert REDOC_CDN_LOGO in original  # else this test no longer tests anything: see keycore/api/docs.py
+    response = client.get("/api/v1/docs/redoc.js")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/javascript")
+    served = response.content.decode()
+    assert REDOC_CDN_LOGO not in served and "cdn.redoc.ly" not in served
+    assert len(served) > 0.99 * len(original)

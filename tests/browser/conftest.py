@@ -7,11 +7,14 @@ may also call ``shot(page, "name")`` to keep a picture of a page it built.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from tests.conftest import require
 
@@ -90,3 +93,64 @@ def sign_in(page, email: str, password: str, totp_secret: str | None = None) -> 
         page.fill("input[name=code]", totp_code(totp_secret))
         page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
+
+
+@pytest.fixture
+def busy_tenant(tenant, owner, moto):
+    """Acme with its own AWS key (primary, moved), colleagues, an open invitation and 30 days of key use."""
+    from keycore.models.keys import ConfigOwner
+    from keycore.roles import TenantRole
+    from keycore.services.audit import Actor
+    from keycore.services.events import keyuse_append
+    from keycore.services.jobs import job_run
+    from keycore.services.keys import ConfigInput, kms_config_create, kms_config_make_primary
+    from keycore.services.tenants import invitation_create
+    from tests.factories import make_member
+
+    actor = Actor.for_user(owner)
+    settings, secrets = moto.provider_settings(moto.create_key())
+    config = kms_config_create(
+        tenant=tenant,
+        owner=ConfigOwner.TENANT,
+        data=ConfigInput(provider="aws", name="Acme production key", settings=settings, secrets=secrets),
+        actor=actor,
+    )
+    job_run(kms_config_make_primary(config=config, actor=actor).pk)
+    make_member(tenant, "it.admin@acme.example", TenantRole.ADMIN)
+    make_member(tenant, "auditor@acme.example", TenantRole.AUDITOR)
+    invitation_create(tenant=tenant, email="ciso@acme.example", role="owner", actor=actor, send=False)
+    rng = random.Random(6)
+    now = timezone.now().replace(second=0, microsecond=0)
+    rows = []
+    for day in range(30):
+        minute = now - timedelta(days=day)
+        for label, scale in (("invoices", 900), ("customer-pii", 400), ("payments", 250), ("", 60)):
+            base = {"tenant_id": tenant.pk, "minute": minute, "label": label, "source_ip": "10.0.0.7"}
+            for operation, share in (("encrypt", 1.0), ("decrypt", 2.5)):
+                count = int(scale * share * rng.uniform(0.5, 1.2))
+                rows.append(
+                    {
+                        **base,
+                        "operation": operation,
+                        "requesting_id": "billing",
+                        "result": "ok",
+                        "count": count,
+                        "key_version": 1,
+                    }
+                )
+        if day in (2, 3):
+            rows.append(
+                {
+                    "tenant_id": tenant.pk,
+                    "minute": minute,
+                    "label": "invoices",
+                    "source_ip": "10.0.0.9",
+                    "operation": "decrypt",
+                    "requesting_id": "legacy-export",
+                    "result": "authentication-failed",
+                    "count": 12,
+                    "key_version": 1,
+                }
+            )
+    keyuse_append(rows)
+    return tenant

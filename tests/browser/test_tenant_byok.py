@@ -39,7 +39,8 @@ def _encrypt(tenant):
 def test_a_security_admin_brings_a_key_makes_it_primary_and_revokes_it(
     page, live_server, celery_worker, moto, tenant, settings
 ):
-    page.on("dialog", lambda dialog: dialog.accept())
+    # every question is asked in the page, never in a browser dialog
+    page.on("dialog", lambda dialog: pytest.fail(f"a browser dialog: {dialog.message}"))
     key_arn = moto.create_key()
     _, token = invitation_create(tenant=tenant, email=EMAIL, role="owner", actor=Actor.system("vendor"), send=False)
 
@@ -90,7 +91,11 @@ def test_a_security_admin_brings_a_key_makes_it_primary_and_revokes_it(
     shot(page, "08-key-saved")
 
     # --- make it primary: a real worker moves the tenant keys; the page follows it ------------------
-    page.get_by_role("button", name="Make primary").click()
+    page.get_by_role("button", name="Make primary…").click()
+    assert page.get_by_role("heading", name="Make Acme production key primary").is_visible()
+    assert page.get_by_text("Vendor-provided key, the primary key now, becomes decrypt-only").is_visible()
+    shot(page, "08b-make-primary-confirm")
+    page.get_by_role("button", name="Make Acme production key primary").click()
     page.wait_for_url(re.compile(r".*/jobs/[0-9a-f-]{36}/$"))
     job = RekeyJob.objects.get(tenant=tenant, target_config=config)
     page.get_by_text("every tenant key version is wrapped under Acme production key").wait_for(timeout=60000)

@@ -40,6 +40,20 @@ def _reauthenticate_if_asked(page) -> None:
         page.wait_for_load_state("networkidle")
 
 
+def _confirm_in_page(page, shot_name: str | None = None) -> None:
+    """Answer the page's own confirmation dialog (data-confirm) with its action button."""
+    dialog = page.locator("dialog.confirm-dialog[open]")
+    dialog.wait_for()
+    assert page.evaluate("document.activeElement.textContent") == "Cancel"  # Enter never confirms by accident
+    if shot_name:
+        shot(page, shot_name)
+    dialog.locator("[data-answer=yes]").click()
+
+
+def _no_browser_dialogs(page) -> None:
+    page.on("dialog", lambda dialog: pytest.fail(f"a browser dialog: {dialog.message}"))
+
+
 def test_staff_find_a_tenant_invite_its_admin_and_move_it_to_a_new_key(page, vendor_admin, celery_worker):
     make_tenant("acme", "Acme Corporation")
     make_tenant("globex", "Globex Industries")
@@ -82,13 +96,14 @@ def test_staff_find_a_tenant_invite_its_admin_and_move_it_to_a_new_key(page, ven
     assert page.get_by_text("Added Second vendor key").is_visible()
     new = KmsConfig.objects.get(tenant__external_id="acme", name="Second vendor key")
     assert new.owner == ConfigOwner.VENDOR and not new.is_primary
-    page.on("dialog", lambda dialog: dialog.accept())  # data-confirm asks before every action
+    _no_browser_dialogs(page)
     row = page.locator("table.configs tr", has_text="Second vendor key")
     row.get_by_role("button", name="Make primary").click()
+    _confirm_in_page(page, "make-primary-confirm")
     page.wait_for_url("**/vendor/jobs/**")
     job = RekeyJob.objects.get(target_config=new)
     try:
-        page.get_by_text("All 1 tenant keys done.").wait_for(timeout=60000)
+        page.get_by_text("Done: 1 tenant key.").wait_for(timeout=60000)
     except Exception:
         raise AssertionError(celery_worker.output()[-3000:]) from None
     assert RekeyJob.objects.get(pk=job.pk).state == "succeeded"
@@ -106,7 +121,7 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     for i in range(12):
         make_tenant(f"tenant-{i:02d}", f"Northwind Logistics {i}")
     _sign_in(page, vendor_admin)
-    page.on("dialog", lambda dialog: dialog.accept())
+    _no_browser_dialogs(page)
     for path, name in [
         ("/vendor/", "dashboard"),
         ("/vendor/tenants/", "tenants"),
@@ -143,6 +158,7 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     assert page.get_by_text("will be created").is_visible() and page.get_by_text("exists already").is_visible()
     shot(page, "tenant-import-preview")
     page.get_by_role("button", name="Create 1 tenant").click()
+    _confirm_in_page(page)
     assert page.get_by_role("heading", name="Created 1 tenant").is_visible()
     shot(page, "tenant-import-done")
 
@@ -167,6 +183,7 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
 
     # revoking it asks for the password again, then does what was asked
     page.get_by_role("button", name="Revoke…").click()
+    _confirm_in_page(page, "api-key-revoke-confirm")
     page.wait_for_url("**/reauthenticate/**")
     shot(page, "reauthenticate")
     _reauthenticate_if_asked(page)
@@ -175,6 +192,7 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     # offboarding shows the grace period; shredding needs the external id typed
     page.goto("/vendor/tenants/acme/")
     page.get_by_role("button", name="Offboard Acme Corporation…").click()
+    _confirm_in_page(page)
     page.wait_for_load_state("networkidle")
     _reauthenticate_if_asked(page)
     assert page.get_by_text("Offboarding.", exact=True).is_visible()
@@ -184,6 +202,7 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     assert shred.is_enabled()
     shot(page, "tenant-offboarding")
     shred.click()
+    _confirm_in_page(page)
     page.wait_for_load_state("networkidle")
     assert page.get_by_text("Crypto-shredded 1 vendor-provided key").is_visible()
     acme.refresh_from_db()

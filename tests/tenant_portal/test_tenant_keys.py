@@ -195,6 +195,35 @@ def test_make_primary_asks_for_the_password_then_starts_the_rekey_job(owner_clie
     assert tenant.key_ownership == "tenant"
 
 
+def test_make_primary_and_reenable_have_a_page_that_says_what_happens_before_anything_does(
+    owner_client, tenant, own_config
+):
+    detail = owner_client.get(url("key", tenant, config=own_config.uid)).content.decode()
+    assert f'href="{url("key_primary", tenant, config=own_config.uid)}"' in detail
+    assert 'data-confirm="Make' not in detail  # no dialog: a page of its own
+    page = owner_client.get(url("key_primary", tenant, config=own_config.uid)).content.decode()
+    assert "Make Acme AWS key primary" in page and "a rekey job moves your tenant key version under" in page
+    assert "becomes <strong>decrypt-only</strong>" in page and "asks for your password" in page
+    assert f'action="{url("key_primary", tenant, config=own_config.uid)}"' in page
+    own_config.refresh_from_db()
+    assert not own_config.is_primary and not RekeyJob.objects.for_tenant(tenant).exists()
+
+    reauthenticate(owner_client)
+    owner_client.post(url("key_disable", tenant, config=own_config.uid))
+    page = owner_client.get(url("key_reenable", tenant, config=own_config.uid)).content.decode()
+    assert "Re-enable Acme AWS key" in page and "as <strong>decrypt-only</strong>" in page
+    own_config.refresh_from_db()
+    assert own_config.state == ConfigState.DISABLED
+    # the other actions stay POST-only
+    assert owner_client.get(url("key_disable", tenant, config=own_config.uid)).status_code == 405
+
+
+def test_an_auditor_cannot_open_the_confirmation_pages(client, member, tenant, own_config):
+    client.force_login(member)
+    for name in ("key_primary", "key_reenable"):
+        assert client.get(url(name, tenant, config=own_config.uid)).status_code == 403
+
+
 def test_demote_disable_and_reenable(owner_client, tenant, own_config):
     reauthenticate(owner_client)
     owner_client.post(url("key_demote", tenant, config=own_config.uid))

@@ -33,7 +33,7 @@ def test_the_progress_fragment_polls_while_the_job_runs_and_stops_when_it_is_don
     jobs.job_run(job.pk)
     done = as_auditor.get(url).content.decode()
     assert "hx-trigger" not in done  # finished: the fragment stops asking for itself
-    assert "All 1 tenant keys done." in done and 'value="1" max="1"' in done
+    assert "Done: 1 tenant key." in done and 'value="1" max="1"' in done
     assert "Retry" not in done and "Cancel job" not in done  # and an auditor never sees the buttons
 
 
@@ -99,3 +99,17 @@ def test_a_job_id_that_is_not_there_is_a_404(as_admin):
 
     assert as_admin.get(reverse("vendor:job", args=[uuid.uuid4()])).status_code == 404
     assert RekeyJob.objects.count() == 0
+
+
+def test_a_job_is_named_for_what_it_does_and_counted_in_plain_grammar(as_auditor, tenant):
+    job = _start_job(tenant, name="EU vendor key")
+    page = as_auditor.get(reverse("vendor:job", args=[job.uid])).content.decode()
+    assert "<h1>Move to EU vendor key</h1>" in page and "configuration" not in page.split("<h1>")[1][:40]
+    assert job.unit == "tenant key"  # one
+    job.total = 3
+    assert job.unit == "tenant keys"
+
+
+def test_the_job_filters_offer_any_not_dashes(as_auditor):
+    page = as_auditor.get(reverse("vendor:jobs")).content.decode()
+    assert "---------" not in page and page.count('<option value="" selected>Any</option>') == 2

@@ -136,3 +136,18 @@ def test_a_file_with_too_many_rows_is_refused(as_admin, monkeypatch):
     response = _upload(as_admin, text)
     assert response.status_code == 400
     assert "At most 3 rows" in response.context["form"].errors["file"][0]
+
+
+def test_a_tenant_without_an_owner_is_offered_an_owner_first(client, vendor_admin, tenant):
+    """Only an owner can change a tenant's settings or make owners: the first invitation defaults to owner."""
+    from keycore.roles import TenantRole
+    from tests.factories import make_member
+
+    client.force_login(vendor_admin)
+    page = client.get(reverse("vendor:tenant", args=[tenant.external_id])).content.decode()
+    assert "has no owner yet" in page and "Invite the owner of Acme Corporation" in page
+    assert '<option value="owner" selected>' in page
+
+    make_member(tenant, "boss@acme.example", TenantRole.OWNER)
+    page = client.get(reverse("vendor:tenant", args=[tenant.external_id])).content.decode()
+    assert "has no owner yet" not in page and '<option value="admin" selected>' in page

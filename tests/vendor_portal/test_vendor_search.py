@@ -118,3 +118,17 @@ def test_a_filter_under_any_sort_reads_its_own_index(names, params, order, index
             cursor.execute("SET LOCAL enable_sort = off")
     plan = qs.explain()
     assert index in plan, plan
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_a_search_that_finds_nothing_offers_contains_and_a_way_back(client, vendor_admin, tenant, htmx):
+    from django.urls import reverse
+
+    client.force_login(vendor_admin)
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    page = client.get(reverse("vendor:tenants"), {"q": "cme"}, **headers).content.decode()
+    assert "No tenant matches “cme”" in page
+    assert 'href="?q=cme&amp;match=contains"' in page  # "acme" contains it
+    assert f'<a href="{reverse("vendor:tenants")}">clear the search and filters</a>' in page
+    found = client.get(reverse("vendor:tenants"), {"q": "cme", "match": "contains"}).content.decode()
+    assert "No tenant matches" not in found and "Acme Corporation" in found
