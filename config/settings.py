@@ -92,7 +92,30 @@ def _generate_root_key() -> str:
 # Production without one: left empty, and every KeyCore process refuses to start (keycore/checks.py),
 # except `manage.py keycore_root_key --generate`, which makes one.
 KEYCORE_ROOT_KEY = env("KEYCORE_ROOT_KEY") or ""
-if not KEYCORE_ROOT_KEY:
+# Or the root key wrapped by a KMS (keycore/unseal.py): unwrapped by KEYCORE_ROOT_KEY_KMS when a process starts.
+KEYCORE_ROOT_KEY_WRAPPED = env("KEYCORE_ROOT_KEY_WRAPPED") or ""
+KEYCORE_ROOT_KEY_KMS = env("KEYCORE_ROOT_KEY_KMS") or ""
+ROOT_KEY_KMS_PREFIX = "KEYCORE_ROOT_KEY_KMS_"
+
+
+def _root_key_kms_options() -> dict[str, str]:
+    """The provider's fields from KEYCORE_ROOT_KEY_KMS_<FIELD> (or <FIELD>_FILE), by lowercase field name."""
+    options = {}
+    for name in os.environ:
+        if not name.startswith(ROOT_KEY_KMS_PREFIX) or name == f"{ROOT_KEY_KMS_PREFIX}FILE":
+            continue
+        field = name[len(ROOT_KEY_KMS_PREFIX) :].removesuffix("_FILE")
+        value = env(f"{ROOT_KEY_KMS_PREFIX}{field}")
+        if field and value is not None:
+            options[field.lower()] = value
+    return options
+
+
+KEYCORE_ROOT_KEY_KMS_OPTIONS = _root_key_kms_options()
+# a KMS that is down when a process starts: tried this many times, waiting BACKOFF seconds, doubling, in between
+KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS = int(env("KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS", "4"))
+KEYCORE_ROOT_KEY_UNWRAP_BACKOFF = float(env("KEYCORE_ROOT_KEY_UNWRAP_BACKOFF", "2"))
+if not KEYCORE_ROOT_KEY and not KEYCORE_ROOT_KEY_WRAPPED:
     if TESTING:
         KEYCORE_ROOT_KEY = "dGVzdC1vbmx5LXJvb3Qta2V5LTMyLWJ5dGVzLWxvbmc="  # 32 bytes, tests only
     elif EMBEDDED:

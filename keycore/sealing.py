@@ -8,15 +8,17 @@ from functools import cache
 
 from django.conf import settings
 
-from keycore.crypto.rootkey import RootKeyring, parse_root_key
+from keycore.crypto.rootkey import RootKeyring
+from keycore.unseal import current_root_key_text, load_root_key
 
 CONFIG_SECRETS = "kms-config-secrets"
 
 
 @cache
 def root_keyring() -> RootKeyring:
-    current = parse_root_key(settings.KEYCORE_ROOT_KEY)
-    previous = [parse_root_key(text) for text in settings.KEYCORE_ROOT_KEY_PREVIOUS]
+    """The process's root keys, unwrapped by their KMS the first time (keycore/unseal.py); memory only."""
+    current = load_root_key(current_root_key_text())
+    previous = [load_root_key(text) for text in settings.KEYCORE_ROOT_KEY_PREVIOUS]
     return RootKeyring(current, previous)
 
 

@@ -21,7 +21,9 @@ import re
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keycore import errors
 from keycore.crypto.formats import (
@@ -76,7 +78,7 @@ def _sealing_aad(header: bytes, purpose: str, context: str) -> bytes:
 class RootKeyring:
     """The current root key and the previous ones still accepted for unsealing."""
 
-    __slots__ = ("_by_id", "_current", "_current_id")
+    __slots__ = ("_by_id", "_current", "_current_id", "_keys")
 
     def __init__(self, current: bytes, previous: Sequence[bytes] = ()) -> None:
         keys = [current, *previous]
@@ -85,8 +87,10 @@ class RootKeyring:
                 raise errors.InvalidInput(f"Root keys are {KEY_BYTES} bytes.")
         self._current_id = key_fingerprint(current, ROOT_KEY_ID_DOMAIN)
         self._by_id: dict[bytes, AESGCM] = {}
+        self._keys: dict[bytes, bytes] = {}
         for key in keys:
             self._by_id.setdefault(key_fingerprint(key, ROOT_KEY_ID_DOMAIN), AESGCM(key))
+            self._keys.setdefault(key_fingerprint(key, ROOT_KEY_ID_DOMAIN), bytes(key))
         self._current = self._by_id[self._current_id]
 
     @classmethod
@@ -102,6 +106,16 @@ class RootKeyring:
     def key_ids(self) -> list[str]:
         """Ids of every configured key, current first."""
         return [i.hex() for i in self._by_id]
+
+    def derive_keys(self, info: bytes) -> dict[str, bytes]:
+        """A 32-byte key per root key (HKDF-SHA256 with ``info``), by root key id, current first.
+
+        For other purposes than sealing (event-chain signatures): a root key is never used for two.
+        """
+        return {
+            key_hex: HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(key)
+            for key_hex, key in ((i.hex(), k) for i, k in self._keys.items())
+        }
 
     def __repr__(self) -> str:
         return f"<RootKeyring current={self.current_id} keys={len(self._by_id)}>"

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import transaction
 from django.db.models import BigIntegerField
@@ -26,10 +24,9 @@ from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
 from keycore import errors
-from keycore.crypto.rootkey import key_id as root_key_id
-from keycore.crypto.rootkey import parse_root_key
 from keycore.models import AuditEvent, EventChain
 from keycore.models.audit import GENESIS_HASH
+from keycore.sealing import root_keyring
 from keycore.services.bulk_writes import insert_rows, update_rows
 
 __all__ = ["GENESIS_HASH", "Actor", "audit_record", "audit_record_many", "chain_key", "diff", "event_digest", "scrub"]
@@ -209,12 +206,8 @@ def chain_mac_keys() -> dict[str, bytes]:
 
     A different key from the one that seals secrets: the root key is never used for two purposes.
     """
-    keys: dict[str, bytes] = {}
-    for text in [settings.KEYCORE_ROOT_KEY, *settings.KEYCORE_ROOT_KEY_PREVIOUS]:
-        root = parse_root_key(text)
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MAC_INFO).derive(root)
-        keys.setdefault(root_key_id(root), derived)
-    return keys
+    # from the keyring, so a KMS-wrapped root key (keycore/unseal.py) is unwrapped once per process, not again here
+    return root_keyring().derive_keys(MAC_INFO)
 
 
 def _mac_message(kind: str, chain: str, seq: int, digest: str) -> bytes:
