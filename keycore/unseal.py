@@ -231,10 +231,7 @@ def wrap_root_key(key: bytes, *, kms: RootKeyKms, install_id: str) -> WrappedRoo
 def unwrap_root_key(wrapped: WrappedRootKey, *, kms: RootKeyKms, attempts: int, backoff: float) -> bytes:
     """The root key ``wrapped`` holds; retries a KMS that is down ``attempts`` times, then raises why."""
     if wrapped.provider != kms.provider:
-        raise errors.KmsMisconfigured(
-            f"Root key {wrapped.root_key_id} is wrapped by the {wrapped.provider} KMS, but KEYCORE_ROOT_KEY_KMS is "
-            f"{kms.provider}."
-        )
+        raise _wrong_kms(wrapped, kms.provider)
     where = _describe_quietly(kms)
     for attempt in range(1, max(1, attempts) + 1):
         provider = kms.build()
@@ -273,6 +270,12 @@ def unwrap_root_key(wrapped: WrappedRootKey, *, kms: RootKeyKms, attempts: int, 
     return bytes(key)
 
 
+def _wrong_kms(wrapped: WrappedRootKey, named: str) -> errors.KmsMisconfigured:
+    return errors.KmsMisconfigured(
+        f"Root key {wrapped.root_key_id} is wrapped by the {wrapped.provider} KMS, but KEYCORE_ROOT_KEY_KMS is {named}."
+    )
+
+
 def _describe_quietly(kms: RootKeyKms) -> str:
     try:
         return kms.describe()
@@ -284,8 +287,12 @@ def load_root_key(text: str) -> bytes:
     """A root key from a setting's value: the key itself (base64), or a KMS-wrapped one, unwrapped now."""
     if not is_wrapped(text):
         return parse_root_key(text)
+    wrapped = WrappedRootKey.parse(text)
+    named = (settings.KEYCORE_ROOT_KEY_KMS or "").strip().lower()
+    if named and named != wrapped.provider:
+        raise _wrong_kms(wrapped, named)
     return unwrap_root_key(
-        WrappedRootKey.parse(text),
+        wrapped,
         kms=_require_kms(),
         attempts=settings.KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS,
         backoff=settings.KEYCORE_ROOT_KEY_UNWRAP_BACKOFF,

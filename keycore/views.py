@@ -20,9 +20,11 @@ from keycore.api.problems import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS, prob
 from keycore.availability import unavailable
 from keycore.models import User
 from keycore.models.tenants import InvitationAudience
+from keycore.sealing import root_keyring
 from keycore.services.audit import Actor
 from keycore.services.tenants import invitation_accept as accept_invitation
 from keycore.services.tenants import invitation_lookup
+from keycore.unseal import root_key_sources
 
 
 @never_cache
@@ -50,9 +52,24 @@ def healthz(request):
 @require_GET
 @never_cache
 def readyz(request):
-    """Readiness: the database and the Celery broker are reachable."""
+    """Readiness: the root key is unwrapped, the database and the Celery broker are reachable.
+
+    ``root_key`` says what seals the current root key ("environment" or the KMS provider's name), and
+    whether this process holds it; never which KMS key, nor anything of the key itself.
+    """
     checks: dict[str, str] = {}
     ok = True
+    root_key: dict[str, object] = {"seal": "unknown", "unsealed": False}
+    try:
+        sources = root_key_sources()
+        root_key["seal"] = sources[0].seal
+        root_key["root_key_id"] = sources[0].root_key_id
+        root_keyring()  # unwrapped once per process; cached afterwards
+        root_key["unsealed"] = True
+        checks["root_key"] = "ok"
+    except errors.KeyCoreError as exc:
+        ok = False
+        checks["root_key"] = f"error: {exc.code}"
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -69,7 +86,9 @@ def readyz(request):
     except Exception as exc:
         ok = False
         checks["broker"] = f"error: {exc.__class__.__name__}"
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks, "root_key": root_key}, status=200 if ok else 503
+    )
 
 
 @require_http_methods(["GET", "POST"])
