@@ -163,6 +163,7 @@ def test_a_checkpoint_survives_a_root_key_rotation(tenant, old_and_new, settings
     import base64
     import os
 
+    from keycore.sealing import root_keyring
     from keycore.services.audit import chain_mac_keys
     from keycore.services.events import chain_resign_checkpoint
 
@@ -171,11 +172,13 @@ def test_a_checkpoint_survives_a_root_key_rotation(tenant, old_and_new, settings
     settings.KEYCORE_ROOT_KEY = base64.b64encode(os.urandom(32)).decode()
     settings.KEYCORE_ROOT_KEY_PREVIOUS = [old]
     chain_mac_keys.cache_clear()
+    root_keyring.cache_clear()  # as a restart with the new settings would: the MAC keys derive from the keyring
     try:
         assert chain_verify(tenant.pk).ok, "the old root key still verifies what it signed"
         assert chain_resign_checkpoint(chain_key(tenant.pk))
         settings.KEYCORE_ROOT_KEY_PREVIOUS = []
         chain_mac_keys.cache_clear()
+        root_keyring.cache_clear()
         report = chain_verify(tenant.pk)
         # the checkpoint moved to the new key; the head was signed by the old one and is re-signed on next append
         assert "head is signed with root key" in report.problem
@@ -185,6 +188,7 @@ def test_a_checkpoint_survives_a_root_key_rotation(tenant, old_and_new, settings
         settings.KEYCORE_ROOT_KEY = old
         settings.KEYCORE_ROOT_KEY_PREVIOUS = []
         chain_mac_keys.cache_clear()
+        root_keyring.cache_clear()
 
 
 def test_a_disabled_destination_skips_what_was_pruned_meanwhile(tenant, old_and_new, admin_actor):

@@ -372,6 +372,43 @@ def test_migrating_to_a_kms_wrapped_root_key_and_back_keeps_every_secret_readabl
         assert leaked not in caplog.text
 
 
+@pytest.mark.django_db(transaction=True)
+def test_celery_workers_started_with_only_the_wrapped_root_key_run_the_migration(
+    settings, use_root_keys, moto_server, tmp_path
+):
+    from tests.workers import Worker
+
+    documents = seed_local_tenants(3, 1, prefix="rk-worker")
+    env_key = settings.KEYCORE_ROOT_KEY
+    kms = aws_kms(moto_server)
+    text, _ = _create(kms, settings)
+    use_root_keys(wrapped=text, previous=[env_key], kms=kms)
+    worker = Worker(
+        tmp_path,
+        concurrency=1,
+        extra_env={
+            "KEYCORE_ROOT_KEY": "",
+            "KEYCORE_ROOT_KEY_WRAPPED": text,
+            "KEYCORE_ROOT_KEY_PREVIOUS": env_key,
+            **kms.env(tmp_path),
+        },
+    )
+    worker.configure_app()
+    worker.start()
+    out = io.StringIO()
+    try:
+        call_command("keycore_root_key", "migrate", "--wait", "--timeout", "180", stdout=out)
+    finally:
+        worker.stop()
+        worker.restore_app()
+    assert "succeeded, 3 of 3 done, 0 failed" in out.getvalue()
+    use_root_keys(wrapped=text, previous=[], kms=kms)
+    for config in KmsConfig.objects.all():
+        assert unseal_secrets(config)["kek"]
+    for doc in documents:
+        assert crypto_decrypt(tenant=doc.tenant, edek=doc.edek, fields=doc.fields, meta=META) == doc.plain
+
+
 @pytest.mark.django_db
 def test_without_the_migration_the_environments_root_key_cannot_be_dropped(settings, use_root_keys, moto_server):
     """The control for the test above: it proves something only because this fails."""
