@@ -112,6 +112,8 @@ def _root_key_kms_options() -> dict[str, str]:
 
 
 KEYCORE_ROOT_KEY_KMS_OPTIONS = _root_key_kms_options()
+# the install id the wrapped root key must be bound to: another install's wrapped text, substituted, is refused
+KEYCORE_ROOT_KEY_INSTALL_ID = (env("KEYCORE_ROOT_KEY_INSTALL_ID") or "").strip().lower()
 # a KMS that is down when a process starts: tried this many times, waiting BACKOFF seconds, doubling, in between
 KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS = int(env("KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS", "4"))
 KEYCORE_ROOT_KEY_UNWRAP_BACKOFF = float(env("KEYCORE_ROOT_KEY_UNWRAP_BACKOFF", "2"))

@@ -26,6 +26,11 @@ refuses a blob that is not this install's root key — another install's, a
 tenant key wrapped under the same KMS key, or a header edited to claim another
 id — and the key that comes back must have the root key id the header names.
 
+``KEYCORE_ROOT_KEY_INSTALL_ID`` pins the install: the wrapped text is not secret and
+may be kept where more people can write than can read the KMS credentials, and a
+wrapped text another install made under the same KMS key (staging's, say) would
+otherwise open, with a root key of its own.
+
 Starting with a KMS that is down: the unwrap is retried a bounded number of
 times (``KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS``, with doubling waits), then the
 process refuses to start, naming the KMS and the reason (keycore/checks.py).
@@ -291,6 +296,12 @@ def load_root_key(text: str) -> bytes:
     named = (settings.KEYCORE_ROOT_KEY_KMS or "").strip().lower()
     if named and named != wrapped.provider:
         raise _wrong_kms(wrapped, named)
+    pinned = settings.KEYCORE_ROOT_KEY_INSTALL_ID
+    if pinned and not hmac.compare_digest(pinned, wrapped.install_id):
+        raise errors.KmsMisconfigured(
+            f"Root key {wrapped.root_key_id} is wrapped for install {wrapped.install_id}, but "
+            f"KEYCORE_ROOT_KEY_INSTALL_ID is {pinned}: this wrapped text belongs to another install."
+        )
     return unwrap_root_key(
         wrapped,
         kms=_require_kms(),

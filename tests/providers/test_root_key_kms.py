@@ -123,6 +123,7 @@ def use_root_keys(settings):
         keyring.clear_caches()
 
     settings.KEYCORE_ROOT_KEY_UNWRAP_ATTEMPTS = 2
+    settings.KEYCORE_ROOT_KEY_INSTALL_ID = ""
     settings.KEYCORE_ROOT_KEY_UNWRAP_BACKOFF = 0.05
     original = {"current": settings.KEYCORE_ROOT_KEY, "previous": list(settings.KEYCORE_ROOT_KEY_PREVIOUS)}
     yield switch
@@ -184,6 +185,21 @@ def test_a_tenant_key_wrapped_under_the_same_kms_key_is_not_accepted_as_a_root_k
     spliced = WrappedRootKey(wrapped.provider, wrapped.install_id, wrapped.root_key_id, tenant_wrap)
     with pytest.raises(errors.AuthenticationFailed):
         unwrap_root_key(spliced, kms=kms, attempts=1, backoff=0)
+
+
+def test_another_installs_wrapped_root_key_is_refused_once_the_install_is_pinned(settings, use_root_keys, moto_server):
+    """The wrapped text is not secret, so it may sit where more people can write: staging's, made under the
+    same KMS key, must not become production's root key."""
+    kms = aws_kms(moto_server)
+    production = WrappedRootKey.parse(_create(kms, settings)[0])
+    staging = WrappedRootKey.parse(_create(kms, settings)[0])
+    assert staging.install_id != production.install_id
+    settings.KEYCORE_ROOT_KEY_INSTALL_ID = production.install_id
+    assert key_id(load_root_key(production.text())) == production.root_key_id
+    with pytest.raises(errors.KmsMisconfigured, match="belongs to another install"):
+        load_root_key(staging.text())
+    # and create binds new root keys to the pinned install
+    assert WrappedRootKey.parse(_create(kms, settings)[0]).install_id == production.install_id
 
 
 def test_the_install_id_is_kept_when_a_wrapped_root_key_is_replaced(settings, use_root_keys, moto_server):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
@@ -55,7 +56,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--install-id",
             default="",
-            help="create: the install id to bind the wrap to (default: the current wrapped key's, or a new one)",
+            help="create: the install id to bind the wrap to (default: KEYCORE_ROOT_KEY_INSTALL_ID, the current "
+            "wrapped key's, or a new one)",
         )
         parser.add_argument(
             "--in-process",
@@ -89,6 +91,7 @@ class Command(BaseCommand):
                 "variables first: `create` wraps the new root key by that KMS. For a root key in the environment "
                 "instead, use --generate."
             )
+        install_id = install_id or settings.KEYCORE_ROOT_KEY_INSTALL_ID
         if not install_id:
             current = current_root_key_text()
             install_id = WrappedRootKey.parse(current).install_id if is_wrapped(current) else new_install_id()

@@ -67,7 +67,8 @@ def _keyring_for(job: RekeyJob):
     if keyring.current_id != wanted:
         raise WrongRootKey(
             f"This worker seals under root key {keyring.current_id}, but the job moves secrets to {wanted}: "
-            "give every process the same KEYCORE_ROOT_KEY (and the old key in KEYCORE_ROOT_KEY_PREVIOUS)."
+            "give every process the same KEYCORE_ROOT_KEY or KEYCORE_ROOT_KEY_WRAPPED (and the old key in "
+            "KEYCORE_ROOT_KEY_PREVIOUS)."
         )
     return keyring
 
