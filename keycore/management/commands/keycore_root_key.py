@@ -95,13 +95,11 @@ class Command(BaseCommand):
         if not install_id:
             current = current_root_key_text()
             install_id = WrappedRootKey.parse(current).install_id if is_wrapped(current) else new_install_id()
-        key = bytearray(os.urandom(KEY_BYTES))
         try:
-            wrapped = wrap_root_key(bytes(key), kms=kms, install_id=install_id)
+            # the new key exists only in this process's memory and, wrapped, in the KMS's answer
+            wrapped = wrap_root_key(os.urandom(KEY_BYTES), kms=kms, install_id=install_id)
         except errors.KeyCoreError as exc:
             raise CommandError(f"{kms.describe()} could not wrap a new root key: {exc.detail}") from None
-        finally:
-            key[:] = bytes(len(key))
         self.stdout.write(wrapped.text())
         self.stderr.write(
             f"Root key {wrapped.root_key_id} wrapped by {kms.describe()} for install {wrapped.install_id}.\n"
