@@ -322,6 +322,31 @@ def test_a_management_command_refuses_to_run_when_the_root_key_cannot_be_unwrapp
     assert "keycore.E005" in result.stderr and "has no key" in result.stderr
 
 
+def test_a_new_install_creates_its_first_root_key_in_the_kms_before_any_root_key_exists(moto_server, tmp_path):
+    kms = aws_kms(moto_server)
+    env = _process_env(kms.env(tmp_path), tmp_path)
+    env.pop("SECRET_KEY")
+    created = subprocess.run(
+        [sys.executable, "manage.py", "keycore_root_key", "create"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    wrapped = WrappedRootKey.parse(created.stdout.strip())
+    started = _start({**kms.env(tmp_path), "KEYCORE_ROOT_KEY_WRAPPED": created.stdout.strip()}, tmp_path)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == wrapped.root_key_id
+
+
+def test_create_without_a_kms_says_what_to_set(settings):
+    settings.KEYCORE_ROOT_KEY_KMS = ""
+    with pytest.raises(CommandError, match=r"Set KEYCORE_ROOT_KEY_KMS.*--generate"):
+        call_command("keycore_root_key", "create", stdout=io.StringIO())
+
+
 def test_both_a_plain_and_a_wrapped_root_key_is_refused(settings, use_root_keys, moto_server, tmp_path):
     kms = aws_kms(moto_server)
     text, _ = _create(kms, settings)
