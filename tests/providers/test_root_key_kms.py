@@ -150,6 +150,35 @@ def _key_texts(key: bytes) -> list[str]:
     ]
 
 
+def _places_holding(key: bytes, folders: list[Path]) -> list[str]:
+    """Where ``key`` is stored, in any encoding: every database row, every Redis value, every file in ``folders``."""
+    from django.apps import apps
+    from django.conf import settings
+
+    needles = [key, *(text.encode() for text in _key_texts(key))]
+    found = []
+    for model in apps.get_models():
+        for row in model._base_manager.values_list():
+            for value in row:
+                raw = bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
+                if any(needle in raw for needle in needles):
+                    found.append(f"database: {model._meta.db_table}")
+    for url in {settings.CELERY_BROKER_URL, settings.REDIS_URL or ""}:
+        if url.startswith("redis"):
+            import redis
+
+            client = redis.Redis.from_url(url)
+            for name in client.scan_iter(count=1000):
+                raw = name + (client.dump(name) or b"")
+                if any(needle in raw for needle in needles):
+                    found.append(f"redis: {name!r}")
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and any(needle in path.read_bytes() for needle in needles):
+                found.append(f"file: {path}")
+    return found
+
+
 # --- create, and what the wrapped text is bound to ------------------------------------------------
 
 
@@ -443,6 +472,11 @@ def test_celery_workers_started_with_only_the_wrapped_root_key_run_the_migration
         worker.stop()
         worker.restore_app()
     assert "succeeded, 3 of 3 done, 0 failed" in out.getvalue()
+    # the web side (this process) and a worker held the root key: neither wrote it down anywhere
+    root_key = load_root_key(text)
+    assert _places_holding(root_key, [tmp_path, Path(settings.VAR_DIR)]) == []
+    (tmp_path / "control").write_text(base64.b64encode(root_key).decode())  # the search finds what is there
+    assert _places_holding(root_key, [tmp_path]) == [f"file: {tmp_path / 'control'}"]
     use_root_keys(wrapped=text, previous=[], kms=kms)
     for config in KmsConfig.objects.all():
         assert unseal_secrets(config)["kek"]
