@@ -95,17 +95,17 @@ KEYCORE_ROOT_KEY = env("KEYCORE_ROOT_KEY") or ""
 # Or the root key wrapped by a KMS (keycore/unseal.py): unwrapped by KEYCORE_ROOT_KEY_KMS when a process starts.
 KEYCORE_ROOT_KEY_WRAPPED = env("KEYCORE_ROOT_KEY_WRAPPED") or ""
 KEYCORE_ROOT_KEY_KMS = env("KEYCORE_ROOT_KEY_KMS") or ""
-ROOT_KEY_KMS_PREFIX = "KEYCORE_ROOT_KEY_KMS_"
+_ROOT_KEY_KMS_PREFIX = "KEYCORE_ROOT_KEY_KMS_"
 
 
 def _root_key_kms_options() -> dict[str, str]:
     """The provider's fields from KEYCORE_ROOT_KEY_KMS_<FIELD> (or <FIELD>_FILE), by lowercase field name."""
     options = {}
     for name in os.environ:
-        if not name.startswith(ROOT_KEY_KMS_PREFIX) or name == f"{ROOT_KEY_KMS_PREFIX}FILE":
+        if not name.startswith(_ROOT_KEY_KMS_PREFIX) or name == f"{_ROOT_KEY_KMS_PREFIX}FILE":
             continue
-        field = name[len(ROOT_KEY_KMS_PREFIX) :].removesuffix("_FILE")
-        value = env(f"{ROOT_KEY_KMS_PREFIX}{field}")
+        field = name[len(_ROOT_KEY_KMS_PREFIX) :].removesuffix("_FILE")
+        value = env(f"{_ROOT_KEY_KMS_PREFIX}{field}")
         if field and value is not None:
             options[field.lower()] = value
     return options
