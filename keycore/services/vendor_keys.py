@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from keycore import errors
@@ -34,7 +34,7 @@ from keycore.providers.base import HealthResult, WrapContext
 from keycore.providers.registry import get_provider_class
 from keycore.sealing import seal_secrets, unseal_secrets
 from keycore.services.audit import Actor, audit_record
-from keycore.services.keyring import build_provider, bump_epoch, describe_config, provider_for_vendor_key
+from keycore.services.keyring import build_provider, bump_epoch, provider_for_vendor_key
 
 #: the tenant named in a vendor key's probes: no tenant has this uid, so a probe wrap opens no tenant's data
 PROBE_TENANT = uuid.UUID(int=0)
@@ -328,41 +328,3 @@ def vendor_key_config_for(*, tenant: Tenant, vendor_key: VendorKey, actor: Actor
         },
     )
     return config
-
-
-def vendor_key_summaries(queryset=None) -> list[dict[str, Any]]:
-    """Each vendor key with the tenants it serves (as primary), its wrapped key versions and documents."""
-    vendor_keys = list((queryset if queryset is not None else VendorKey.objects.all()).order_by("name"))
-    ids = [vk.pk for vk in vendor_keys]
-    tenants = dict(
-        KmsConfig.objects.filter(vendor_key_id__in=ids, is_primary=True)
-        .values_list("vendor_key_id")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    keys = {
-        row["kms_config__vendor_key_id"]: row
-        for row in TenantKeyWrap.objects.filter(kms_config__vendor_key_id__in=ids)
-        .exclude(tenant_key__state=TenantKeyState.DESTROYED)
-        .values("kms_config__vendor_key_id")
-        .annotate(versions=Count("id"), documents=Sum("tenant_key__documents"))
-        .order_by()
-    }
-    out = []
-    for vk in vendor_keys:
-        row = keys.get(vk.pk, {})
-        out.append(
-            {
-                "vendor_key": vk,
-                "where": describe_config(vk),
-                "tenants": tenants.get(vk.pk, 0),
-                "key_versions": row.get("versions", 0),
-                "documents": row.get("documents") or 0,
-            }
-        )
-    return out
-
-
-def vendor_key_tenants(vendor_key: VendorKey):
-    """The tenants ``vendor_key`` serves: those whose primary configuration uses it."""
-    return Tenant.objects.filter(kms_configs__vendor_key=vendor_key, kms_configs__is_primary=True)

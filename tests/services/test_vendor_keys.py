@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from keycore import errors
+from keycore import errors, selectors
 from keycore.models import AuditEvent, KmsConfig, RekeyJob, TenantKeyWrap, VendorKey
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
@@ -122,7 +122,7 @@ def test_assigning_tenants_moves_them_with_their_data_and_retires_what_they_used
         assert crypto_decrypt(tenant=tenant.external_id, edek=doc.edek, fields=doc.fields, meta=META) == {"f": b"doc"}
         assert AuditEvent.objects.filter(tenant=tenant, action="vendor_key.assigned").count() == 1
     assert TenantKeyWrap.objects.filter(kms_config__vendor_key=eu).count() == 4
-    summary = {row["vendor_key"].name: row for row in vendor_keys.vendor_key_summaries()}
+    summary = {row["vendor_key"].name: row for row in selectors.vendor_key_summaries()}
     assert summary["EU key"]["tenants"] == 3 and summary["EU key"]["key_versions"] == 4
 
 
@@ -134,10 +134,10 @@ def test_one_vendor_keys_tenants_move_to_another_and_the_first_can_then_be_retir
     with pytest.raises(errors.Conflict):
         vendor_keys.vendor_key_retire(vendor_key=eu, actor=vendor)
     job, _ = jobs.job_start_vendor_key_move(
-        vendor_key=eu2, tenants=vendor_keys.vendor_key_tenants(eu), actor=vendor, source=eu
+        vendor_key=eu2, tenants=selectors.vendor_key_tenants(eu), actor=vendor, source=eu
     )
     assert jobs.job_run(job.pk).state == JobState.SUCCEEDED
-    assert set(vendor_keys.vendor_key_tenants(eu2)) == set(tenants)
+    assert set(selectors.vendor_key_tenants(eu2)) == set(tenants)
     vendor_keys.vendor_key_make_default(vendor_key=eu2, actor=vendor)
     vendor_keys.vendor_key_retire(vendor_key=eu, actor=vendor)
     keyring.clear_caches()
