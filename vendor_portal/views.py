@@ -201,7 +201,12 @@ def tenant_list(request):
         "healths": Health.choices,
         "export_query": _next_params(request, cursor=""),
         "contains_query": _next_params(request, cursor="", match="contains"),  # the empty state's suggestion
-        "filtered": any(request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health")),
+        "filtered": any(
+            request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health", "vendor_key")
+        ),
+        # "assign the tenants of this filter to a vendor key": the same filter, posted to the move
+        "vendor_keys": selectors.vendor_key_list().filter(state="active"),
+        "filter_values": [(k, v) for k, v in request.GET.items() if k in TenantFilterSet.base_filters and v],
     }
     if not filterset.is_valid():
         context.update(page=None, pager={})
