@@ -285,6 +285,7 @@ def tenant_create(request):
                 name=form.cleaned_data["name"],
                 admins=invites,
                 actor=Actor.from_request(request),
+                vendor_key=form.cleaned_data.get("vendor_key"),
             )
         except errors.KeyCoreError as exc:
             add_service_error(form, exc)

@@ -112,3 +112,21 @@ def test_an_auditor_sees_vendor_keys_but_changes_nothing(as_auditor):
     assert as_auditor.get(reverse("vendor:vendor_keys")).status_code == 200
     assert as_auditor.post(reverse("vendor:vendor_key_default"), {"vendor_key": str(eu.uid)}).status_code == 403
     assert not VendorKey.objects.filter(is_default=True).exists()
+
+
+def test_a_new_tenant_from_the_portal_may_name_its_vendor_key(as_operator):
+    _local("EU key", make_default=True)
+    us = _local("US key")
+    form = as_operator.get(reverse("vendor:tenant_create")).content.decode()
+    assert 'name="vendor_key"' in form and "US key" in form
+    as_operator.post(
+        reverse("vendor:tenant_create"),
+        {
+            "name": "Hooli",
+            "external_id": "hooli",
+            "vendor_key": str(us.uid),
+            "admins-TOTAL_FORMS": "0",
+            "admins-INITIAL_FORMS": "0",
+        },
+    )
+    assert KmsConfig.objects.get(tenant__external_id="hooli", is_primary=True).vendor_key == us
