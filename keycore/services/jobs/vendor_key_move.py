@@ -294,8 +294,3 @@ class VendorKeyMove(JobKindRunner):
         )
         return ""
 
-
-def vendor_key_moves_running(vendor_key: VendorKey) -> bool:
-    return RekeyJob.objects.filter(
-        kind=JobKind.VENDOR_KEY_MOVE, state__in=ACTIVE_JOB_STATES, params__vendor_key_id=vendor_key.pk
-    ).exists()
