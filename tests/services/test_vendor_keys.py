@@ -209,3 +209,31 @@ def test_a_retired_vendor_key_takes_no_tenant(vendor, tenant):
         jobs.job_start_vendor_key_move(vendor_key=eu, tenants=[tenant], actor=vendor)
     with pytest.raises(errors.InvalidInput):
         vendor_keys.vendor_key_resolve("EU key")
+
+
+def test_shredding_one_tenant_under_a_shared_key_leaves_the_others_readable(vendor):
+    from keycore.services.tenants import tenant_set_status, tenant_shred
+
+    make_local_key(vendor, make_default=True)
+    leaving, staying = make("leaving", vendor), make("staying", vendor)
+    assert KmsConfig.objects.get(tenant=staying, is_primary=True).vendor_key_id
+    gone = crypto_encrypt(tenant="leaving", fields={"f": b"x"}, meta=META)
+    kept = crypto_encrypt(tenant="staying", fields={"f": b"y"}, meta=META)
+    tenant_set_status(tenant=leaving, transition="offboard", actor=vendor)
+    tenant_shred(tenant=leaving, actor=vendor, force=True)
+    keyring.clear_caches()
+    assert not TenantKeyWrap.objects.filter(tenant_key__tenant=leaving).exists()
+    assert crypto_decrypt(tenant="staying", edek=kept.edek, fields=kept.fields, meta=META) == {"f": b"y"}
+    leaving.refresh_from_db()
+    with pytest.raises(errors.KeyCoreError):
+        crypto_decrypt(tenant="leaving", edek=gone.edek, fields=gone.fields, meta=META)
+    # the shared key itself is untouched: its credentials live on the vendor key, not on the tenant's row
+    assert unseal_secrets(VendorKey.objects.get())["kek"]
+
+
+def test_a_configuration_under_a_shared_key_takes_no_credentials_of_its_own(vendor, tenant):
+    eu = make_local_key(vendor, make_default=True)
+    other = make("other", vendor)
+    config = KmsConfig.objects.get(tenant=other, vendor_key=eu)
+    with pytest.raises(errors.Conflict):
+        keys.kms_config_replace_secrets(config=config, secrets={"kek": "x" * 44}, actor=vendor)
