@@ -339,7 +339,7 @@ def _where(config: KmsConfig) -> str:
         label = get_provider_class(config.provider).label
     except errors.KeyCoreError:
         return config.provider
-    return f"{label}: {keyring.describe_config(config)}" if config.settings else label
+    return f"{label}: {keyring.describe_config(config)}" if config.settings or config.vendor_key_id else label
 
 
 def _tenant_context(request, tenant: Tenant, **extra) -> dict:

@@ -16,10 +16,12 @@ ran is refused the same way when its turn comes, and counted as failed.
 
 from __future__ import annotations
 
+import bisect
 import hmac
 from collections import defaultdict
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from keycore import errors
@@ -48,7 +50,12 @@ from keycore.services.keyring import (
     unwrap_raw,
     wrap_context,
 )
-from keycore.services.sovereignty import refuse, tenant_owns_key, vendor_key_replacement_refusal
+from keycore.services.sovereignty import (
+    refuse,
+    tenant_owns_key,
+    tenants_owning_keys,
+    vendor_key_replacement_refusal,
+)
 from keycore.services.vendor_keys import vendor_key_config_for
 
 SUBJECT = "tenant"
@@ -71,18 +78,22 @@ def job_start_vendor_key_move(
         raise errors.Conflict(f"{vendor_key.name} is retired; tenants cannot be moved under it.")
     if source is not None and source.pk == vendor_key.pk:
         raise errors.InvalidInput("Choose another vendor key to move the tenants to.")
+    # one query for the ids, one for who owns a key: a filter may pick a hundred thousand tenants
+    if isinstance(tenants, QuerySet):
+        picked = tenants.order_by().values("pk")  # stays a subquery: no list of ids as parameters
+        wanted = list(tenants.order_by().values_list("pk", flat=True))
+    else:
+        wanted = [tenant.pk for tenant in tenants]
+        picked = wanted
+    owning = tenants_owning_keys(picked)
     refused: list[Tenant] = []
-    wanted: list[int] = []
-    for tenant in tenants:
-        reason = vendor_key_replacement_refusal(tenant)
-        if reason:
-            # recorded on the tenant's own chain, committed even if nothing else is
-            refuse(actor=actor, tenant=tenant, attempted="vendor_key.assign", reason=reason)
-            refused.append(tenant)
-            continue
-        wanted.append(tenant.pk)
+    for tenant in Tenant.objects.filter(pk__in=owning).order_by("name"):
+        # recorded on the tenant's own chain, committed even if nothing else is
+        refuse(actor=actor, tenant=tenant, attempted="vendor_key.assign", reason=vendor_key_replacement_refusal(tenant))
+        refused.append(tenant)
+    wanted = [pk for pk in wanted if pk not in owning]
     already = set(
-        KmsConfig.objects.filter(tenant_id__in=wanted, vendor_key=vendor_key, is_primary=True).values_list(
+        KmsConfig.objects.filter(tenant_id__in=picked, vendor_key=vendor_key, is_primary=True).values_list(
             "tenant_id", flat=True
         )
     )
@@ -131,21 +142,25 @@ class VendorKeyMove(JobKindRunner):
     kind = JobKind.VENDOR_KEY_MOVE
 
     def plan(self, job: RekeyJob) -> list[Subject]:
-        ids = sorted(Tenant.objects.filter(pk__in=job.params.get("tenant_ids", [])).values_list("pk", flat=True))
+        ids = sorted(job.params.get("tenant_ids", []))  # a tenant deleted meanwhile is skipped when its turn comes
         return [Subject(SUBJECT, ids, max(1, min(chunk_size(), 500)))]
 
     def run_batch(self, job, chunk, worker: str, cursor: int) -> int | None:
-        wanted = job.params.get("tenant_ids", [])
+        wanted = job.params.get("tenant_ids", [])  # sorted when the job was made
         vendor_key = VendorKey.objects.filter(pk=job.params.get("vendor_key_id")).first()
         if vendor_key is None or vendor_key.state != VendorKeyState.ACTIVE:
             raise JobBlocked("The target vendor key was retired; start the move again with another one.")
         in_process = not get_provider_class(vendor_key.provider).periodic_health_check
         limit = min(TENANTS_PER_BATCH, batch_size() if in_process else remote_batch_size())
-        tenants = list(
-            Tenant.objects.filter(pk__in=wanted, pk__gt=cursor, pk__lte=chunk.last_id).order_by("pk")[: max(1, limit)]
-        )
-        if not tenants:
+        start = bisect.bisect_right(wanted, cursor)
+        turn = [pk for pk in wanted[start : start + max(1, limit)] if pk <= chunk.last_id]
+        if not turn:
             return None
+        tenants = list(Tenant.objects.filter(pk__in=turn).order_by("pk"))
+        if not tenants:  # every one of them was deleted meanwhile
+            with batch(chunk.pk, worker, cursor) as progress:
+                progress.cursor, progress.done = turn[-1], len(turn)
+            return turn[-1]
         provider = provider_for_vendor_key(vendor_key)
         actor = job_actor(job)
         # outside any transaction: unwrap every live version and wrap it under the vendor key, verified
