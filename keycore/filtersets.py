@@ -8,18 +8,19 @@ FilterSet's own form. The widgets below only matter to the portals.
 from __future__ import annotations
 
 import inspect
+import uuid
 from datetime import UTC
 
 import django_filters
 from django import forms
 from django.db import connections
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Upper
 from django.db.models.lookups import GreaterThanOrEqual, LessThan
 
 from keycore import errors
-from keycore.models import AuditEvent, KeyUseEvent, RekeyJob, Tenant
+from keycore.models import AuditEvent, KeyUseEvent, KmsConfig, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
 from keycore.services.apikeys import api_key_lookup
@@ -49,13 +50,24 @@ class TenantFilterSet(django_filters.FilterSet):
     key_ownership = django_filters.ChoiceFilter(choices=KeyOwnership.choices, label="Key")
     provider = django_filters.CharFilter(field_name="primary_provider", label="Provider")
     health = django_filters.ChoiceFilter(choices=Health.choices)
+    vendor_key = django_filters.CharFilter(
+        method="served_by", label="Vendor key", help_text="A vendor key's uid: the tenants it serves."
+    )
 
     class Meta:
         model = Tenant
-        fields = ["q", "match", "status", "key_ownership", "provider", "health"]
+        fields = ["q", "match", "status", "key_ownership", "provider", "health", "vendor_key"]
 
     def noop(self, queryset, name, value):
         return queryset
+
+    def served_by(self, queryset, name, value):
+        try:
+            uid = uuid.UUID(value.strip())
+        except ValueError:
+            return queryset.none()
+        served = KmsConfig.objects.filter(tenant=OuterRef("pk"), is_primary=True, vendor_key__uid=uid)
+        return queryset.filter(Exists(served))
 
     def search(self, queryset, name, value):
         value = value.strip()

@@ -12,6 +12,8 @@ from keycore.crypto.rootkey import RootKeyring
 from keycore.unseal import current_root_key_text, load_root_key
 
 CONFIG_SECRETS = "kms-config-secrets"
+#: a shared vendor key's credentials: another purpose, so a blob cannot be moved between the two kinds of row
+VENDOR_KEY_SECRETS = "vendor-key-secrets"
 
 
 @cache
@@ -22,17 +24,25 @@ def root_keyring() -> RootKeyring:
     return RootKeyring(current, previous)
 
 
+def sealing_purpose(row) -> str:
+    """What a row's sealed secrets are sealed for: a tenant's configuration or a shared vendor key."""
+    return VENDOR_KEY_SECRETS if row._meta.model_name == "vendorkey" else CONFIG_SECRETS
+
+
 def seal_secrets(config, secrets: dict[str, str]) -> None:
-    """Seal ``secrets`` into ``config.sealed_secrets`` (not saved); remember which names are set."""
+    """Seal ``secrets`` into ``config.sealed_secrets`` (not saved); remember which names are set.
+
+    ``config`` is a KmsConfig or a VendorKey; the blob is bound to the row's ``uid`` and kind.
+    """
     blob = json.dumps(secrets, sort_keys=True).encode()
-    config.sealed_secrets = root_keyring().seal(blob, purpose=CONFIG_SECRETS, context=str(config.uid))
+    config.sealed_secrets = root_keyring().seal(blob, purpose=sealing_purpose(config), context=str(config.uid))
     config.secret_fields_set = sorted(secrets)
 
 
 def unseal_secrets(config) -> dict[str, str]:
     if not config.sealed_secrets:
         return {}
-    blob = root_keyring().unseal(bytes(config.sealed_secrets), purpose=CONFIG_SECRETS, context=str(config.uid))
+    blob = root_keyring().unseal(bytes(config.sealed_secrets), purpose=sealing_purpose(config), context=str(config.uid))
     return json.loads(blob)
 
 

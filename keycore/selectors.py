@@ -23,9 +23,11 @@ from keycore.models import (
     Tenant,
     TenantKey,
     TenantKeyWrap,
+    VendorKey,
     VendorStaff,
 )
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
+from keycore.models.keys import TenantKeyState
 from keycore.models.tenants import Health, InvitationAudience
 
 
@@ -486,3 +488,55 @@ def tenant_key_last_decrypt(key: TenantKey):
         key_version=key.version, operation="decrypt", result="ok"
     )
     return used.order_by("-minute").values_list("minute", flat=True).first()
+
+
+# --- vendor keys -------------------------------------------------------------------------------
+
+
+def vendor_key_list() -> QuerySet[VendorKey]:
+    """The vendor's shared keys, retired ones included (they stay in the record)."""
+    return VendorKey.objects.all()
+
+
+def vendor_key_get(*, uid) -> VendorKey:
+    vendor_key = VendorKey.objects.filter(uid=uid).first()
+    if vendor_key is None:
+        raise errors.NotFound("There is no such vendor key.")
+    return vendor_key
+
+
+def vendor_key_summaries(queryset: QuerySet[VendorKey] | None = None) -> list[dict[str, object]]:
+    """Each vendor key with the tenants it serves (as primary), its wrapped key versions and their documents."""
+    vendor_keys = list((queryset if queryset is not None else VendorKey.objects.all()).order_by("name"))
+    ids = [vk.pk for vk in vendor_keys]
+    tenants = dict(
+        KmsConfig.objects.filter(vendor_key_id__in=ids, is_primary=True)
+        .values_list("vendor_key_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    keys = {
+        row["kms_config__vendor_key_id"]: row
+        for row in TenantKeyWrap.objects.filter(kms_config__vendor_key_id__in=ids)
+        .exclude(tenant_key__state=TenantKeyState.DESTROYED)
+        .values("kms_config__vendor_key_id")
+        .annotate(versions=Count("id"), documents=Sum("tenant_key__documents"))
+        .order_by()
+    }
+    out = []
+    for vk in vendor_keys:
+        row = keys.get(vk.pk, {})
+        out.append(
+            {
+                "vendor_key": vk,
+                "tenants": tenants.get(vk.pk, 0),
+                "key_versions": row.get("versions", 0),
+                "documents": row.get("documents") or 0,
+            }
+        )
+    return out
+
+
+def vendor_key_tenants(vendor_key: VendorKey):
+    """The tenants ``vendor_key`` serves: those whose primary configuration uses it."""
+    return Tenant.objects.filter(kms_configs__vendor_key=vendor_key, kms_configs__is_primary=True)

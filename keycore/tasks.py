@@ -9,8 +9,8 @@ from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 from keycore import errors, event_tasks  # noqa: F401 - event_tasks: the security-events tasks, found through here
-from keycore.models import KmsConfig
-from keycore.models.keys import UNWRAP_STATES
+from keycore.models import KmsConfig, VendorKey
+from keycore.models.keys import UNWRAP_STATES, VendorKeyState
 from keycore.providers.registry import get_provider_class, provider_names
 from keycore.services.jobs import (
     ChunkBusy,
@@ -24,6 +24,7 @@ from keycore.services.jobs import (
     retry_delay,
 )
 from keycore.services.keys import kms_config_check, tenant_key_rotate_if_due, tenants_due_for_rotation
+from keycore.services.vendor_keys import vendor_key_check
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,15 @@ def retire_ready_tenant_keys() -> int:
 def check_kms_health() -> int:
     """Periodic: health-check every configuration in use and record the result for the portals."""
     remote = [name for name in provider_names() if get_provider_class(name).periodic_health_check]
-    configs = KmsConfig.objects.filter(state__in=UNWRAP_STATES, provider__in=remote).select_related("tenant")
+    # a configuration under a shared vendor key is checked once, through its vendor key, for all its tenants
+    configs = KmsConfig.objects.filter(
+        state__in=UNWRAP_STATES, provider__in=remote, vendor_key__isnull=True
+    ).select_related("tenant")
     count = 0
     for config in configs.iterator():
         kms_config_check(config=config)
+        count += 1
+    for vendor_key in VendorKey.objects.filter(state=VendorKeyState.ACTIVE, provider__in=remote):
+        vendor_key_check(vendor_key=vendor_key)
         count += 1
     return count

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time
 from django import forms
 from django.utils import timezone
 
-from keycore import errors
+from keycore import errors, selectors
 from keycore.models.api import ApiScope
 from keycore.models.tenants import EXTERNAL_ID_PATTERN
 from keycore.providers.base import SettingField
@@ -66,6 +66,18 @@ class TenantCreateForm(forms.Form):
             }
         ),
     )
+    vendor_key = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        to_field_name="uid",
+        label="Vendor key",
+        help_text="Where the tenant's vendor-provided key is wrapped; empty: the default for new tenants.",
+        empty_label="The default for new tenants",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["vendor_key"].queryset = selectors.vendor_key_list().filter(state="active").order_by("name")
 
 
 class InvitationForm(forms.Form):

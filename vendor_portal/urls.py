@@ -1,6 +1,6 @@
 from django.urls import path
 
-from vendor_portal import events, views
+from vendor_portal import events, vendor_keys, views
 
 app_name = "vendor"
 
@@ -24,6 +24,14 @@ urlpatterns = [
     path("tenants/<str:external_id>/keys/<uuid:uid>/primary/", views.key_make_primary, name="key_make_primary"),
     path("tenants/<str:external_id>/keys/<uuid:uid>/decrypt-only/", views.key_decrypt_only, name="key_decrypt_only"),
     path("tenants/<str:external_id>/keys/<uuid:uid>/retire/", views.key_retire, name="key_retire"),
+    path("vendor-keys/", vendor_keys.vendor_key_list, name="vendor_keys"),
+    path("vendor-keys/new/", vendor_keys.vendor_key_create, name="vendor_key_create"),
+    path("vendor-keys/test/", vendor_keys.vendor_key_test, name="vendor_key_test"),
+    path("vendor-keys/default/", vendor_keys.vendor_key_default, name="vendor_key_default"),
+    path("vendor-keys/<uuid:uid>/", vendor_keys.vendor_key_detail, name="vendor_key"),
+    path("vendor-keys/<uuid:uid>/check/", vendor_keys.vendor_key_check, name="vendor_key_check"),
+    path("vendor-keys/<uuid:uid>/assign/", vendor_keys.vendor_key_assign, name="vendor_key_assign"),
+    path("vendor-keys/<uuid:uid>/retire/", vendor_keys.vendor_key_retire, name="vendor_key_retire"),
     path("jobs/", views.job_list, name="jobs"),
     path("jobs/<uuid:uid>/", views.job_detail, name="job"),
     path("jobs/<uuid:uid>/progress/", views.job_progress, name="job_progress"),

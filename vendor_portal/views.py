@@ -201,7 +201,12 @@ def tenant_list(request):
         "healths": Health.choices,
         "export_query": _next_params(request, cursor=""),
         "contains_query": _next_params(request, cursor="", match="contains"),  # the empty state's suggestion
-        "filtered": any(request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health")),
+        "filtered": any(
+            request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health", "vendor_key")
+        ),
+        # "assign the tenants of this filter to a vendor key": the same filter, posted to the move
+        "vendor_keys": selectors.vendor_key_list().filter(state="active"),
+        "filter_values": [(k, v) for k, v in request.GET.items() if k in TenantFilterSet.base_filters and v],
     }
     if not filterset.is_valid():
         context.update(page=None, pager={})
@@ -280,6 +285,7 @@ def tenant_create(request):
                 name=form.cleaned_data["name"],
                 admins=invites,
                 actor=Actor.from_request(request),
+                vendor_key=form.cleaned_data.get("vendor_key"),
             )
         except errors.KeyCoreError as exc:
             add_service_error(form, exc)
@@ -333,7 +339,7 @@ def _where(config: KmsConfig) -> str:
         label = get_provider_class(config.provider).label
     except errors.KeyCoreError:
         return config.provider
-    return f"{label}: {keyring.describe_config(config)}" if config.settings else label
+    return f"{label}: {keyring.describe_config(config)}" if config.settings or config.vendor_key_id else label
 
 
 def _tenant_context(request, tenant: Tenant, **extra) -> dict:

@@ -21,6 +21,7 @@ from keycore.models import (
     RekeyJob,
     Tenant,
     TenantKey,
+    VendorKey,
 )
 from keycore.models.tenants import EXTERNAL_ID_PATTERN
 from keycore.roles import TenantRole
@@ -69,6 +70,11 @@ class TenantCreateSerializer(serializers.Serializer):
     admins = AdminInviteSerializer(
         many=True, required=False, help_text="People invited to administer the tenant (emails go out at once)."
     )
+    vendor_key = serializers.CharField(
+        max_length=120,
+        required=False,
+        help_text="The vendor key (uid or name) the tenant's key is wrapped under; default: the default vendor key.",
+    )
 
     def validate_admins(self, value):
         if len(value) > 20:
@@ -99,6 +105,9 @@ class BulkTenantsSerializer(serializers.Serializer):
 
     tenants = serializers.ListField(
         child=serializers.DictField(), min_length=1, max_length=1000, help_text="Up to 1,000 tenants to create."
+    )
+    vendor_key = serializers.CharField(
+        max_length=120, required=False, help_text="The vendor key (uid or name) of every tenant that names none."
     )
 
 
@@ -367,3 +376,93 @@ class ProblemSerializer(serializers.Serializer):
 @extend_schema_field(OpenApiTypes.BYTE)
 class Base64Field(serializers.CharField):
     """Standard base64 with padding (RFC 4648 §4)."""
+
+
+# --- vendor keys ---------------------------------------------------------------------------------
+
+
+class VendorKeySerializer(serializers.ModelSerializer):
+    secret_fields_set = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="Names of the secrets that are set; never values."
+    )
+    where = serializers.CharField(read_only=True, help_text="Where the key lives (ARN, host, token), no secret.")
+    tenants = serializers.IntegerField(read_only=True, help_text="Tenants whose primary key it is.")
+    key_versions = serializers.IntegerField(read_only=True, help_text="Tenant-key versions wrapped under it.")
+    documents = serializers.IntegerField(read_only=True, help_text="Documents encrypted under those versions.")
+
+    class Meta:
+        model = VendorKey
+        fields = [
+            "uid",
+            "name",
+            "provider",
+            "state",
+            "is_default",
+            "settings",
+            "secret_fields_set",
+            "rate_limit",
+            "health",
+            "health_detail",
+            "health_checked_at",
+            "last_success_at",
+            "last_failure_at",
+            "created_at",
+            "updated_at",
+            "where",
+            "tenants",
+            "key_versions",
+            "documents",
+        ]
+        read_only_fields = fields
+
+
+class VendorKeyCreateSerializer(serializers.Serializer):
+    provider = serializers.CharField(max_length=32, help_text="local, aws, kmip, pkcs11, openbao…")
+    name = serializers.CharField(max_length=120, help_text='What your staff call it: "EU AWS key", "US HSM".')
+    settings = serializers.DictField(required=False, default=dict, help_text="The provider's non-secret settings.")
+    secrets = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        default=dict,
+        write_only=True,
+        help_text="The provider's credentials. Write-only: stored sealed, never returned.",
+    )
+    rate_limit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False, default=0)
+    make_default = serializers.BooleanField(required=False, default=False, help_text="The key of new tenants.")
+
+
+class VendorKeySecretsSerializer(serializers.Serializer):
+    secrets = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        write_only=True,
+        help_text="New credentials (tested before they replace the old ones). Write-only.",
+    )
+
+
+class VendorKeyAssignSerializer(serializers.Serializer):
+    """Exactly one of: named tenants, a filter of the tenants list, or another vendor key's tenants."""
+
+    tenants = serializers.ListField(
+        child=serializers.CharField(max_length=128), required=False, max_length=1000, help_text="External ids."
+    )
+    filter = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="The tenants list's query parameters (q, status, key_ownership, provider, health, vendor_key).",
+    )
+    from_vendor_key = serializers.CharField(
+        max_length=120, required=False, help_text="Every tenant this vendor key serves (uid or name)."
+    )
+
+    def validate(self, attrs):
+        given = [name for name in ("tenants", "filter", "from_vendor_key") if name in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError("Give exactly one of tenants, filter or from_vendor_key.")
+        return attrs
+
+
+class VendorKeyMoveSerializer(serializers.Serializer):
+    job = RekeyJobSerializer(allow_null=True, help_text="The rekey job that moves them; null if none needed to move.")
+    refused = serializers.ListField(
+        child=serializers.CharField(), help_text="External ids of tenants that own their key: never moved."
+    )

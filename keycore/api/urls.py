@@ -14,7 +14,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
 
-from keycore.api import crypto, views
+from keycore.api import crypto, vendor_keys, views
 from keycore.api import schema as _schema  # noqa: F401 - registers the bearer scheme with drf-spectacular
 from keycore.api.docs import ApiDocsView, redoc_script
 from keycore.api.problems import unknown_endpoint
@@ -73,6 +73,16 @@ urlpatterns = [
     path("rekey-jobs/<uuid:uid>/", views.RekeyJobDetailView.as_view(), name="api-rekey-job"),
     path("rekey-jobs/<uuid:uid>/cancel/", views.rekey_job_cancel, name="api-rekey-job-cancel"),
     path("rekey-jobs/<uuid:uid>/retry/", views.rekey_job_retry, name="api-rekey-job-retry"),
+    path("vendor-keys/", vendor_keys.VendorKeyListView.as_view(), name="api-vendor-keys"),
+    path("vendor-keys/<uuid:uid>/", vendor_keys.VendorKeyDetailView.as_view(), name="api-vendor-key"),
+    path("vendor-keys/<uuid:uid>/check/", vendor_keys.VendorKeyCheckView.as_view(), name="api-vendor-key-check"),
+    path(
+        "vendor-keys/<uuid:uid>/make-default/",
+        vendor_keys.VendorKeyMakeDefaultView.as_view(),
+        name="api-vendor-key-make-default",
+    ),
+    path("vendor-keys/<uuid:uid>/assign/", vendor_keys.VendorKeyAssignView.as_view(), name="api-vendor-key-assign"),
+    path("vendor-keys/<uuid:uid>/retire/", vendor_keys.VendorKeyRetireView.as_view(), name="api-vendor-key-retire"),
     path("audit/", views.AuditListView.as_view(), name="api-audit"),
     re_path(r"^[\s\S]*\Z", unknown_endpoint),  # anything at all, newlines included
 ]

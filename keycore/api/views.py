@@ -51,6 +51,7 @@ from keycore.providers.registry import get_provider_class
 from keycore.services import jobs as job_services
 from keycore.services import keys as key_services
 from keycore.services import tenants as tenant_services
+from keycore.services import vendor_keys as vendor_key_services
 from keycore.services.audit import Actor
 from keycore.services.keys import ConfigInput
 
@@ -129,6 +130,7 @@ class TenantListView(generics.ListAPIView):
             name=data["name"],
             admins=[tenant_services.AdminInvite(a["email"], a["role"]) for a in data.get("admins", [])],
             actor=actor(request),
+            vendor_key=_vendor_key(data),
         )
         return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
 
@@ -213,18 +215,20 @@ class TenantBulkView(APIView):
     def post(self, request):
         from keycore.api.problems import error_body
 
-        items = _valid(BulkTenantsSerializer, request.data)["tenants"]
+        envelope = _valid(BulkTenantsSerializer, request.data)
+        items, shared_key = envelope["tenants"], envelope.get("vendor_key")
         who = actor(request)
         results = []
         for index, item in enumerate(items):
             external_id = item.get("external_id") if isinstance(item.get("external_id"), str) else None
             try:
-                data = _valid(TenantCreateSerializer, item)
+                data = _valid(TenantCreateSerializer, {"vendor_key": shared_key, **item} if shared_key else item)
                 tenant = tenant_services.tenant_create(
                     external_id=data["external_id"],
                     name=data["name"],
                     admins=[tenant_services.AdminInvite(a["email"], a["role"]) for a in data.get("admins", [])],
                     actor=who,
+                    vendor_key=_vendor_key(data),
                 )
             except errors.KeyCoreError as exc:
                 results.append(
@@ -637,6 +641,11 @@ class AuditListView(generics.ListAPIView):
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _vendor_key(data: dict):
+    """The vendor key a create request names, or None for the default one."""
+    return vendor_key_services.vendor_key_resolve(data["vendor_key"]) if data.get("vendor_key") else None
 
 
 def _valid(serializer_class, data) -> dict:

@@ -5,7 +5,7 @@ from keycore.models.api import ApiKey, IdempotencyRecord
 from keycore.models.audit import AuditEvent, EventChain, KeyUseEvent
 from keycore.models.events import ChainVerification, DeadLetter, EventDelivery, EventDestination
 from keycore.models.jobs import RekeyJob
-from keycore.models.keys import KeyHistoryEntry, KmsConfig, RevocationEpoch, TenantKey, TenantKeyWrap
+from keycore.models.keys import KeyHistoryEntry, KmsConfig, RevocationEpoch, TenantKey, TenantKeyWrap, VendorKey
 from keycore.models.tenants import Invitation, Membership, Tenant
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "TenantKey",
     "TenantKeyWrap",
     "User",
+    "VendorKey",
     "VendorStaff",
 ]

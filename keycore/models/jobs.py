@@ -14,6 +14,7 @@ class JobKind(models.TextChoices):
     KEK_ROTATION = "kek_rotation", "Vendor-wide KEK rotation"
     ROOT_ROTATION = "root_rotation", "Root-key rotation"
     KEY_RETIREMENT = "key_retirement", "Tenant-key retirement"
+    VENDOR_KEY_MOVE = "vendor_key_move", "Move tenants to a vendor key"
 
 
 class JobState(models.TextChoices):
@@ -34,6 +35,7 @@ JOB_UNITS = {
     JobKind.KEK_ROTATION: ("KEK", "KEKs"),
     JobKind.ROOT_ROTATION: ("sealed secret", "sealed secrets"),
     JobKind.KEY_RETIREMENT: ("tenant key", "tenant keys"),
+    JobKind.VENDOR_KEY_MOVE: ("tenant", "tenants"),
 }
 
 
@@ -111,6 +113,8 @@ class RekeyJob(models.Model):
         """What the job does, for people: "Move to Acme production key" rather than its kind alone."""
         if self.kind == JobKind.REWRAP and self.target_config_id:
             return f"Move to {self.target_config.name}"
+        if self.kind == JobKind.VENDOR_KEY_MOVE and self.params.get("vendor_key_name"):
+            return f"Move tenants to {self.params['vendor_key_name']}"
         return self.get_kind_display()
 
 

@@ -31,6 +31,53 @@ UNWRAP_STATES = (ConfigState.ACTIVE, ConfigState.DECRYPT_ONLY)
 BLOCKING_STATES = (ConfigState.DISABLED, ConfigState.REVOKED)
 
 
+class VendorKeyState(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+class VendorKey(models.Model):
+    """A named key the vendor keeps in a KMS of its own ("EU AWS key", "US HSM"), shared by many tenants.
+
+    It holds what a provider needs (``settings``, and ``sealed_secrets`` sealed under
+    the root key bound to this row's ``uid``, like a configuration's). Tenants do not
+    point at it directly: each tenant it serves has a vendor-owned
+    :class:`KmsConfig` referencing it, so every existing rule (one primary per tenant,
+    states, history, the kill switch) keeps working per tenant, while the KMS key and
+    its credentials live once. Every wrap stays bound to its tenant (docs/providers.md).
+    At most one active vendor key is the default for new tenants.
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=120, unique=True)
+    provider = models.CharField(max_length=32)
+    settings = models.JSONField(default=dict, blank=True)
+    sealed_secrets = models.BinaryField(null=True, blank=True, editable=False)
+    secret_fields_set = models.JSONField(default=list, blank=True, help_text="Names of secrets that are set.")
+    state = models.CharField(max_length=8, choices=VendorKeyState.choices, default=VendorKeyState.ACTIVE)
+    is_default = models.BooleanField(default=False)
+    rate_limit = models.PositiveIntegerField(default=0, help_text="Requests per second for jobs; 0 = unlimited.")
+    health = models.CharField(max_length=8, choices=Health.choices, default=Health.UNKNOWN)
+    health_detail = models.CharField(max_length=500, blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_latency_ms = models.FloatField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey("keycore.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_vendor_key"),
+            models.CheckConstraint(condition=Q(is_default=False) | Q(state="active"), name="default_vendor_key_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.provider})"
+
+
 class KmsConfig(models.Model):
     """A key-encryption key in some KMS, owned by the vendor or by the tenant.
 
@@ -38,7 +85,9 @@ class KmsConfig(models.Model):
     ``sealed_secrets`` holds credentials (or, for the local provider, the KEK
     itself) sealed with the operator's root key, bound to this row's ``uid``.
     Exactly one configuration per tenant is primary (enforced by a partial unique
-    index); the primary one wraps new tenant keys.
+    index); the primary one wraps new tenant keys. A vendor-owned configuration may
+    reference a shared :class:`VendorKey` instead of holding a KMS of its own: then
+    the provider is built from the vendor key, and ``sealed_secrets`` stays empty.
     """
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -63,12 +112,22 @@ class KmsConfig(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     state_changed_at = models.DateTimeField(null=True, blank=True)
+    #: the vendor's shared key this configuration uses for this tenant, if any (never for a tenant's own key)
+    vendor_key = models.ForeignKey(VendorKey, null=True, blank=True, on_delete=models.PROTECT, related_name="configs")
 
     objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-is_primary", "created_at", "id"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(vendor_key__isnull=True) | Q(owner="vendor"), name="vendor_key_only_vendor_owned"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "vendor_key"],
+                condition=Q(vendor_key__isnull=False) & ~Q(state__in=["retired", "destroyed"]),
+                name="one_live_config_per_tenant_vendor_key",
+            ),
             models.UniqueConstraint(
                 fields=["tenant"], condition=Q(is_primary=True), name="one_primary_config_per_tenant"
             ),

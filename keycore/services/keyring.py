@@ -32,7 +32,15 @@ from keycore import errors
 from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import TenantKeyHandle, key_check_value
 from keycore.egress import EgressPolicy, tenant_kms_policy
-from keycore.models import KeyHistoryEntry, KmsConfig, RevocationEpoch, Tenant, TenantKey, TenantKeyWrap
+from keycore.models import (
+    KeyHistoryEntry,
+    KmsConfig,
+    RevocationEpoch,
+    Tenant,
+    TenantKey,
+    TenantKeyWrap,
+    VendorKey,
+)
 from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState, TenantKeyState
 from keycore.providers.base import KeyProvider, WrapContext
 from keycore.providers.registry import get_provider_class
@@ -63,7 +71,8 @@ def bump_epoch() -> None:
 _caches_lock = threading.Lock()
 _key_cache: TenantKeyCache | None = None
 _tenant_cache: TenantKeyCache | None = None
-_providers: dict[int, tuple[Any, KeyProvider]] = {}
+#: by ("config", pk) or ("vendor_key", pk): every tenant served by a vendor key shares its one instance
+_providers: dict[tuple[str, int], tuple[Any, KeyProvider]] = {}
 
 
 def _epoch_cache(ttl: float) -> TenantKeyCache:
@@ -135,22 +144,43 @@ def build_provider(provider: str, owner: str, provider_settings, secrets) -> Key
 
 
 def provider_for(config: KmsConfig) -> KeyProvider:
-    """The provider instance of a configuration, built once per process and configuration version."""
+    """The provider instance of a configuration, built once per process and configuration version.
+
+    A configuration that references a shared vendor key uses that key's instance (one
+    connection pool, one HSM session for every tenant it serves); the tenant stays bound
+    into every wrap by :func:`wrap_context`.
+    """
+    if config.vendor_key_id:
+        return provider_for_vendor_key(config.vendor_key)
     stamp = (config.updated_at, bytes(config.sealed_secrets or b""))
-    cached = _providers.get(config.pk)
+    cached = _providers.get(("config", config.pk))
     if cached is not None and cached[0] == stamp:
         return cached[1]
     provider = build_provider(config.provider, config.owner, config.settings, unseal_secrets(config))
     with _caches_lock:
-        _providers[config.pk] = (stamp, provider)
+        _providers[("config", config.pk)] = (stamp, provider)
     return provider
 
 
-def describe_config(config: KmsConfig) -> str:
+def provider_for_vendor_key(vendor_key: VendorKey) -> KeyProvider:
+    """The provider instance of a shared vendor key, built once per process and key version."""
+    stamp = (vendor_key.updated_at, bytes(vendor_key.sealed_secrets or b""))
+    cached = _providers.get(("vendor_key", vendor_key.pk))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    provider = build_provider(vendor_key.provider, ConfigOwner.VENDOR, vendor_key.settings, unseal_secrets(vendor_key))
+    with _caches_lock:
+        _providers[("vendor_key", vendor_key.pk)] = (stamp, provider)
+    return provider
+
+
+def describe_config(config: KmsConfig | VendorKey) -> str:
     """A non-secret one-liner of where the key lives."""
     try:
         cls = get_provider_class(config.provider)
-        return cls(config.settings, {}, timeout=settings.KEYCORE_KMS_TIMEOUT).describe()
+        described = cls(config.settings, {}, timeout=settings.KEYCORE_KMS_TIMEOUT).describe()
+        vendor_key = getattr(config, "vendor_key", None)
+        return f"{described}, shared vendor key {vendor_key.name}" if vendor_key is not None else described
     except Exception:
         return config.provider
 

@@ -205,6 +205,10 @@ def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], ac
         reason=vendor_config_change_refusal(config, "change the credentials of"),
         target=config,
     )
+    if config.vendor_key_id:
+        raise errors.Conflict(
+            f"{config.name} uses a shared vendor key: replace the credentials of the vendor key itself."
+        )
     cls = get_provider_class(config.provider)
     merged = {**unseal_secrets(config), **{k: v for k, v in secrets.items() if v}}
     clean_settings, clean_secrets = cls.clean(config.settings, merged)

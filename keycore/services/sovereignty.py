@@ -80,6 +80,15 @@ def tenant_owns_key(tenant: Tenant) -> bool:
     return KmsConfig.objects.filter(tenant_id=tenant.pk, owner=ConfigOwner.TENANT, state__in=OWN_KEY_STATES).exists()
 
 
+def tenants_owning_keys(tenant_ids) -> set[int]:
+    """Of ``tenant_ids`` (ids, or a query of them), those that own a key — :func:`tenant_owns_key`, set-based."""
+    return set(
+        KmsConfig.objects.filter(tenant_id__in=tenant_ids, owner=ConfigOwner.TENANT, state__in=OWN_KEY_STATES)
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+
+
 def tenant_has_owner(tenant: Tenant) -> bool:
     return Membership.objects.filter(tenant_id=tenant.pk, role=TenantRole.OWNER).exists()
 

@@ -18,12 +18,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keycore import errors
-from keycore.models import Invitation, KmsConfig, Membership, Tenant, User, VendorStaff
-from keycore.models.keys import ConfigOwner, ConfigState
-from keycore.models.tenants import InvitationAudience, TenantStatus, external_id_validator
+from keycore.models import Invitation, KmsConfig, Membership, Tenant, User, VendorKey, VendorStaff
+from keycore.models.keys import ConfigOwner, ConfigState, HistoryAction, VendorKeyState
+from keycore.models.tenants import InvitationAudience, KeyOwnership, TenantStatus, external_id_validator
 from keycore.roles import TenantRole, VendorRole, tenant_role_may_grant
 from keycore.services.audit import Actor, audit_record, diff
-from keycore.services.keyring import bump_epoch
+from keycore.services.keyring import bump_epoch, key_history_record
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_destroy, tenant_key_create
 from keycore.services.sovereignty import (
     TENANT_SETTINGS,
@@ -33,6 +33,7 @@ from keycore.services.sovereignty import (
     vendor_members_refusal,
     vendor_settings_refusal,
 )
+from keycore.services.vendor_keys import vendor_key_config_for, vendor_key_default
 
 # --- tenants ---------------------------------------------------------------------------
 
@@ -62,16 +63,29 @@ class AdminInvite:
 
 
 def tenant_create(
-    *, external_id: str, name: str, actor: Actor, admins: list[AdminInvite] | tuple = (), send: bool = True
+    *,
+    external_id: str,
+    name: str,
+    actor: Actor,
+    admins: list[AdminInvite] | tuple = (),
+    send: bool = True,
+    vendor_key: VendorKey | None = None,
 ) -> Tenant:
     """Create a tenant with a working key from the first moment.
 
-    In one transaction: the tenant, its vendor-provided (local) configuration,
-    which becomes primary, its first tenant key, invitations for its first
-    admins, and the audit events. Invitation emails go out after commit.
+    In one transaction: the tenant, its vendor-provided configuration, which
+    becomes primary, its first tenant key, invitations for its first admins, and
+    the audit events. Invitation emails go out after commit. The configuration
+    uses ``vendor_key``, else the default vendor key, else (no vendor key at all)
+    a software KEK of the tenant's own.
     """
     external_id = validate_external_id(external_id)
     name = validate_name(name)
+    vendor_key = vendor_key or vendor_key_default()
+    if vendor_key is not None and vendor_key.state != VendorKeyState.ACTIVE:
+        raise errors.InvalidInput(
+            f"{vendor_key.name} is retired.", field_errors={"vendor_key": ["No such active vendor key."]}
+        )
     for invite in admins:
         _validate_invite(invite.email, invite.role, audience=InvitationAudience.TENANT)
     try:
@@ -84,12 +98,20 @@ def tenant_create(
                 target=tenant,
                 changes={"external_id": [None, external_id], "name": [None, name]},
             )
-            config = kms_config_create(
-                tenant=tenant,
-                owner=ConfigOwner.VENDOR,
-                data=ConfigInput(provider="local", name="Vendor-provided key", settings={}, secrets={}),
-                actor=actor,
-            )
+            if vendor_key is not None:
+                config = vendor_key_config_for(tenant=tenant, vendor_key=vendor_key, actor=actor)
+                key_history_record(tenant, config, HistoryAction.CREATED, actor, f"shared vendor key {vendor_key.name}")
+                key_history_record(tenant, config, HistoryAction.MADE_PRIMARY, actor, "first configuration")
+                Tenant.objects.filter(pk=tenant.pk).update(
+                    key_ownership=KeyOwnership.VENDOR, primary_provider=config.provider, health=config.health
+                )
+            else:
+                config = kms_config_create(
+                    tenant=tenant,
+                    owner=ConfigOwner.VENDOR,
+                    data=ConfigInput(provider="local", name="Vendor-provided key", settings={}, secrets={}),
+                    actor=actor,
+                )
             tenant_key_create(tenant=tenant, actor=actor, primary=config)
             for invite in admins:
                 invitation_create(tenant=tenant, email=invite.email, role=invite.role, actor=actor, send=send)

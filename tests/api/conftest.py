@@ -97,7 +97,9 @@ def known_secrets() -> list[bytes]:
     from keycore.sealing import unseal_secrets
 
     found: list[bytes] = [settings.KEYCORE_ROOT_KEY.encode()]
-    for config in KmsConfig.objects.all():
+    from keycore.models import VendorKey
+
+    for config in [*KmsConfig.objects.all(), *VendorKey.objects.all()]:
         if config.sealed_secrets:
             found.append(base64.b64encode(bytes(config.sealed_secrets)))
             found += [value.encode() for value in unseal_secrets(config).values() if value and len(value) >= 8]

@@ -20,6 +20,7 @@ from keycore.services.apikeys import api_key_revoke
 from keycore.services.audit import Actor
 from keycore.services.jobs import job_start_rewrap
 from keycore.services.tenants import invitation_create
+from keycore.services.vendor_keys import vendor_key_create
 from tests.api.conftest import ALL_SCOPES, ApiClient
 
 pytestmark = pytest.mark.django_db
@@ -53,6 +54,14 @@ ROUTES = [
     ("GET", "/api/v1/rekey-jobs/{job}/", "tenants:read", None),
     ("POST", "/api/v1/rekey-jobs/{job}/cancel/", "jobs:write", None),
     ("POST", "/api/v1/rekey-jobs/{job}/retry/", "jobs:write", None),
+    ("GET", "/api/v1/vendor-keys/", "tenants:read", None),
+    ("POST", "/api/v1/vendor-keys/", "keys:write", {"provider": "local", "name": "EU key"}),
+    ("GET", "/api/v1/vendor-keys/{vendor_key}/", "tenants:read", None),
+    ("PATCH", "/api/v1/vendor-keys/{vendor_key}/", "keys:write", {"secrets": {}}),
+    ("POST", "/api/v1/vendor-keys/{vendor_key}/check/", "keys:write", None),
+    ("POST", "/api/v1/vendor-keys/{vendor_key}/make-default/", "keys:write", None),
+    ("POST", "/api/v1/vendor-keys/{vendor_key}/assign/", "jobs:write", {"tenants": ["acme"]}),
+    ("POST", "/api/v1/vendor-keys/{vendor_key}/retire/", "keys:write", None),
     ("GET", "/api/v1/audit/", "events:read", None),
     ("POST", "/api/v1/crypto/encrypt", "crypto", {"tenant": "acme", "fields": {}, "requesting_id": "t"}),
     ("POST", "/api/v1/crypto/decrypt", "crypto", {"tenant": "acme", "edek": "", "fields": {}, "requesting_id": "t"}),
@@ -88,7 +97,8 @@ def objects(tenant):
     )
     primary = KmsConfig.objects.get(tenant=tenant, is_primary=True)
     job = job_start_rewrap(tenant=tenant, source=None, target=primary, actor=actor)
-    return {"invitation": invitation.uid, "config": config.uid, "job": job.uid}
+    vendor_key = vendor_key_create(name="US key", provider="local", settings_={}, secrets={}, actor=actor)
+    return {"invitation": invitation.uid, "config": config.uid, "job": job.uid, "vendor_key": vendor_key.uid}
 
 
 def test_the_route_table_covers_every_api_endpoint():
@@ -101,7 +111,10 @@ def test_the_route_table_covers_every_api_endpoint():
 
     table = {shape(path) for _, path, _, _ in ROUTES}
     table = {
-        t.replace("{invitation}", "<uuid:uid>").replace("{config}", "<uuid:uid>").replace("{job}", "<uuid:uid>")
+        t.replace("{invitation}", "<uuid:uid>")
+        .replace("{config}", "<uuid:uid>")
+        .replace("{job}", "<uuid:uid>")
+        .replace("{vendor_key}", "<uuid:uid>")
         for t in table
     }
     assert table == patterns

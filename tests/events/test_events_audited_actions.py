@@ -21,7 +21,7 @@ from keycore.models import (
     VendorStaff,
 )
 from keycore.models.keys import ConfigOwner
-from keycore.services import apikeys, events, forwarding, jobs, keyring, keys, tenants
+from keycore.services import apikeys, events, forwarding, jobs, keyring, keys, tenants, vendor_keys
 from keycore.services.audit import Actor
 from keycore.services.keys import ConfigInput
 
@@ -122,6 +122,12 @@ def _started_job(w: World) -> RekeyJob:
 def _cancelled_job(w: World) -> RekeyJob:
     job = _started_job(w)
     return jobs.job_cancel(job=job, actor=Actor.system("setup"))
+
+
+def _vendor_key(w: World):
+    return vendor_keys.vendor_key_create(
+        name="EU key", provider="local", settings_={}, secrets={}, actor=Actor.system("setup")
+    )
 
 
 def _api_key(w: World):
@@ -322,6 +328,32 @@ CASES: dict[str, Case] = {
         ),
         setup=_second_key_version,
     ),
+    "job_start_vendor_key_move": Case(
+        "rekey_job.started",
+        lambda w: jobs.job_start_vendor_key_move(vendor_key=_vendor_key(w), tenants=[w.tenant], actor=w.actor)[0],
+        on_tenant=False,
+    ),
+    # vendor keys
+    "vendor_key_create": Case(
+        "vendor_key.created",
+        lambda w: vendor_keys.vendor_key_create(name="EU", provider="local", settings_={}, secrets={}, actor=w.actor),
+        on_tenant=False,
+    ),
+    "vendor_key_make_default": Case(
+        "vendor_key.default_changed",
+        lambda w: vendor_keys.vendor_key_make_default(vendor_key=_vendor_key(w), actor=w.actor),
+        on_tenant=False,
+    ),
+    "vendor_key_replace_secrets": Case(
+        "vendor_key.secrets_replaced",
+        lambda w: vendor_keys.vendor_key_replace_secrets(vendor_key=_vendor_key(w), secrets={}, actor=w.actor),
+        on_tenant=False,
+    ),
+    "vendor_key_retire": Case(
+        "vendor_key.retired",
+        lambda w: vendor_keys.vendor_key_retire(vendor_key=_vendor_key(w), actor=w.actor),
+        on_tenant=False,
+    ),
     # API keys
     "api_key_create": Case(
         "api_key.created",
@@ -433,6 +465,7 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "unwrap_raw",
             "wrap_tenant_key",
             "key_history_record",
+            "provider_for_vendor_key",
         },
         # the key's format and hash, and the last-used stamp (a use of a key is not a change to it)
         "apikeys": {"generate_key", "hash_key", "parse_prefix", "api_key_mark_used", "api_key_lookup"},
@@ -462,6 +495,15 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "job_run_chunk",
             "job_resume_stalled",
             "jobs_never_planned",
+            "job_actor",  # who a vendor-key move acts as, per tenant: its events are vendor_key.assigned
+        },
+        "vendor_keys": {
+            "vendor_key_test_connection",
+            "vendor_key_resolve",
+            "vendor_key_default",
+            "vendor_key_check",  # a health transition is recorded by the system, as for configurations
+            "vendor_key_record_health",
+            "vendor_key_config_for",  # a step of tenant_create and of the move job, which audit
         },
         "forwarding": {
             "clean_webhook_settings",
@@ -517,6 +559,13 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "job_start_root_rotation",
             "job_start_key_retirement",
             "job_confirm_key_retirement",
+            "job_start_vendor_key_move",
+        },
+        "vendor_keys": {
+            "vendor_key_create",
+            "vendor_key_make_default",
+            "vendor_key_replace_secrets",
+            "vendor_key_retire",
         },
         "forwarding": {
             "destination_create",

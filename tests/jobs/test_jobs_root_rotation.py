@@ -48,13 +48,13 @@ def test_it_reseals_every_secret_so_the_old_root_key_can_be_removed(
     old = root_keyring()
     new_key, old_key = generate_root_key_text(), settings.KEYCORE_ROOT_KEY
     use_root_keys(new_key, [old_key])
-    assert jobs.root_rotation_leftovers() == {"kms_configs": 9, "mfa_secrets": 2}
+    assert jobs.root_rotation_leftovers() == {"kms_configs": 9, "mfa_secrets": 2, "vendor_keys": 0}
     job = jobs.job_start_root_rotation(actor=actor)
     assert job.params["root_key_id"] == root_keyring().current_id != old.current_id
     job = jobs.job_run(job.pk)
     assert (job.state, job.failed) == ("succeeded", 0)
     assert job.total == job.done == 9 + Authenticator.objects.count()
-    assert jobs.root_rotation_leftovers() == {"kms_configs": 0, "mfa_secrets": 0}
+    assert jobs.root_rotation_leftovers() == {"kms_configs": 0, "mfa_secrets": 0, "vendor_keys": 0}
     use_root_keys(new_key, [])  # the old root key is gone
     for config in KmsConfig.objects.all():
         assert unseal_secrets(config)["kek"]

@@ -14,7 +14,7 @@ from django.urls import URLPattern, URLResolver, reverse
 
 from keycore.models import KmsConfig, RekeyJob
 from keycore.roles import Cap, VendorRole, vendor_can
-from keycore.services import apikeys, keys, tenants
+from keycore.services import apikeys, keys, tenants, vendor_keys
 from keycore.services.audit import Actor
 from tests.vendor_portal.conftest import reauthenticate
 
@@ -67,6 +67,15 @@ ROUTES = [
     Route("api_key_rotate", ("api_key",), "post", Cap.MANAGE_API_KEYS),
     Route("api_key_revoke", ("api_key",), "post", Cap.MANAGE_API_KEYS),
     Route("audit", (), "get", Cap.READ),
+    Route("vendor_keys", (), "get", Cap.READ),
+    Route("vendor_key_create", (), "get", Cap.WRITE),
+    Route("vendor_key_create", (), "post", Cap.WRITE),
+    Route("vendor_key_test", (), "post", Cap.WRITE),
+    Route("vendor_key_default", (), "post", Cap.WRITE),
+    Route("vendor_key", ("vendor_key",), "get", Cap.READ),
+    Route("vendor_key_check", ("vendor_key",), "post", Cap.WRITE),
+    Route("vendor_key_assign", ("vendor_key",), "post", Cap.WRITE),
+    Route("vendor_key_retire", ("vendor_key",), "post", Cap.WRITE),
 ]
 
 
@@ -79,6 +88,7 @@ class World:
     staff: str
     staff_invitation: str
     api_key: str
+    vendor_key: str
 
 
 @pytest.fixture
@@ -99,6 +109,9 @@ def world(tenant, vendor_operator) -> World:
         staff=str(vendor_operator.vendor_staff.pk),
         staff_invitation=str(staff_invitation.uid),
         api_key=str(key.uid),
+        vendor_key=str(
+            vendor_keys.vendor_key_create(name="EU key", provider="local", settings_={}, secrets={}, actor=actor).uid
+        ),
     )
 
 
@@ -181,7 +194,11 @@ def test_every_vendor_url_is_guarded_by_vendor_view():
     unguarded = [p.name for p in patterns(urls.urlpatterns) if getattr(p.callback, "keycore_access", None) is None]
     assert unguarded == []
     covered = {r.name for r in ROUTES}
-    mine = {p.name for p in patterns(urls.urlpatterns) if p.callback.__module__ == "vendor_portal.views"}
+    mine = {
+        p.name
+        for p in patterns(urls.urlpatterns)
+        if p.callback.__module__ in ("vendor_portal.views", "vendor_portal.vendor_keys")
+    }
     assert mine <= covered, f"add these to ROUTES: {sorted(mine - covered)}"
 
 

@@ -6,7 +6,8 @@ each kind is one module, registered in ``engine.KINDS`` (see ``docs/jobs.md``):
 * :mod:`.rewrap` — a tenant's tenant keys from one configuration to another;
 * :mod:`.kek_rotation` — a new KEK inside every vendor-provided (local) configuration, or one;
 * :mod:`.root_rotation` — every sealed secret re-sealed under the current root key;
-* :mod:`.key_retirement` — destroy an old tenant-key version once its data was rekeyed.
+* :mod:`.key_retirement` — destroy an old tenant-key version once its data was rekeyed;
+* :mod:`.vendor_key_move` — tenants put under one of the vendor's shared keys (assign, or move a vendor key's tenants).
 """
 
 from keycore.services.jobs.engine import (
@@ -34,6 +35,7 @@ from keycore.services.jobs.key_retirement import (
 )
 from keycore.services.jobs.rewrap import job_start_rewrap
 from keycore.services.jobs.root_rotation import job_start_root_rotation, root_rotation_leftovers
+from keycore.services.jobs.vendor_key_move import job_start_vendor_key_move
 
 __all__ = [
     "ChunkBusy",
@@ -53,6 +55,7 @@ __all__ = [
     "job_start_key_retirement",
     "job_start_rewrap",
     "job_start_root_rotation",
+    "job_start_vendor_key_move",
     "jobs_never_planned",
     "retire_ready_versions",
     "retirement_readiness",

@@ -51,6 +51,7 @@ KINDS: dict[str, str] = {
     JobKind.KEK_ROTATION: "keycore.services.jobs.kek_rotation.KekRotation",
     JobKind.ROOT_ROTATION: "keycore.services.jobs.root_rotation.RootRotation",
     JobKind.KEY_RETIREMENT: "keycore.services.jobs.key_retirement.KeyRetirement",
+    JobKind.VENDOR_KEY_MOVE: "keycore.services.jobs.vendor_key_move.VendorKeyMove",
 }
 
 #: sent inside a batch's transaction once its writes are done, before it commits (sender: the kind's runner class)

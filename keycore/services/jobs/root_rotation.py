@@ -18,15 +18,16 @@ from django.db import transaction
 from django.db.models import F
 
 from keycore import errors
-from keycore.models import KmsConfig, RekeyJob
+from keycore.models import KmsConfig, RekeyJob, VendorKey
 from keycore.models.jobs import ACTIVE_JOB_STATES, ChunkState, JobKind, RekeyJobChunk
-from keycore.sealing import CONFIG_SECRETS, MFA_MARKER, MFA_PURPOSE, root_keyring
+from keycore.sealing import CONFIG_SECRETS, MFA_MARKER, MFA_PURPOSE, VENDOR_KEY_SECRETS, root_keyring
 from keycore.services.audit import Actor, audit_record
 from keycore.services.jobs.engine import JobKindRunner, Subject, batch, batch_size, chunk_size, enqueue, started_by
 from keycore.services.jobs.kek_rotation import bulk_swap_sealed
 
 SUBJECT_CONFIG = "kms_config"
 SUBJECT_AUTHENTICATOR = "authenticator"
+SUBJECT_VENDOR_KEY = "vendor_key"
 MAX_PASSES = 3
 
 
@@ -118,7 +119,12 @@ def root_rotation_leftovers() -> dict[str, int]:
         _count_sealed_under_old(data, keyring)
         for data in Authenticator.objects.values_list("data", flat=True).iterator(chunk_size=5000)
     )
-    return {"kms_configs": configs, "mfa_secrets": mfa}
+    vendor_keys = sum(
+        1
+        for blob in VendorKey.objects.filter(sealed_secrets__isnull=False).values_list("sealed_secrets", flat=True)
+        if keyring.needs_reseal(bytes(blob))
+    )
+    return {"kms_configs": configs, "mfa_secrets": mfa, "vendor_keys": vendor_keys}
 
 
 class RootRotation(JobKindRunner):
@@ -127,16 +133,43 @@ class RootRotation(JobKindRunner):
     def plan(self, job: RekeyJob) -> list[Subject]:
         configs = KmsConfig.objects.filter(sealed_secrets__isnull=False).order_by("id").values_list("id", flat=True)
         authenticators = Authenticator.objects.order_by("id").values_list("id", flat=True)
+        vendor_keys = VendorKey.objects.filter(sealed_secrets__isnull=False).order_by("id").values_list("id", flat=True)
         return [
             Subject(SUBJECT_CONFIG, list(configs), chunk_size()),
             Subject(SUBJECT_AUTHENTICATOR, list(authenticators), chunk_size()),
+            Subject(SUBJECT_VENDOR_KEY, list(vendor_keys), chunk_size()),
         ]
 
     def run_batch(self, job: RekeyJob, chunk: RekeyJobChunk, worker: str, cursor: int) -> int | None:
         keyring = _keyring_for(job)
         if chunk.subject == SUBJECT_AUTHENTICATOR:
             return self._authenticators(keyring, chunk, worker, cursor)
+        if chunk.subject == SUBJECT_VENDOR_KEY:
+            return self._vendor_keys(keyring, chunk, worker, cursor)
         return self._configs(keyring, chunk, worker, cursor)
+
+    def _vendor_keys(self, keyring, chunk: RekeyJobChunk, worker: str, cursor: int) -> int | None:
+        """The vendor's shared keys: a handful of rows, re-sealed under their own purpose, compare-and-set."""
+        rows = list(
+            VendorKey.objects.filter(id__gt=cursor, id__lte=chunk.last_id)
+            .order_by("id")
+            .values_list("id", "uid", "sealed_secrets")[: batch_size()]
+        )
+        if not rows:
+            return None
+        with batch(chunk.pk, worker, cursor) as progress:
+            for pk, uid, blob in rows:
+                if blob is not None and keyring.needs_reseal(bytes(blob)):
+                    try:
+                        new = keyring.reseal(bytes(blob), purpose=VENDOR_KEY_SECRETS, context=str(uid))
+                    except errors.KeyCoreError as exc:
+                        progress.failed += 1
+                        progress.error = f"vendor key {uid}: {exc.detail}"
+                        continue
+                    VendorKey.objects.filter(pk=pk, sealed_secrets=bytes(blob)).update(sealed_secrets=new)
+                progress.done += 1
+            progress.cursor = rows[-1][0]
+        return progress.cursor
 
     def _configs(self, keyring, chunk: RekeyJobChunk, worker: str, cursor: int) -> int | None:
         rows = list(
@@ -195,7 +228,8 @@ class RootRotation(JobKindRunner):
         if any(left.values()) and passes >= MAX_PASSES:
             job.failed = sum(left.values())
             job.last_error = (
-                f"{left['kms_configs']} KMS secret(s) and {left['mfa_secrets']} MFA secret(s) are still sealed "
+                f"{left['kms_configs']} KMS secret(s), {left['vendor_keys']} vendor key(s) and "
+                f"{left['mfa_secrets']} MFA secret(s) are still sealed "
                 "under an old root key after three passes: some process still seals with the old key."
             )
         elif any(left.values()):
