@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 
+from keycore import errors
 from keycore.api.crypto import (
     PROBLEMS,
     CryptoView,
@@ -237,7 +238,16 @@ class EpochView(CryptoView):
             },
         ),
         responses={
-            200: inline_serializer("UsageResponse", {"recorded": serializers.IntegerField()}),
+            200: inline_serializer(
+                "UsageResponse",
+                {
+                    "recorded": serializers.IntegerField(),
+                    "skipped": serializers.ListField(
+                        child=serializers.IntegerField(),
+                        help_text="Reports of tenants that do not exist, are not active or this key may not use.",
+                    ),
+                },
+            ),
             400: OpenApiResponse(ProblemSerializer),
             404: PROBLEMS[404],
         },
@@ -254,7 +264,7 @@ class EpochView(CryptoView):
                     }
                 ]
             },
-            {"recorded": 120},
+            {"recorded": 120, "skipped": []},
         ),
     )
 )
@@ -280,9 +290,14 @@ class UsageView(CryptoView):
             for name in ("result", "label", "requesting_id"):
                 if name in item and type(item[name]) is not str:
                     raise _invalid(f"reports.{index}.{name}", "Expected a string.")
+            try:
+                tenant = _tenant(item, request.auth)
+            except errors.TenantNotFound:
+                reports.append(None)  # skipped, exactly like a tenant that does not exist
+                continue
             reports.append(
                 UsageReport(
-                    tenant=_tenant(item, request.auth),
+                    tenant=tenant,
                     operation=item["operation"],
                     count=count if type(count) is int else -1,
                     key_version=version if type(version) is int else None,
@@ -291,7 +306,8 @@ class UsageView(CryptoView):
                     requesting_id=item.get("requesting_id", ""),
                 )
             )
-        return _json({"recorded": usage_record(actor=_actor(self, request), reports=reports)})
+        done = usage_record(actor=_actor(self, request), reports=reports)
+        return _json({"recorded": done.recorded, "skipped": done.skipped})
 
 
 def _det_request(name: str, value_name: str):

@@ -187,15 +187,26 @@ class UsageReport:
     requesting_id: str = ""
 
 
-def usage_record(*, actor: Actor, reports: Sequence[UsageReport]) -> int:
-    """Count uses an SDK made of its leases, attributed to the reporting API key and address; returns the count.
+@dataclass(frozen=True, slots=True)
+class UsageResult:
+    recorded: int
+    #: indexes of reports whose tenant does not exist, is not active, or may not be used by this key
+    skipped: list[int]
 
-    Every report is checked before any is counted (all or nothing: a client resends the same batch).
+
+def usage_record(*, actor: Actor, reports: Sequence[UsageReport | None]) -> UsageResult:
+    """Count uses an SDK made of its leases, attributed to the reporting API key and address.
+
+    A malformed report refuses the whole call (400: the client has a bug). A report for a tenant that
+    does not exist or is not active (or that the API passes as None: a tenant this key may not use) is
+    skipped and listed, so one removed tenant never holds back the counts of every other.
     """
     if len(reports) > MAX_REPORTS:
         raise errors.InvalidInput(f"At most {MAX_REPORTS} reports per call.", field_errors={"reports": ["Too many."]})
-    checked: list[tuple[TenantRef, UsageReport]] = []
+    checked: list[tuple[int, UsageReport]] = []
     for index, report in enumerate(reports):
+        if report is None:
+            continue
         where = f"reports.{index}"
         if report.operation not in REPORTABLE_OPERATIONS:
             raise errors.InvalidInput(
@@ -218,11 +229,16 @@ def usage_record(*, actor: Actor, reports: Sequence[UsageReport]) -> int:
             problem = text_problem(value) or (f"At most {limit} characters." if len(value) > limit else None)
             if problem:
                 raise errors.InvalidInput(f"{where}.{name}: {problem}", field_errors={f"{where}.{name}": [problem]})
-        # the tenant must exist and be active: a report cannot write events into another tenant's trail
-        checked.append((resolve_tenant(report.tenant), report))
+        checked.append((index, report))
     via = keyuse.attribution(actor.api_key, actor.source_ip)
     total = 0
-    for ref, report in checked:
+    skipped = [index for index, report in enumerate(reports) if report is None]
+    for index, report in checked:
+        try:
+            ref = resolve_tenant(report.tenant)  # a report cannot write into another tenant's trail
+        except (errors.TenantNotFound, errors.TenantInactive):
+            skipped.append(index)
+            continue
         _record(
             ref,
             report.operation,
@@ -232,7 +248,7 @@ def usage_record(*, actor: Actor, reports: Sequence[UsageReport]) -> int:
             report.count,
         )
         total += report.count
-    return total
+    return UsageResult(total, sorted(skipped))
 
 
 # --- deterministic encryption through the API (the same bytes as the SDK's) ------------------------------
@@ -289,6 +305,7 @@ def deterministic_decrypt(*, tenant: str, field: str, blob: bytes, meta: CallMet
 __all__ = [
     "Lease",
     "UsageReport",
+    "UsageResult",
     "deterministic_decrypt",
     "deterministic_encrypt",
     "lease_derive",
