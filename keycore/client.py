@@ -602,7 +602,7 @@ class KeyCoreClient:
         return self._send(_Call("POST", "/crypto/leases", {"tenant": tenant, "process": process}))
 
     def lease_derive(self, tenant: str, key_version: int, lease_id: bytes, *, process: str) -> dict:
-        """The key of the lease an EDEK names (another process's, or KeyCore's own: 16 zero bytes)."""
+        """The key of the lease an EDEK names (another SDK process's, or a KeyCore process's own)."""
         body = {"tenant": tenant, "process": process, "key_version": key_version, "lease_id": _b64(lease_id)}
         return self._send(_Call("POST", "/crypto/leases/derive", body))
 

@@ -152,8 +152,8 @@ class LeaseView(CryptoView):
     post=extend_schema(
         operation_id="crypto_lease_derive",
         summary="The key of a lease an EDEK names (SDK decrypt)",
-        description="Re-derives the key of `lease_id` under `key_version` (all zero: KeyCore's own lease), "
-        "subject to the same checks as a new lease.",
+        description="Re-derives the key of `lease_id` under `key_version` (another SDK process's lease, or one a "
+        "KeyCore process wrapped its EDEKs under), subject to the same checks as a new lease.",
         tags=["sdk"],
         request=inline_serializer(
             "LeaseDeriveRequest",

@@ -6,14 +6,15 @@ A *document* is a mapping of field names to byte strings. Each call to
 wraps the DEK into an EDEK. The byte layouts are in :mod:`keycore.crypto.formats`
 and ``docs/formats.md``.
 
-EDEKs are written in format v2: the DEK is wrapped under a key derived for that
-document alone (HKDF-Expand of a *lease key* and the document id), and the lease
-key is derived from the tenant key version and a lease id. KeyCore's own servers
-use the lease id of 16 zero bytes; the in-process SDK (:mod:`keycore.sdk`) is given
-the lease key of a fresh lease id and never the tenant key. Because every wrap is
-under its own key, the AES-GCM bound of 2^32 random nonces per key does not apply.
-v1 EDEKs (the DEK wrapped directly under the tenant key) keep decrypting and are
-rewrapped to v2 by :func:`rewrap_edek`.
+EDEKs are written in format v2: the DEK is wrapped under a *lease key*, which HKDF
+derives from the tenant key version and a random 16-byte lease id. Each holder of a
+lease is one process (a KeyCore process takes its own; the in-process SDK,
+:mod:`keycore.sdk`, is given one by the lease API and never sees the tenant key), and
+counts its wraps: past :attr:`LeaseKey.max_wraps` (2^24) it takes a new lease. So no
+key ever wraps more than 2^24 DEKs under random nonces, whatever a tenant key version
+encrypts in total: the AES-GCM bound of 2^32 random nonces per key no longer limits a
+version. v1 EDEKs (the DEK wrapped directly under the tenant key) keep decrypting and
+are rewrapped to v2 by :func:`rewrap_edek`.
 
 Bindings, through associated data:
 
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
+import threading
 from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
@@ -56,7 +59,6 @@ from keycore.crypto.formats import (
     EDEK_V2,
     EDEK_V2_AAD_BYTES,
     EDEK_V2_BYTES,
-    EDEK_V2_INFO,
     EDEK_V2_NONCE_END,
     EDEK_V2_PREFIX_BYTES,
     FIELD_V1_HEADER,
@@ -69,7 +71,6 @@ from keycore.crypto.formats import (
     LEASE_ID_BYTES,
     LEASE_INFO,
     NONCE_BYTES,
-    SERVER_LEASE_ID,
     SIV_KEY_BYTES,
     TENANT_UID_BYTES,
     EdekHeader,
@@ -160,19 +161,20 @@ def derive_deterministic_base(tenant_key: bytes, tenant_uid: bytes, version: int
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(bytes(tenant_key))
 
 
-def _hkdf_expand_one(prk: bytes, info: bytes) -> bytes:
-    """HKDF-Expand-SHA256 of one block (L = 32): HMAC(prk, info || 0x01)."""
-    return hmac.digest(prk, info + b"\x01", "sha256")
-
-
 class LeaseKey:
     """The key of one lease of one tenant key version: wraps DEKs into v2 EDEKs naming that lease.
 
     Built from the derived lease key (the SDK's case, from KeyCore's lease API) or by a
-    :class:`TenantKeyHandle` for KeyCore's own lease. Never pickled, never shown.
+    :class:`TenantKeyHandle` for a lease of KeyCore's own. Counts its wraps: past
+    ``max_wraps`` it refuses (:class:`~keycore.errors.LeaseExhausted`) and its holder takes
+    a new lease. Never pickled, never shown.
     """
 
-    __slots__ = ("_head", "_mac", "lease_id", "tenant_uid", "version")
+    __slots__ = ("_aead", "_head", "_wraps", "lease_id", "tenant_uid", "version")
+
+    #: DEKs one lease key wraps at most, each under a random 96-bit nonce: the chance that any two
+    #: share a nonce stays below 2^-48 (NIST SP 800-38D §8.3 allows up to 2^32 for 2^-32)
+    max_wraps = 2**24
 
     def __init__(self, tenant_uid: bytes, version: int, lease_id: bytes, lease_key: bytes) -> None:
         if not isinstance(tenant_uid, bytes) or len(tenant_uid) != TENANT_UID_BYTES:
@@ -183,13 +185,12 @@ class LeaseKey:
         self.tenant_uid = tenant_uid
         self.version = version
         self.lease_id = lease_id
-        self._mac = hmac.new(bytes(lease_key), EDEK_V2_INFO, hashlib.sha256)
+        self._aead = AESGCM(bytes(lease_key))
+        self._wraps = itertools.count()  # next() is atomic: exact across threads without a lock
 
-    def document_key(self, document_id: bytes) -> bytes:
-        """HKDF-Expand(lease key, "keycore/edek/v2" || document id): the key that wraps this document's DEK."""
-        mac = self._mac.copy()
-        mac.update(document_id + b"\x01")
-        return mac.digest()
+    def take_wrap(self) -> bool:
+        """Count one wrap; False once this lease has wrapped ``max_wraps`` DEKs (take a new lease)."""
+        return next(self._wraps) < self.max_wraps
 
     def __repr__(self) -> str:
         return f"<LeaseKey tenant={self.tenant_uid.hex()} version={self.version} lease={self.lease_id.hex()}>"
@@ -269,7 +270,17 @@ class TenantKeyHandle:
     Handles cannot be pickled, so a key cannot end up in a shared cache by accident.
     """
 
-    __slots__ = ("_aead", "_deterministic", "_edek_prefix", "_key", "_leases", "server_lease", "tenant_uid", "version")
+    __slots__ = (
+        "_aead",
+        "_deterministic",
+        "_edek_prefix",
+        "_key",
+        "_leases",
+        "_lock",
+        "server_lease",
+        "tenant_uid",
+        "version",
+    )
 
     tenant_uid: bytes
     version: int
@@ -288,9 +299,21 @@ class TenantKeyHandle:
         self.version = version
         self._key = bytes(key)
         self._aead = AESGCM(self._key)  # v1 EDEKs only
-        self.server_lease = LeaseKey(tenant_uid, version, SERVER_LEASE_ID, self.lease_key(SERVER_LEASE_ID))
-        self._leases: dict[bytes, LeaseKey] = {SERVER_LEASE_ID: self.server_lease}
+        self._lock = threading.Lock()
+        self._leases: dict[bytes, LeaseKey] = {}
         self._deterministic: DeterministicKey | None = None
+        #: the lease this process wraps new DEKs under: its own random id, replaced after max_wraps wraps
+        self.server_lease = self.lease(_urandom(LEASE_ID_BYTES))
+
+    def lease_for_wrap(self) -> LeaseKey:
+        """The server lease with one wrap counted; a fresh lease once the current one has wrapped its maximum."""
+        lease = self.server_lease
+        if lease.take_wrap():
+            return lease
+        with self._lock:
+            while not self.server_lease.take_wrap():
+                self.server_lease = self.lease(_urandom(LEASE_ID_BYTES))
+            return self.server_lease
 
     def lease_key(self, lease_id: bytes) -> bytes:
         """The derived key of lease ``lease_id`` of this version (what the lease API hands out)."""
@@ -302,9 +325,10 @@ class TenantKeyHandle:
             found = LeaseKey(self.tenant_uid, self.version, lease_id, self.lease_key(lease_id))
             leases = self._leases
             if len(leases) >= self.MAX_LEASES:
-                for old in list(leases)[1:]:  # keep the server's lease
-                    del leases[old]
-                    break
+                for old in list(leases):  # the oldest other than the server's own
+                    if old != self.server_lease.lease_id:
+                        del leases[old]
+                        break
             leases[lease_id] = found
         return found
 
@@ -324,9 +348,15 @@ class TenantKeyHandle:
 
 
 def _wrap_dek(lease: LeaseKey, document_id: bytes, dek: bytes, nonce: bytes) -> bytes:
-    """A v2 EDEK: the DEK under the key derived from ``lease`` for ``document_id``."""
+    """A v2 EDEK: the DEK under ``lease``'s key (the caller has counted the wrap)."""
     head = lease._head + document_id
-    return head + nonce + AESGCM(lease.document_key(document_id)).encrypt(nonce, dek, head + lease.tenant_uid)
+    return head + nonce + lease._aead.encrypt(nonce, dek, head + lease.tenant_uid)
+
+
+def _exhausted(lease: LeaseKey) -> errors.LeaseExhausted:
+    return errors.LeaseExhausted(
+        f"Lease {lease.lease_id.hex()} has wrapped its {lease.max_wraps} data keys: take a new lease."
+    )
 
 
 def _wrap_dek_v1(handle: TenantKeyHandle, document_id: bytes, dek: bytes, nonce: bytes) -> bytes:
@@ -341,7 +371,7 @@ _TAMPERED = "The EDEK does not authenticate under this tenant key: it was altere
 def _unwrap_v2(lease: LeaseKey, edek: bytes) -> tuple[bytes, bytes]:
     document_id = edek[EDEK_V2_PREFIX_BYTES:EDEK_V2_AAD_BYTES]
     try:
-        dek = AESGCM(lease.document_key(document_id)).decrypt(
+        dek = lease._aead.decrypt(
             edek[EDEK_V2_AAD_BYTES:EDEK_V2_NONCE_END],
             edek[EDEK_V2_NONCE_END:],
             edek[:EDEK_V2_AAD_BYTES] + lease.tenant_uid,
@@ -405,11 +435,20 @@ def encrypt_document(handle: TenantKeyHandle, fields: Mapping[str, bytes]) -> tu
 
     An empty mapping gives an EDEK alone (a document whose fields come later are a new document).
     """
-    return encrypt_with_lease(handle.server_lease, fields)
+    return _encrypt(handle.lease_for_wrap(), fields)
 
 
 def encrypt_with_lease(lease: LeaseKey, fields: Mapping[str, bytes]) -> tuple[bytes, dict[str, bytes]]:
-    """Encrypt ``fields`` under a fresh DEK wrapped under ``lease`` into a v2 EDEK."""
+    """Encrypt ``fields`` under a fresh DEK wrapped under ``lease`` into a v2 EDEK.
+
+    ``LeaseExhausted`` once the lease has wrapped ``max_wraps`` DEKs: take a new lease.
+    """
+    if not lease.take_wrap():
+        raise _exhausted(lease)
+    return _encrypt(lease, fields)
+
+
+def _encrypt(lease: LeaseKey, fields: Mapping[str, bytes]) -> tuple[bytes, dict[str, bytes]]:
     count = len(fields)
     rnd = _urandom(_EDEK_NONCE_END + NONCE_BYTES * count)
     dek = rnd[:_DEK_END]
@@ -475,13 +514,15 @@ def rewrap_edek(edek: bytes, old: TenantKeyHandle, new: TenantKeyHandle) -> byte
 
     ``new`` may be a newer version of the same tenant's key or another tenant's key;
     the document's field ciphertexts stay valid as they are. ``edek`` may be v1 or v2
-    (of any lease); the result is always v2 under ``new``'s server lease.
+    (of any lease); the result is always v2 under ``new``'s current server lease.
     """
     document_id, dek = _unwrap_dek(old, edek)
-    return _wrap_dek(new.server_lease, document_id, dek, _urandom(NONCE_BYTES))
+    return _wrap_dek(new.lease_for_wrap(), document_id, dek, _urandom(NONCE_BYTES))
 
 
 def rewrap_with_leases(edek: bytes, old: LeaseKey, new: LeaseKey) -> bytes:
     """The SDK's rekey: the same DEK and document id, from lease ``old`` to lease ``new`` (a v2 EDEK)."""
     document_id, dek = _unwrap_with_lease(old, edek)
+    if not new.take_wrap():
+        raise _exhausted(new)
     return _wrap_dek(new, document_id, dek, _urandom(NONCE_BYTES))

@@ -23,27 +23,27 @@ EDEK v1 (a data key wrapped by a tenant key), 82 bytes::
     aad = bytes 0..21 of the EDEK (kind, version, key_version, document_id)
           || tenant_uid (16 bytes)
 
-EDEK v2 (a data key wrapped under a key derived for this document alone), 98 bytes::
+EDEK v2 (a data key wrapped under a lease key derived from a tenant key), 98 bytes::
 
     offset  size  field
          0     1  kind            0xED
          1     1  version         0x02
          2     4  key_version     tenant key version the wrapping key is derived from
-         6    16  lease_id        the lease the wrapping key comes from; 16 zero bytes: KeyCore's own
+         6    16  lease_id        the lease whose key wrapped the DEK (random; a process's own)
         22    16  document_id     random, fresh per document
         38    12  nonce           random
-        50    48  wrapped_dek     AES-256-GCM(document KEK, nonce, DEK, aad) = 32 + 16-byte tag
+        50    48  wrapped_dek     AES-256-GCM(lease key, nonce, DEK, aad) = 32 + 16-byte tag
 
     aad = bytes 0..37 of the EDEK (kind, version, key_version, lease_id, document_id)
           || tenant_uid (16 bytes)
 
-    lease key    = HKDF-SHA256(ikm = tenant key, salt = none,
-                               info = "keycore/lease/v1" || tenant_uid || key_version (4) || lease_id, L = 32)
-    document KEK = HKDF-Expand-SHA256(prk = lease key, info = "keycore/edek/v2" || document_id, L = 32)
-                 = HMAC-SHA256(lease key, "keycore/edek/v2" || document_id || 0x01)
+    wrapped_dek = AES-256-GCM(lease key, nonce, DEK, aad)
+    lease key   = HKDF-SHA256(ikm = tenant key, salt = none,
+                              info = "keycore/lease/v1" || tenant_uid || key_version (4) || lease_id, L = 32)
 
-Each document's DEK is wrapped under its own key, so no key ever sees more than one
-wrap of one DEK and the 2^32-random-nonce bound of AES-GCM never applies.
+A lease is held by one process, which counts its wraps and takes a new lease after
+2^24 (``LeaseKey.max_wraps``): no key wraps more than 2^24 DEKs under random nonces,
+so the 2^32-random-nonce bound of AES-GCM no longer limits a tenant key version.
 
 Deterministic value v1 (a searchable field: equal values give equal bytes), 22 bytes +
 the value's length::
@@ -146,12 +146,9 @@ KCV_MESSAGE = b"keycore/kcv/v1"
 ROOT_KEY_ID_DOMAIN = b"keycore/root-key-id/v1"
 LOCAL_KEK_ID_DOMAIN = b"keycore/local-kek-id/v1"
 LEASE_INFO = b"keycore/lease/v1"
-EDEK_V2_INFO = b"keycore/edek/v2"
 DETERMINISTIC_INFO = b"keycore/deterministic/v1"
 DETERMINISTIC_FIELD_INFO = b"keycore/deterministic-field/v1"
 LEASE_ID_BYTES = 16
-#: the lease id of EDEKs KeyCore's servers make themselves (its crypto API, portals and jobs)
-SERVER_LEASE_ID = bytes(LEASE_ID_BYTES)
 SIV_KEY_BYTES = 64  # AES-256-SIV takes two 256-bit keys
 SIV_TAG_BYTES = 16
 
@@ -309,7 +306,7 @@ def parse_edek(edek: bytes) -> EdekHeader:
 
 
 def edek_lease_id(edek: bytes) -> bytes | None:
-    """The lease a v2 EDEK was wrapped under (``SERVER_LEASE_ID`` for KeyCore's own); None for v1."""
+    """The lease a v2 EDEK was wrapped under; None for v1."""
     parts = unpack_edek(edek)
     return parts.lease_id if parts.format_version == EDEK_V2 else None
 

@@ -16,10 +16,11 @@ How it works (``docs/sdk.md`` is the protocol):
 
 * **Leases.** The first encrypt for a tenant asks KeyCore for a lease: a random lease id and the key
   HKDF derives from the tenant's current key version and that id — never the tenant key. Documents
-  are encrypted here under fresh DEKs wrapped under per-document keys derived from the lease key
-  (EDEK v2, the same bytes KeyCore's server writes), so plaintext never leaves the process. An EDEK
-  naming a lease this process does not hold (another process's, or KeyCore's own) fetches that lease's
-  key. Leases are dropped when they expire (at most 5 minutes, or the tenant's shorter bound).
+  are encrypted here under fresh DEKs wrapped under the lease key (EDEK v2, the same format KeyCore's
+  servers write), so plaintext never leaves the process. An EDEK naming a lease this process does
+  not hold (another process's, or a KeyCore process's own) fetches that lease's key. Leases are
+  dropped when they expire (at most 5 minutes, or the tenant's shorter bound), and replaced after
+  2^24 wraps (``LeaseKey.max_wraps``), so no key wraps more DEKs than random nonces allow.
 * **Revocation.** A thread polls KeyCore's revocation epoch once a second; when it moves, every lease
   older than the new epoch is dropped at once, so the next use asks KeyCore again — which refuses a
   revoked key. If KeyCore cannot be reached, leases still expire on time and then every call for that
@@ -287,6 +288,13 @@ class KeyCoreSDK:
                 self._known[(tenant, lease.key.version, lease.key.lease_id)] = lease
             return lease
 
+    def _renew(self, tenant: str, exhausted: _Lease) -> _Lease:
+        """A new lease in place of one that has wrapped its maximum of data keys (kept for decrypting)."""
+        with self._lock:
+            if self._leases.get(tenant) is exhausted:
+                del self._leases[tenant]
+        return self._current(tenant)
+
     def _for_edek(self, tenant: str, version: int, lease_id: bytes) -> _Lease:
         key = (tenant, version, lease_id)
         lease = self._known.get(key)
@@ -336,7 +344,11 @@ class KeyCoreSDK:
             self._refused(tenant, "encrypt", label, requesting_id, exc)
             raise
         try:
-            edek, out = encrypt_with_lease(lease.key, fields)
+            try:
+                edek, out = encrypt_with_lease(lease.key, fields)
+            except _errors.LeaseExhausted:
+                lease = self._renew(tenant, lease)
+                edek, out = encrypt_with_lease(lease.key, fields)
         except _errors.KeyCoreError as exc:
             self._failed(tenant, "encrypt", lease.key.version, label, requesting_id, exc)
             raise _translate(exc) from None
@@ -438,7 +450,11 @@ class KeyCoreSDK:
         old = self._for_edek(tenant, parts.key_version, parts.lease_id)
         new = self._current(tenant)
         try:
-            moved = rewrap_with_leases(edek, old.key, new.key)
+            try:
+                moved = rewrap_with_leases(edek, old.key, new.key)
+            except _errors.LeaseExhausted:
+                new = self._renew(tenant, new)
+                moved = rewrap_with_leases(edek, old.key, new.key)
         except _errors.KeyCoreError as exc:
             self._failed(tenant, "decrypt", parts.key_version, "", None, exc)
             raise _translate(exc) from None

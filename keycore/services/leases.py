@@ -2,7 +2,8 @@
 
 A *lease* is a random 16-byte id and the key HKDF derives from a tenant key version and that id
 (:func:`keycore.crypto.envelope.derive_lease_key`). The SDK encrypts documents locally under it
-(EDEK v2 names the version and the lease), so KeyCore never sees those plaintexts. A lease lives
+(EDEK v2 names the version and the lease), so KeyCore never sees those plaintexts; it takes a new
+lease after 2^24 wraps (``LeaseKey.max_wraps``), as KeyCore's own processes do with theirs. A lease lives
 at most ``KEYCORE_SDK_LEASE_SECONDS`` (300 s), or the tenant's own key-cache bound if shorter
 (``Tenant.key_cache_seconds``, a setting the vendor cannot weaken).
 
@@ -30,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 
 from keycore import errors
-from keycore.crypto.formats import LEASE_ID_BYTES, SERVER_LEASE_ID, deterministic_key_version
+from keycore.crypto.formats import LEASE_ID_BYTES, deterministic_key_version
 from keycore.models import TenantKey
 from keycore.models.keys import KEY_VERSION_MAX, TenantKeyState
 from keycore.services import keyuse
@@ -150,7 +151,7 @@ def lease_issue(*, actor: Actor, tenant: str, process: str) -> Lease:
 
 
 def lease_derive(*, actor: Actor, tenant: str, key_version: int, lease_id: bytes, process: str) -> Lease:
-    """The key of a lease an EDEK names (another process's, or KeyCore's own), to decrypt its documents."""
+    """The key of a lease an EDEK names (another process's, or a KeyCore process's own), to decrypt its documents."""
     process = _check_process(process)
     if type(key_version) is not int or not 0 <= key_version <= KEY_VERSION_MAX:
         raise errors.InvalidInput(
@@ -167,7 +168,7 @@ def lease_derive(*, actor: Actor, tenant: str, key_version: int, lease_id: bytes
             "the data belongs to another tenant or is corrupt."
         )
     lease = _lease(ref, key_version, lease_id, epoch, with_deterministic=False)
-    _audit(actor, ref, lease, process, "decrypt" if lease_id != SERVER_LEASE_ID else "decrypt (KeyCore's own lease)")
+    _audit(actor, ref, lease, process, "decrypt")
     return lease
 
 

@@ -50,13 +50,14 @@ def test_a_lease_encrypts_locally_and_the_rest_api_decrypts_it_and_back(api, ten
         {"tenant": "acme", "edek": b64(edek), "fields": {"ssn": b64(fields["ssn"])}, "requesting_id": "t"},
     )
     assert opened.status == 200 and unb64(opened.json["fields"]["ssn"]) == b"123-45-6789"
-    # and the server's EDEK through a lease of KeyCore's own (the zero lease id), re-derived on request
+    # and the server's EDEK through the lease its process wrapped it under, re-derived on request
     server = api.post(
         "/api/v1/crypto/encrypt", {"tenant": "acme", "fields": {"a": b64(b"by the server")}, "requesting_id": "t"}
     ).json
+    server_lease = unb64(server["edek"])[6:22]
     derived = api.post(
         "/api/v1/crypto/leases/derive",
-        {"tenant": "acme", "process": "web-1", "key_version": body["key_version"], "lease_id": b64(bytes(16))},
+        {"tenant": "acme", "process": "web-1", "key_version": body["key_version"], "lease_id": b64(server_lease)},
     )
     assert derived.status == 200
     plain = decrypt_with_lease(lease_key(derived.json), unb64(server["edek"]), {"a": unb64(server["fields"]["a"])})

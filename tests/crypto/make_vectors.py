@@ -111,12 +111,12 @@ LEASE_X = bytes.fromhex("4c45415345000000000000000000a5a5")
 
 
 def edek_v2() -> dict:
-    """v2 EDEKs: KeyCore's own lease (zero id) and an SDK lease, each with the derived keys a reader needs."""
+    """v2 EDEKs: a KeyCore process's own lease and SDK leases, each with the lease key a reader needs."""
     a1, a2 = _handle(TENANT_A, 1, KEY_A1), _handle(TENANT_A, 2, KEY_A2)
     cases = []
     fields = {"body": b"Hello from a lease.", "email": b"ada@example.com"}
     for description, handle, lease_id in [
-        ("KeyCore's own lease, tenant A key version 1", a1, bytes(16)),
+        ("a KeyCore process's own lease, tenant A key version 1", a1, a1.server_lease.lease_id),
         ("an SDK lease, tenant A key version 1", a1, LEASE_X),
         ("an SDK lease, tenant A key version 2", a2, LEASE_X),
     ]:
@@ -130,7 +130,6 @@ def edek_v2() -> dict:
                 "lease_id": lease_id.hex(),
                 "lease_key": handle.lease_key(lease_id).hex(),
                 "document_id": header.document_id.hex(),
-                "document_key": lease.document_key(header.document_id).hex(),
                 "edek": edek.hex(),
                 "format_version": header.format_version,
                 "fields": {name: {"plaintext": fields[name].hex(), "ciphertext": blobs[name].hex()} for name in fields},

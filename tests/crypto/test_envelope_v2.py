@@ -20,7 +20,7 @@ from keycore.crypto.envelope import (
     rewrap_edek,
     rewrap_with_leases,
 )
-from keycore.crypto.formats import SERVER_LEASE_ID, parse_edek
+from keycore.crypto.formats import parse_edek
 
 
 @pytest.fixture
@@ -45,41 +45,43 @@ def test_v1_documents_decrypt_and_rewrap_to_v2(alice):
     assert decrypt_document(alice, moved, blobs) == {"a": b"old"}
 
 
-def test_a_repeated_wrap_nonce_reveals_nothing(alice, monkeypatch):
-    """The 2^32 bound of random nonces is about two wraps under one key meeting the same nonce: then
-    AES-GCM's keystream repeats and wrapped1 XOR wrapped2 = DEK1 XOR DEK2. Force that collision on every
-    document (the limit lowered to one): under v1 it leaks, under v2 each document has its own key."""
-    nonce = bytes(12)
-    real = os.urandom
-
-    def urandom_with_a_stuck_nonce(n: int) -> bytes:
-        out = bytearray(real(n))
-        out[48:60] = nonce  # DEK (32), document id (16), then the EDEK nonce
-        return bytes(out)
-
-    monkeypatch.setattr(envelope, "_urandom", urandom_with_a_stuck_nonce)
-    deks, wrapped_v1, wrapped_v2 = [], [], []
-    for _ in range(2):
-        edek, _ = encrypt_document(alice, {})
-        assert edek[38:50] == nonce
-        _, dek = envelope._unwrap_dek(alice, edek)
-        deks.append(dek)
-        wrapped_v2.append(edek[50:82])
-        wrapped_v1.append(envelope._wrap_dek_v1(alice, parse_edek(edek).document_id, dek, nonce)[34:66])
-
-    def xor(a: bytes, b: bytes) -> bytes:
-        return bytes(x ^ y for x, y in zip(a, b, strict=True))
-
-    assert xor(*wrapped_v1) == xor(*deks)  # the hazard the old format had
-    assert xor(*wrapped_v2) != xor(*deks)  # gone
+def test_a_process_takes_a_new_lease_before_its_lease_key_wraps_too_many_deks(alice, monkeypatch):
+    """The 2^32 bound of random nonces is per key: KeyCore counts the wraps of each lease key it holds and
+    moves to a new lease past LeaseKey.max_wraps (2^24). Lowered to 3 here: 10 documents take 4 leases."""
+    monkeypatch.setattr(LeaseKey, "max_wraps", 3)
+    first = alice.server_lease.lease_id
+    documents = [encrypt_document(alice, {"a": bytes([i])}) for i in range(10)]
+    leases = [envelope.edek_lease_id(edek) for edek, _ in documents]
+    assert leases[0] == first
+    assert [leases.count(lease) for lease in dict.fromkeys(leases)] == [3, 3, 3, 1]
+    for i, (edek, blobs) in enumerate(documents):  # every one still decrypts, under its own lease
+        assert decrypt_document(alice, edek, blobs) == {"a": bytes([i])}
+    # rewraps count too
+    for edek, _ in documents[:3]:
+        rewrap_edek(edek, alice, alice)
+    assert len({envelope.edek_lease_id(rewrap_edek(documents[0][0], alice, alice))} | set(leases)) == 5
 
 
-def test_every_document_has_its_own_wrapping_key(alice):
-    keys = set()
-    for _ in range(200):
-        edek, _ = encrypt_document(alice, {})
-        keys.add(alice.server_lease.document_key(parse_edek(edek).document_id))
-    assert len(keys) == 200
+def test_a_lease_refuses_to_wrap_past_its_maximum(alice, monkeypatch):
+    monkeypatch.setattr(LeaseKey, "max_wraps", 2)
+    sdk = alice.lease(os.urandom(16))
+    edek, blobs = encrypt_with_lease(sdk, {"a": b"1"})
+    encrypt_with_lease(sdk, {"a": b"2"})
+    with pytest.raises(errors.LeaseExhausted):
+        encrypt_with_lease(sdk, {"a": b"3"})
+    assert decrypt_with_lease(sdk, edek, blobs) == {"a": b"1"}  # decrypting is not limited
+
+
+def test_wrap_counting_is_exact_across_threads(alice):
+    import threading
+
+    lease = alice.lease(os.urandom(16))
+    threads = [threading.Thread(target=lambda: [lease.take_wrap() for _ in range(20_000)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert next(lease._wraps) == 80_000
 
 
 def test_a_lease_and_the_server_read_each_others_documents(alice):
@@ -89,8 +91,9 @@ def test_a_lease_and_the_server_read_each_others_documents(alice):
     assert envelope.edek_lease_id(edek) == lease_id
     assert decrypt_document(alice, edek, blobs) == {"x": b"from the sdk"}  # the server re-derives the lease
     server_edek, server_blobs = encrypt_document(alice, {"x": b"from the server"})
-    assert envelope.edek_lease_id(server_edek) == SERVER_LEASE_ID
-    server_lease = LeaseKey(alice.tenant_uid, alice.version, SERVER_LEASE_ID, alice.lease_key(SERVER_LEASE_ID))
+    server_id = envelope.edek_lease_id(server_edek)
+    assert server_id == alice.server_lease.lease_id != lease_id
+    server_lease = LeaseKey(alice.tenant_uid, alice.version, server_id, alice.lease_key(server_id))
     assert decrypt_with_lease(server_lease, server_edek, server_blobs) == {"x": b"from the server"}
     with pytest.raises(errors.AuthenticationFailed):
         decrypt_with_lease(sdk, server_edek, server_blobs)
@@ -99,6 +102,9 @@ def test_a_lease_and_the_server_read_each_others_documents(alice):
 def test_a_lease_key_is_not_the_tenant_key_and_leases_differ(alice):
     assert alice.lease_key(bytes(16)) != alice._key
     assert alice.lease_key(bytes(16)) != alice.lease_key(b"\x01" * 16)
+    # two processes holding one tenant key version wrap under different leases
+    twin = TenantKeyHandle(alice.tenant_uid, alice.version, alice._key)
+    assert twin.server_lease.lease_id != alice.server_lease.lease_id
 
 
 def test_sdk_rekey_moves_a_document_between_leases_and_versions(alice):

@@ -215,3 +215,15 @@ def test_an_expired_lease_with_keycore_unreachable_fails_closed(make_key, live_s
             sdk.decrypt("acme", doc.edek, doc.fields)
         with pytest.raises(kc.LeaseUnavailable):
             sdk.encrypt("acme", {"a": b"x"})
+
+
+def test_the_sdk_takes_a_new_lease_before_a_lease_key_wraps_too_many_deks(sdk, tenant, monkeypatch):
+    from keycore.models import AuditEvent
+
+    monkeypatch.setattr(LeaseKey, "max_wraps", 2)  # 2^24 in production
+    docs = [sdk.encrypt("acme", {"a": bytes([i])}) for i in range(5)]
+    leases = [parse_edek(d.edek) and d.edek[6:22] for d in docs]
+    assert [leases.count(lease) for lease in dict.fromkeys(leases)] == [2, 2, 1]
+    assert AuditEvent.objects.filter(tenant=tenant, action="sdk.lease_issued").count() == 3
+    for i, doc in enumerate(docs):
+        assert sdk.decrypt("acme", doc.edek, doc.fields) == {"a": bytes([i])}
