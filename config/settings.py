@@ -407,6 +407,8 @@ SPECTACULAR_SETTINGS = {
 KEYCORE_KEY_CACHE_TTL = float(env("KEYCORE_KEY_CACHE_TTL", "300"))
 KEYCORE_KEY_CACHE_SIZE = int(env("KEYCORE_KEY_CACHE_SIZE", "100000"))
 KEYCORE_REVOCATION_POLL = float(env("KEYCORE_REVOCATION_POLL", "1.0"))
+# the longest an SDK lease (a derived key held in the application's process) lives; a tenant may shorten it
+KEYCORE_SDK_LEASE_SECONDS = float(env("KEYCORE_SDK_LEASE_SECONDS", "300"))
 # key-use counts are flushed by a thread per process; tests flush explicitly instead
 KEYCORE_KEYUSE_FLUSH_INTERVAL = float(env("KEYCORE_KEYUSE_FLUSH_INTERVAL", "1.0"))
 KEYCORE_KEYUSE_AUTOFLUSH = env_bool("KEYCORE_KEYUSE_AUTOFLUSH", not TESTING)

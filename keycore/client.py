@@ -51,6 +51,7 @@ __all__ = [
     "KeyUnavailable",
     "KmsError",
     "KmsUnavailable",
+    "LeaseUnavailable",
     "MalformedData",
     "NotFound",
     "PermissionDenied",
@@ -186,6 +187,11 @@ class ServerError(KeyCoreAPIError):
 class ServiceUnavailable(KeyCoreAPIError):
     """KeyCore itself is briefly unavailable (503): its database or broker is restarting, or it cannot confirm
     revocations yet. Repeatable calls are retried (honouring ``Retry-After``) before this is raised."""
+
+
+class LeaseUnavailable(ServiceUnavailable):
+    """The SDK's lease of a tenant's key expired and KeyCore could not be reached to renew it: the SDK
+    refuses (fails closed) rather than use a key whose revocation it could not have heard of."""
 
 
 _BY_CODE: dict[str, type[KeyCoreAPIError]] = {
@@ -588,6 +594,61 @@ class KeyCoreClient:
             **_meta(requesting_id=requesting_id or self.requesting_id, label=label, source_ip=source_ip),
         }
         return self._send(_Call("POST", path, body))["results"]
+
+    # -- the SDK's API (leases, epoch, usage) and deterministic encryption ---------------------------
+
+    def lease(self, tenant: str, *, process: str) -> dict:
+        """A new lease of ``tenant``'s current key version (``lease_key`` is a secret: keep it in memory)."""
+        return self._send(_Call("POST", "/crypto/leases", {"tenant": tenant, "process": process}))
+
+    def lease_derive(self, tenant: str, key_version: int, lease_id: bytes, *, process: str) -> dict:
+        """The key of the lease an EDEK names (another SDK process's, or a KeyCore process's own)."""
+        body = {"tenant": tenant, "process": process, "key_version": key_version, "lease_id": _b64(lease_id)}
+        return self._send(_Call("POST", "/crypto/leases/derive", body))
+
+    def epoch(self) -> int:
+        """The revocation epoch: it moves whenever a key must stop working."""
+        return int(self._send(_Call("GET", "/crypto/epoch"))["epoch"])
+
+    def report_usage(self, reports: Sequence[Mapping[str, Any]]) -> dict:
+        """Report uses made of leased keys (tenant, operation, count, key_version, label, requesting_id, result);
+        returns ``{"recorded": n, "skipped": [indexes of reports of unknown or inactive tenants]}``."""
+        return self._send(_Call("POST", "/crypto/usage", {"reports": [dict(r) for r in reports]}))
+
+    def encrypt_deterministic(
+        self, tenant: str, field: str, value: bytes, *, requesting_id: str | None = None, label: str | None = None
+    ) -> bytes:
+        """The deterministic ciphertext of ``value`` for ``field``: equal values, equal bytes."""
+        body = {
+            "tenant": tenant,
+            "field": field,
+            "value": _b64(value),
+            **_meta(requesting_id=requesting_id or self.requesting_id, label=label),
+        }
+        return _unb64(self._send(_Call("POST", "/crypto/deterministic/encrypt", body))["ciphertext"])
+
+    def decrypt_deterministic(
+        self, tenant: str, field: str, ciphertext: bytes, *, requesting_id: str | None = None, label: str | None = None
+    ) -> bytes:
+        body = {
+            "tenant": tenant,
+            "field": field,
+            "ciphertext": _b64(ciphertext),
+            **_meta(requesting_id=requesting_id or self.requesting_id, label=label),
+        }
+        return _unb64(self._send(_Call("POST", "/crypto/deterministic/decrypt", body))["value"])
+
+    def search_terms(
+        self, tenant: str, field: str, value: bytes, *, requesting_id: str | None = None, label: str | None = None
+    ) -> list[bytes]:
+        """The ciphertexts of ``value`` under every key version still in use, newest first (for ``IN (...)``)."""
+        body = {
+            "tenant": tenant,
+            "field": field,
+            "value": _b64(value),
+            **_meta(requesting_id=requesting_id or self.requesting_id, label=label),
+        }
+        return [_unb64(t) for t in self._send(_Call("POST", "/crypto/search-terms", body))["terms"]]
 
     # -- tenants ------------------------------------------------------------------------------------
 

@@ -140,6 +140,15 @@ class KeyDestroyed(KeyUnavailable):
     http_status = 410
 
 
+class LeaseExhausted(KeyCoreError):
+    """A lease key wrapped as many data keys as one key may under random nonces: its holder takes a new one.
+    Never reaches a caller of KeyCore: KeyCore rotates its own leases, the SDK fetches a new one."""
+
+    code = "lease-exhausted"
+    title = "Lease exhausted"
+    http_status = 409
+
+
 class RevocationStatusUnknown(KeyCoreError):
     """This process cannot currently see revocations (its check of the revocation epoch is overdue).
 

@@ -115,6 +115,9 @@ KEY_USE_OPERATIONS = [
     ("decrypt", "Decrypt"),
     ("rekey", "Rekey"),
     ("rekey_in", "Rekey (moved in)"),
+    ("det_encrypt", "Deterministic encrypt"),
+    ("det_decrypt", "Deterministic decrypt"),
+    ("search", "Search terms"),
 ]
 
 

@@ -97,7 +97,8 @@ class SettingsForm(forms.Form):
         max_value=300,
         help_text="If you disable or destroy your key inside your own KMS without telling KeyCore, this is how long "
         "KeyCore can still use it. Shorter means more calls to your KMS: each KeyCore process asks it about once "
-        "per this many seconds for each key version in use. Empty: the operator's bound.",
+        "per this many seconds for each key version in use. It also bounds how long an application encrypting "
+        "in its own process (the SDK) keeps a key leased from yours. Empty: the operator's bound.",
     )
     retire_idle_days = forms.IntegerField(
         label="An older key version may be retired after no decrypt for (days)",

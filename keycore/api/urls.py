@@ -14,7 +14,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
 
-from keycore.api import crypto, vendor_keys, views
+from keycore.api import crypto, leases, vendor_keys, views
 from keycore.api import schema as _schema  # noqa: F401 - registers the bearer scheme with drf-spectacular
 from keycore.api.docs import ApiDocsView, redoc_script
 from keycore.api.problems import unknown_endpoint
@@ -30,6 +30,13 @@ urlpatterns = [
     path("crypto/rekey", crypto.RekeyView.as_view(), name="api-crypto-rekey"),
     path("crypto/batch-encrypt", crypto.BatchEncryptView.as_view(), name="api-crypto-batch-encrypt"),
     path("crypto/batch-decrypt", crypto.BatchDecryptView.as_view(), name="api-crypto-batch-decrypt"),
+    path("crypto/deterministic/encrypt", leases.DeterministicEncryptView.as_view(), name="api-crypto-det-encrypt"),
+    path("crypto/deterministic/decrypt", leases.DeterministicDecryptView.as_view(), name="api-crypto-det-decrypt"),
+    path("crypto/search-terms", leases.SearchTermsView.as_view(), name="api-crypto-search-terms"),
+    path("crypto/leases", leases.LeaseView.as_view(), name="api-crypto-leases"),
+    path("crypto/leases/derive", leases.LeaseDeriveView.as_view(), name="api-crypto-lease-derive"),
+    path("crypto/epoch", leases.EpochView.as_view(), name="api-crypto-epoch"),
+    path("crypto/usage", leases.UsageView.as_view(), name="api-crypto-usage"),
     path(
         "schema/",
         SchemaView.as_view(

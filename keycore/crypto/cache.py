@@ -174,6 +174,15 @@ class TenantKeyCache(Generic[V]):
 
     # -- revocation epoch ------------------------------------------------------
 
+    def observe_epoch(self, epoch: int) -> None:
+        """Take an epoch value the caller has just read itself (fresher than the last poll): empty the cache
+        if it moved. What hands keys out of the process (the SDK's leases) checks this way on every call,
+        so that it never waits for the next poll."""
+        with self._epoch_lock:
+            if epoch != self._epoch:
+                self._epoch = epoch
+                self.clear()
+
     def _check_epoch(self, now: float) -> None:
         # One thread reads the epoch; the others go on with the cache as it is while
         # its last completed read is at most max_staleness old. Past that they wait for

@@ -23,6 +23,42 @@ EDEK v1 (a data key wrapped by a tenant key), 82 bytes::
     aad = bytes 0..21 of the EDEK (kind, version, key_version, document_id)
           || tenant_uid (16 bytes)
 
+EDEK v2 (a data key wrapped under a lease key derived from a tenant key), 98 bytes::
+
+    offset  size  field
+         0     1  kind            0xED
+         1     1  version         0x02
+         2     4  key_version     tenant key version the wrapping key is derived from
+         6    16  lease_id        the lease whose key wrapped the DEK (random; a process's own)
+        22    16  document_id     random, fresh per document
+        38    12  nonce           random
+        50    48  wrapped_dek     AES-256-GCM(lease key, nonce, DEK, aad) = 32 + 16-byte tag
+
+    aad = bytes 0..37 of the EDEK (kind, version, key_version, lease_id, document_id)
+          || tenant_uid (16 bytes)
+
+    wrapped_dek = AES-256-GCM(lease key, nonce, DEK, aad)
+    lease key   = HKDF-SHA256(ikm = tenant key, salt = none,
+                              info = "keycore/lease/v1" || tenant_uid || key_version (4) || lease_id, L = 32)
+
+A lease is held by one process, which counts its wraps and takes a new lease after
+2^24 (``LeaseKey.max_wraps``): no key wraps more than 2^24 DEKs under random nonces,
+so the 2^32-random-nonce bound of AES-GCM no longer limits a tenant key version.
+
+Deterministic value v1 (a searchable field: equal values give equal bytes), 22 bytes +
+the value's length::
+
+    offset  size  field
+         0     1  kind            0xDE
+         1     1  version         0x01
+         2     4  key_version     tenant key version the key is derived from
+         6  16+n  siv             AES-256-SIV(field key, value, ad = [bytes 0..5]): 16-byte SIV, then ciphertext
+
+    deterministic base = HKDF-SHA256(ikm = tenant key, salt = none,
+                                     info = "keycore/deterministic/v1" || tenant_uid || key_version (4), L = 32)
+    field key          = HKDF-Expand-SHA256(prk = deterministic base,
+                                            info = "keycore/deterministic-field/v1" || field name (UTF-8), L = 64)
+
 Field ciphertext v1 (one field of a document, under the document's DEK),
 30 bytes + the plaintext length::
 
@@ -95,8 +131,11 @@ EDEK_KIND = 0xED
 FIELD_KIND = 0xFD
 SEALED_KIND = 0x5E
 LOCAL_WRAP_KIND = 0x1E
+DETERMINISTIC_KIND = 0xDE
 
 EDEK_V1 = 1
+EDEK_V2 = 2
+DETERMINISTIC_V1 = 1
 FIELD_V1 = 1
 SEALED_V1 = 1
 LOCAL_WRAP_V1 = 1
@@ -106,6 +145,12 @@ LOCAL_WRAP_V1 = 1
 KCV_MESSAGE = b"keycore/kcv/v1"
 ROOT_KEY_ID_DOMAIN = b"keycore/root-key-id/v1"
 LOCAL_KEK_ID_DOMAIN = b"keycore/local-kek-id/v1"
+LEASE_INFO = b"keycore/lease/v1"
+DETERMINISTIC_INFO = b"keycore/deterministic/v1"
+DETERMINISTIC_FIELD_INFO = b"keycore/deterministic-field/v1"
+LEASE_ID_BYTES = 16
+SIV_KEY_BYTES = 64  # AES-256-SIV takes two 256-bit keys
+SIV_TAG_BYTES = 16
 
 # -- EDEK v1 -------------------------------------------------------------------
 
@@ -119,6 +164,22 @@ EDEK_V1_BYTES = EDEK_V1_LAYOUT.size  # 82
 EDEK_V1_AAD_BYTES = EDEK_V1_PREFIX_BYTES + DOCUMENT_ID_BYTES  # 22
 EDEK_V1_NONCE_END = EDEK_V1_AAD_BYTES + NONCE_BYTES  # 34
 _KEY_VERSION = struct.Struct(">I")
+
+# -- EDEK v2 -------------------------------------------------------------------
+
+#: kind, version, key_version, lease_id: the part of the header fixed per lease
+EDEK_V2_PREFIX = struct.Struct(f">BBI{LEASE_ID_BYTES}s")
+EDEK_V2_PREFIX_BYTES = EDEK_V2_PREFIX.size  # 22
+EDEK_V2_LAYOUT = struct.Struct(f">BBI{LEASE_ID_BYTES}s{DOCUMENT_ID_BYTES}s{NONCE_BYTES}s{KEY_BYTES + TAG_BYTES}s")
+EDEK_V2_BYTES = EDEK_V2_LAYOUT.size  # 98
+EDEK_V2_AAD_BYTES = EDEK_V2_PREFIX_BYTES + DOCUMENT_ID_BYTES  # 38
+EDEK_V2_NONCE_END = EDEK_V2_AAD_BYTES + NONCE_BYTES  # 50
+_EDEK_SIZES = {EDEK_V1_BYTES: EDEK_V1, EDEK_V2_BYTES: EDEK_V2}  # size → the version of that size
+
+# -- deterministic v1 ------------------------------------------------------------
+
+DETERMINISTIC_V1_HEADER_BYTES = EDEK_V1_PREFIX_BYTES  # kind, version, key_version
+DETERMINISTIC_V1_MIN_BYTES = DETERMINISTIC_V1_HEADER_BYTES + SIV_TAG_BYTES  # 22, an empty value
 
 # -- field v1 ------------------------------------------------------------------
 
@@ -137,6 +198,7 @@ _KIND_NAMES = {
     FIELD_KIND: "a field ciphertext",
     SEALED_KIND: "a sealed secret",
     LOCAL_WRAP_KIND: "a local-provider wrapped key",
+    DETERMINISTIC_KIND: "a deterministic value",
 }
 
 
@@ -155,6 +217,16 @@ class EdekV1(NamedTuple):
     nonce: bytes
     wrapped_dek: bytes
     aad_prefix: bytes  # the EDEK bytes that are authenticated as associated data
+
+
+class EdekV2(NamedTuple):
+    format_version: int
+    key_version: int
+    lease_id: bytes
+    document_id: bytes
+    nonce: bytes
+    wrapped_dek: bytes
+    aad_prefix: bytes
 
 
 class KeyedBlobV1(NamedTuple):
@@ -186,7 +258,8 @@ def _wrong_header(blob: bytes, kind: int, what: str) -> errors.MalformedData:
         if other:
             return errors.MalformedData(f"Not {what}: the bytes are {other}.")
         return errors.MalformedData(f"Not {what}: unknown leading byte 0x{blob[0]:02x}.")
-    return errors.MalformedData(f"Unsupported version {blob[1]} of {what}; this KeyCore reads version 1.")
+    versions = "versions 1 and 2" if kind == EDEK_KIND else "version 1"
+    return errors.MalformedData(f"Unsupported version {blob[1]} of {what}; this KeyCore reads {versions}.")
 
 
 # -- EDEK --------------------------------------------------------------------------
@@ -199,16 +272,31 @@ def pack_edek_prefix(key_version: int) -> bytes:
     return EDEK_V1_PREFIX.pack(EDEK_KIND, EDEK_V1, key_version)
 
 
-def unpack_edek(edek: bytes) -> EdekV1:
-    """Split an EDEK into its parts; ``MalformedData`` unless it is a v1 EDEK of the right size."""
+def pack_edek_v2_prefix(key_version: int, lease_id: bytes) -> bytes:
+    """The first 22 bytes of every v2 EDEK wrapped under lease ``lease_id`` of tenant key version ``key_version``."""
+    if not 0 <= key_version <= MAX_KEY_VERSION:
+        raise errors.InvalidInput(f"Tenant key version {key_version} is out of range (0..{MAX_KEY_VERSION}).")
+    if type(lease_id) is not bytes or len(lease_id) != LEASE_ID_BYTES:
+        raise errors.InvalidInput(f"A lease id is {LEASE_ID_BYTES} bytes.")
+    return EDEK_V2_PREFIX.pack(EDEK_KIND, EDEK_V2, key_version, lease_id)
+
+
+def unpack_edek(edek: bytes) -> EdekV1 | EdekV2:
+    """Split an EDEK into its parts; ``MalformedData`` unless it is a v1 or v2 EDEK of the right size."""
     if type(edek) is not bytes:
         edek = as_bytes(edek, "an EDEK")
-    if len(edek) != EDEK_V1_BYTES or edek[0] != EDEK_KIND or edek[1] != EDEK_V1:
-        if len(edek) >= HEADER_BYTES and edek[0] == EDEK_KIND and edek[1] == EDEK_V1:
-            raise errors.MalformedData(f"Not an EDEK: a v1 EDEK is {EDEK_V1_BYTES} bytes, got {len(edek)}.")
-        raise _wrong_header(edek, EDEK_KIND, "an EDEK")
-    _, version, key_version, document_id, nonce, wrapped = EDEK_V1_LAYOUT.unpack(edek)
-    return EdekV1(version, key_version, document_id, nonce, wrapped, edek[:EDEK_V1_AAD_BYTES])
+    if len(edek) >= HEADER_BYTES and edek[0] == EDEK_KIND:
+        if edek[1] == EDEK_V2:
+            if len(edek) != EDEK_V2_BYTES:
+                raise errors.MalformedData(f"Not an EDEK: a v2 EDEK is {EDEK_V2_BYTES} bytes, got {len(edek)}.")
+            _, version, key_version, lease_id, document_id, nonce, wrapped = EDEK_V2_LAYOUT.unpack(edek)
+            return EdekV2(version, key_version, lease_id, document_id, nonce, wrapped, edek[:EDEK_V2_AAD_BYTES])
+        if edek[1] == EDEK_V1:
+            if len(edek) != EDEK_V1_BYTES:
+                raise errors.MalformedData(f"Not an EDEK: a v1 EDEK is {EDEK_V1_BYTES} bytes, got {len(edek)}.")
+            _, version, key_version, document_id, nonce, wrapped = EDEK_V1_LAYOUT.unpack(edek)
+            return EdekV1(version, key_version, document_id, nonce, wrapped, edek[:EDEK_V1_AAD_BYTES])
+    raise _wrong_header(edek, EDEK_KIND, "an EDEK")
 
 
 def parse_edek(edek: bytes) -> EdekHeader:
@@ -217,11 +305,38 @@ def parse_edek(edek: bytes) -> EdekHeader:
     return EdekHeader(parts.format_version, parts.key_version, parts.document_id)
 
 
+def edek_lease_id(edek: bytes) -> bytes | None:
+    """The lease a v2 EDEK was wrapped under; None for v1."""
+    parts = unpack_edek(edek)
+    return parts.lease_id if parts.format_version == EDEK_V2 else None
+
+
 def edek_key_version(edek: bytes) -> int:
     """Which tenant key version wrapped ``edek`` (so the caller knows which key to fetch)."""
-    if type(edek) is bytes and len(edek) == EDEK_V1_BYTES and edek[0] == EDEK_KIND and edek[1] == EDEK_V1:
+    if type(edek) is bytes and len(edek) in _EDEK_SIZES and edek[0] == EDEK_KIND and _EDEK_SIZES[len(edek)] == edek[1]:
         return _KEY_VERSION.unpack_from(edek, 2)[0]
     return unpack_edek(edek).key_version
+
+
+# -- deterministic values ------------------------------------------------------------
+
+
+def pack_deterministic_header(key_version: int) -> bytes:
+    if not 0 <= key_version <= MAX_KEY_VERSION:
+        raise errors.InvalidInput(f"Tenant key version {key_version} is out of range (0..{MAX_KEY_VERSION}).")
+    return EDEK_V1_PREFIX.pack(DETERMINISTIC_KIND, DETERMINISTIC_V1, key_version)
+
+
+def deterministic_key_version(blob: bytes) -> int:
+    """The tenant key version a deterministic value is under; ``MalformedData`` unless it is one."""
+    blob = as_bytes(blob, "a deterministic value")
+    if len(blob) < DETERMINISTIC_V1_MIN_BYTES or blob[0] != DETERMINISTIC_KIND or blob[1] != DETERMINISTIC_V1:
+        if len(blob) >= HEADER_BYTES and blob[0] == DETERMINISTIC_KIND and blob[1] == DETERMINISTIC_V1:
+            raise errors.MalformedData(
+                f"Not a deterministic value: {len(blob)} bytes, at least {DETERMINISTIC_V1_MIN_BYTES} expected."
+            )
+        raise _wrong_header(blob, DETERMINISTIC_KIND, "a deterministic value")
+    return _KEY_VERSION.unpack_from(blob, 2)[0]
 
 
 # -- fields ------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def row_payload(row: Row) -> dict[str, Any]:
 
 
 #: what an operation that worked does to the documents counted under its tenant-key version
-DOCUMENT_DELTAS = {"encrypt": 1, "rekey_in": 1, "rekey": -1}
+DOCUMENT_DELTAS = {"encrypt": 1, "det_encrypt": 1, "rekey_in": 1, "rekey": -1}
 
 
 def _count_versions(tenant_id: int, rows: list[dict[str, Any]]) -> None:

@@ -104,6 +104,14 @@ def tenant_cache() -> TenantKeyCache:
     return _tenant_cache
 
 
+def refresh_epoch() -> int:
+    """Read the revocation epoch now and empty the caches if it moved (not waiting for the next poll)."""
+    epoch = read_epoch()
+    key_cache().observe_epoch(epoch)
+    tenant_cache().observe_epoch(epoch)
+    return epoch
+
+
 def clear_caches() -> None:
     """Forget every unwrapped key, resolved tenant and provider instance of this process."""
     key_cache().clear()

@@ -107,6 +107,61 @@ def field_v1() -> dict:
     return {"format": "field v1", "cases": cases}
 
 
+LEASE_X = bytes.fromhex("4c45415345000000000000000000a5a5")
+
+
+def edek_v2() -> dict:
+    """v2 EDEKs: a KeyCore process's own lease and SDK leases, each with the lease key a reader needs."""
+    a1, a2 = _handle(TENANT_A, 1, KEY_A1), _handle(TENANT_A, 2, KEY_A2)
+    cases = []
+    fields = {"body": b"Hello from a lease.", "email": b"ada@example.com"}
+    for description, handle, lease_id in [
+        ("a KeyCore process's own lease, tenant A key version 1", a1, a1.server_lease.lease_id),
+        ("an SDK lease, tenant A key version 1", a1, LEASE_X),
+        ("an SDK lease, tenant A key version 2", a2, LEASE_X),
+    ]:
+        lease = handle.lease(lease_id)
+        edek, blobs = envelope.encrypt_with_lease(lease, fields)
+        header = envelope.parse_edek(edek)
+        cases.append(
+            {
+                "description": description,
+                **_key(TENANT_A, handle.version, KEY_A1 if handle is a1 else KEY_A2),
+                "lease_id": lease_id.hex(),
+                "lease_key": handle.lease_key(lease_id).hex(),
+                "document_id": header.document_id.hex(),
+                "edek": edek.hex(),
+                "format_version": header.format_version,
+                "fields": {name: {"plaintext": fields[name].hex(), "ciphertext": blobs[name].hex()} for name in fields},
+            }
+        )
+    return {"format": "EDEK v2", "cases": cases}
+
+
+def deterministic_v1() -> dict:
+    a1, a2 = _handle(TENANT_A, 1, KEY_A1), _handle(TENANT_A, 2, KEY_A2)
+    cases = []
+    for description, handle, key, field, value in [
+        ("an email, version 1", a1, KEY_A1, "email", b"ada@example.com"),
+        ("the same email in another field", a1, KEY_A1, "billing_email", b"ada@example.com"),
+        ("the same email under version 2", a2, KEY_A2, "email", b"ada@example.com"),
+        ("an empty value", a1, KEY_A1, "email", b""),
+        ("a 64-byte value and a non-ASCII field name", a1, KEY_A1, "n\u00e4me", bytes(range(64))),
+    ]:
+        det = handle.deterministic()
+        cases.append(
+            {
+                "description": description,
+                **_key(TENANT_A, handle.version, key),
+                "deterministic_base": handle.deterministic_base().hex(),
+                "field": field,
+                "plaintext": value.hex(),
+                "ciphertext": det.encrypt(field, value).hex(),
+            }
+        )
+    return {"format": "deterministic v1", "cases": cases}
+
+
 def sealed_v1() -> dict:
     old, new = bytes(range(100, 132)), bytes(range(200, 232))
     cases = []
@@ -172,6 +227,8 @@ def main(argv: list[str]) -> int:
         ("field_v1", field_v1),
         ("sealed_v1", sealed_v1),
         ("local_wrap_v1", local_wrap_v1),
+        ("edek_v2", edek_v2),
+        ("deterministic_v1", deterministic_v1),
     ]:
         path = VECTORS / f"{name}.json"
         if path.exists() and not force:

@@ -26,7 +26,7 @@ from keycore.crypto.envelope import (
     rewrap_edek,
 )
 
-EDEK_BYTES = 82
+EDEK_BYTES = 98  # v2, the format written since the per-document wrapping key
 FIELD_OVERHEAD = 30
 
 
@@ -200,10 +200,10 @@ def test_any_document_survives_rewraps(fields, old_version, new_version):
 def test_the_header_says_format_key_version_and_document(alice):
     edek, _ = encrypt_document(alice, {})
     header = parse_edek(edek)
-    assert header.format_version == 1
+    assert header.format_version == 2
     assert header.key_version == 3 == edek_key_version(edek)
     assert len(header.document_id) == 16
-    assert edek[:2] == b"\xed\x01"
+    assert edek[:2] == b"\xed\x02"
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,7 @@ def test_the_header_says_format_key_version_and_document(alice):
         b"\xed\x01",
         b"hello world",
         hashlib.sha512(b"82 bytes of noise").digest() + bytes(range(18)),
-        b"\xed\x02" + bytes(80),
+        b"\xed\x03" + bytes(96),
         b"\xfd\x01" + bytes(80),
     ],
     ids=["empty", "kind only", "header only", "text", "noise", "unknown version", "a field"],
@@ -244,8 +244,8 @@ def test_a_field_ciphertext_is_not_an_edek(alice):
 
 def test_an_unknown_edek_version_is_named(alice):
     edek, _ = encrypt_document(alice, {})
-    with pytest.raises(errors.MalformedData, match="version 2"):
-        parse_edek(b"\xed\x02" + edek[2:])
+    with pytest.raises(errors.MalformedData, match="version 3"):
+        parse_edek(b"\xed\x03" + edek[2:])
 
 
 # -- tampering and truncation -----------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_a_document_id_edited_in_the_edek_fails(alice):
     edek, blobs = encrypt_document(alice, {"a": b"x"})
     other_id = os.urandom(16)
     with pytest.raises(errors.AuthenticationFailed):
-        decrypt_document(alice, edek[:6] + other_id + edek[22:], blobs)
+        decrypt_document(alice, edek[:22] + other_id + edek[38:], blobs)
 
 
 # -- rewrap -----------------------------------------------------------------------------------
