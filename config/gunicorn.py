@@ -4,9 +4,11 @@ Hooks only; where to listen and how many workers stay on the command line.
 
 Once a worker has loaded Django, every object it made moves to the garbage collector's permanent
 generation (``gc.freeze()``): otherwise each full collection re-walks ~100k long-lived objects, 17–35 ms
-per 1,000-item batch and most of the p99 of single calls (docs/benchmarks.md, "REST API"). gunicorn's workers are separate processes, so Prometheus counts go to files in
-``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder when the environment names none), which a scrape
-of any worker sums: the folder is emptied when the server starts, and a worker that exits is marked dead.
+per 1,000-item batch and most of the p99 of single calls (docs/benchmarks.md, "REST API").
+
+gunicorn's workers are separate processes, so Prometheus counts go to files in ``PROMETHEUS_MULTIPROC_DIR``
+(a fresh temporary folder when the environment names none), which a scrape of any worker sums: the folder
+is emptied when the server starts, and a worker that exits is marked dead.
 """
 
 import os
