@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: run manage test lint format bench clean
 
@@ -43,8 +44,11 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# every benchmark in bench/ (quick mode; SQLite, or PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set), then
+# docs/benchmarks.md and its plot rewritten. BENCH_ARGS="--full" for each script's own defaults,
+# "--only crypto,api", "--profile furthest" to profile the figure furthest from its target.
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench.crypto
+	$(BIN)/python -m bench.runner --write --json var/bench-results.json $(BENCH_ARGS)
 
 clean:
 	rm -rf var/broker var/cache var/staticfiles .pytest_cache

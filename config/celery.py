@@ -1,9 +1,10 @@
 """The Celery app. Settings come from Django's settings (CELERY_*)."""
 
+import logging
 import os
 
 from celery import Celery
-from celery.signals import beat_init, worker_init
+from celery.signals import beat_init, worker_init, worker_process_shutdown
 from django.core.exceptions import ImproperlyConfigured
 
 from keycore.checks import require_secrets
@@ -26,6 +27,36 @@ def refuse_to_start_without_secrets(**kwargs):
         require_secrets()
     except ImproperlyConfigured as exc:
         raise SystemExit(f"KeyCore cannot start: {exc}") from None
+
+
+@worker_init.connect
+def serve_worker_metrics(sender=None, **kwargs):
+    """With ``KEYCORE_WORKER_METRICS_PORT``, the worker serves its Prometheus metrics on that port.
+
+    On ``KEYCORE_WORKER_METRICS_ADDRESS`` (127.0.0.1 unless set: never public by default). A prefork pool's
+    children are other processes: their figures reach the endpoint through ``PROMETHEUS_MULTIPROC_DIR``.
+    """
+    from django.conf import settings
+
+    from keycore import metrics
+
+    if not settings.KEYCORE_WORKER_METRICS_PORT:
+        return
+    pool = getattr(sender, "pool_cls", "")
+    pool_name = pool if isinstance(pool, str) else f"{pool.__module__}.{pool.__name__}"
+    if not metrics.multiprocess_dir() and "prefork" in pool_name.lower():
+        logging.getLogger(__name__).warning(
+            "KEYCORE_WORKER_METRICS_PORT is set without PROMETHEUS_MULTIPROC_DIR: a prefork pool's children "
+            "cannot report their figures (set the folder, or run --pool solo or threads)"
+        )
+    metrics.serve_worker_metrics(settings.KEYCORE_WORKER_METRICS_ADDRESS, settings.KEYCORE_WORKER_METRICS_PORT)
+
+
+@worker_process_shutdown.connect
+def forget_dead_child(pid=None, **kwargs):
+    from keycore import metrics
+
+    metrics.mark_process_dead(pid or os.getpid())
 
 
 @app.on_after_finalize.connect

@@ -180,6 +180,7 @@ if env("DATABASE_URL", "").startswith("postgres"):
     INSTALLED_APPS.append("django.contrib.postgres")
 
 MIDDLEWARE = [
+    "keycore.middleware.MetricsMiddleware",  # first: it times everything after it
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -415,6 +416,17 @@ KEYCORE_KEYUSE_AUTOFLUSH = env_bool("KEYCORE_KEYUSE_AUTOFLUSH", not TESTING)
 # detailed operations (tenants in detailed mode) a process keeps unwritten at most before keeping them as counts
 KEYCORE_KEYUSE_DETAIL_BACKLOG = int(env("KEYCORE_KEYUSE_DETAIL_BACKLOG", "1000000"))
 KEYCORE_KMS_TIMEOUT = float(env("KEYCORE_KMS_TIMEOUT", "5"))
+# Prometheus metrics (keycore/metrics.py, docs/operations.md). /metrics answers only with this bearer token:
+# without one it is a 404, so nothing is public by default.
+KEYCORE_METRICS_TOKEN = env("KEYCORE_METRICS_TOKEN") or ""
+# a Celery worker serves its metrics over HTTP on this port (0: not at all), on this address (internal by default)
+KEYCORE_WORKER_METRICS_PORT = int(env("KEYCORE_WORKER_METRICS_PORT", "0"))
+KEYCORE_WORKER_METRICS_ADDRESS = env("KEYCORE_WORKER_METRICS_ADDRESS", "127.0.0.1")
+# how often each process copies its key-cache counters into the metrics (off the crypto path)
+KEYCORE_METRICS_SYNC_INTERVAL = float(env("KEYCORE_METRICS_SYNC_INTERVAL", "5"))
+# prometheus-client reads this variable itself, when it is imported: set it in the environment of every
+# web and worker process of a machine (config/gunicorn.py sets one for gunicorn if it is missing)
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 # security events: retention of the vendor chain (tenants set their own), pruning and SIEM forwarding
 KEYCORE_VENDOR_EVENT_RETENTION_DAYS = int(env("KEYCORE_VENDOR_EVENT_RETENTION_DAYS", "365"))
 KEYCORE_EVENT_PRUNE_INTERVAL = float(env("KEYCORE_EVENT_PRUNE_INTERVAL", "3600"))

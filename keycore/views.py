@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import sys
 
+from django.conf import settings
 from django.contrib import messages
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from keycore import errors
+from keycore import metrics as process_metrics
 from keycore.access import memberships_of, staff_of
 from keycore.accounts import INVITATION_SESSION_KEY
 from keycore.api.problems import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS, problem_body
@@ -89,6 +92,25 @@ def readyz(request):
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks, "root_key": root_key}, status=200 if ok else 503
     )
+
+
+@require_GET
+@never_cache
+def metrics(request):
+    """Prometheus metrics, for whoever holds ``KEYCORE_METRICS_TOKEN`` (a 404 when none is configured).
+
+    No label holds a tenant, a key or a secret (keycore/metrics.py), but fleet sizes and error rates are
+    still the operator's business: never public by default.
+    """
+    token = settings.KEYCORE_METRICS_TOKEN
+    if not token:
+        raise Http404("Metrics are off: set KEYCORE_METRICS_TOKEN.")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = HttpResponse("A bearer token is required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(process_metrics.exposition(), content_type=process_metrics.CONTENT_TYPE_LATEST)
 
 
 @require_http_methods(["GET", "POST"])

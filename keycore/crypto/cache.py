@@ -20,7 +20,9 @@ read in flight, and then gets :class:`~keycore.errors.RevocationStatusUnknown`
 
 Keys live in process memory only, never in Redis or the database. The hot path
 is a clock read, a comparison and a dict lookup under a lock; the epoch check is
-amortised over ``epoch_interval``.
+amortised over ``epoch_interval``. Hits, misses and evictions are plain integers
+bumped under that lock (:attr:`TenantKeyCache.hits` …); ``keycore.metrics`` copies
+them into Prometheus counters every few seconds, off the hot path.
 
 Filling the cache races with revocation: a key fetched just before a revoke
 could be stored just after the cache was emptied. Callers close that window by
@@ -88,6 +90,11 @@ class TenantKeyCache(Generic[V]):
         self._read_started_at = -_NEVER
         self._reading = False
         self._generation = 0
+        #: lookups that found a live entry / found none (absent or expired); entries dropped to stay within
+        #: ``max_entries``. Monotonic for the life of the cache (clearing does not reset them).
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
 
     # -- reads -----------------------------------------------------------------
 
@@ -103,12 +110,22 @@ class TenantKeyCache(Generic[V]):
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                self.misses += 1
                 return None
             if now >= entry[1]:
                 del self._entries[key]
+                self.misses += 1
                 return None
             self._entries.move_to_end(key)
+            self.hits += 1
             return entry[0]
+
+    @property
+    def epoch_read_age(self) -> float | None:
+        """Seconds since the revocation epoch was last read completely (None: never, or no epoch source)."""
+        if self._epoch_source is None or self._checked_at == -_NEVER:
+            return None
+        return self._clock() - self._checked_at
 
     @property
     def generation(self) -> int:
@@ -151,6 +168,7 @@ class TenantKeyCache(Generic[V]):
             entries.move_to_end(key)
             while len(entries) > self.max_entries:
                 entries.popitem(last=False)
+                self.evictions += 1
         return True
 
     def invalidate(self, key: Hashable) -> None:

@@ -22,14 +22,16 @@ secrets.
 from __future__ import annotations
 
 import abc
+import functools
 import hmac
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from keycore import errors
+from keycore import errors, metrics
 
 if TYPE_CHECKING:
     from keycore.egress import EgressPolicy
@@ -87,6 +89,39 @@ class HealthResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_timing = threading.local()
+
+
+def _timed(operation: str, method):
+    """``method`` (a provider's wrap or unwrap), counted and timed by provider, operation and outcome.
+
+    Applied once here to every subclass, so no provider instruments itself; a subclass calling its
+    parent's method is counted once (the outermost call).
+    """
+
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+        if getattr(_timing, "inside", False):
+            return method(self, *args, **kwargs)
+        _timing.inside = True
+        outcome = "error"
+        started = time.perf_counter()
+        try:
+            result = method(self, *args, **kwargs)
+            outcome = "ok"
+            return result
+        except errors.KeyCoreError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            _timing.inside = False
+            elapsed = time.perf_counter() - started
+            metrics.observe_kms_call(getattr(self, "name", "unnamed"), operation, outcome, elapsed)
+
+    timed.kms_timed = True
+    return timed
+
+
 class KeyProvider(abc.ABC):
     #: registry name, e.g. "aws"; stored on the configuration row
     name: ClassVar[str]
@@ -100,6 +135,14 @@ class KeyProvider(abc.ABC):
     tenant_may_create: ClassVar[bool] = True
     #: whether the periodic health check should call this KMS (not for keys KeyCore holds itself)
     periodic_health_check: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # every KMS call is counted and timed here, whatever the provider (keycore.metrics)
+        for operation in ("wrap", "unwrap"):
+            method = cls.__dict__.get(operation)
+            if method is not None and not getattr(method, "kms_timed", False):
+                setattr(cls, operation, _timed(operation, method))
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from keycore import errors
+from keycore import errors, metrics
 from keycore.crypto.cache import TenantKeyCache
 from keycore.crypto.envelope import TenantKeyHandle, key_check_value
 from keycore.egress import EgressPolicy, tenant_kms_policy
@@ -91,6 +91,7 @@ def key_cache() -> TenantKeyCache:
         with _caches_lock:
             if _key_cache is None:
                 _key_cache = _epoch_cache(settings.KEYCORE_KEY_CACHE_TTL)
+                metrics.watch_cache("tenant_keys", _key_cache)
     return _key_cache
 
 
@@ -101,6 +102,7 @@ def tenant_cache() -> TenantKeyCache:
         with _caches_lock:
             if _tenant_cache is None:
                 _tenant_cache = _epoch_cache(min(60.0, settings.KEYCORE_KEY_CACHE_TTL))
+                metrics.watch_cache("tenants", _tenant_cache)
     return _tenant_cache
 
 

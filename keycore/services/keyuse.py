@@ -51,12 +51,13 @@ import threading
 import time
 from collections import Counter, defaultdict, deque
 from datetime import UTC, datetime
-from itertools import repeat, starmap
+from itertools import chain, repeat, starmap
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from keycore import metrics
 from keycore.models.keys import KEY_VERSION_MAX
 from keycore.services.events import keyuse_append
 
@@ -271,6 +272,13 @@ class KeyUseRecorder:
                 self._pending_details.extend(details)
                 self._fold_excess_details()
             detailed = sum(item[1] for item in details)
+            # the Prometheus counters, from what was just counted: nothing more on the crypto path
+            metrics.count_crypto_operations(
+                chain(
+                    ((bucket[1], bucket[5], count) for bucket, count in counts.items()),
+                    ((item[0][1], item[0][5], item[1]) for item in details),
+                )
+            )
             if not counts:
                 return detailed
             minute = int(start if stamp == "start" else now) // 60
