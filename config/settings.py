@@ -156,6 +156,7 @@ if env("DATABASE_URL", "").startswith("postgres"):
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "keycore.middleware.RefuseNulInPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "keycore.middleware.DebugErrorPagesMiddleware",

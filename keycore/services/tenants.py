@@ -236,8 +236,17 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: the longest address SMTP can deliver to (RFC 5321's 256-octet path, less its angle brackets)
+EMAIL_MAX_LENGTH = 254
+
+
 def _validate_invite(email: str, role: str, *, audience: str) -> str:
     email = (email or "").strip().lower()
+    if len(email) > EMAIL_MAX_LENGTH:
+        raise errors.InvalidInput(
+            f"An email address has at most {EMAIL_MAX_LENGTH} characters.",
+            field_errors={"email": [f"At most {EMAIL_MAX_LENGTH} characters."]},
+        )
     try:
         validate_email(email)
     except ValidationError as exc:
