@@ -182,6 +182,7 @@ if env("DATABASE_URL", "").startswith("postgres"):
 MIDDLEWARE = [
     "keycore.middleware.MetricsMiddleware",  # first: it times everything after it
     "django.middleware.security.SecurityMiddleware",
+    "keycore.middleware.RefuseNulInPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "keycore.middleware.DebugErrorPagesMiddleware",

@@ -2,6 +2,7 @@ from django.urls import include, path
 
 from keycore import views
 
+handler400 = "keycore.views.bad_request"
 handler404 = "keycore.views.not_found"
 handler500 = "keycore.views.server_error"
 handler403 = "keycore.views.forbidden"

@@ -73,7 +73,8 @@ def vendor_view(cap: str = "read"):
             gate = _mfa_gate(
                 request,
                 settings.KEYCORE_REQUIRE_ADMIN_MFA and staff.role in VENDOR_ROLES_REQUIRING_MFA,
-                "Vendor administrators must use two-factor authentication.",
+                f"Vendor staff who can change anything ({staff.get_role_display().lower()}s too) must use "
+                "two-factor authentication.",
             )
             if gate is not None:
                 return gate

@@ -1,4 +1,5 @@
-"""Response headers the portals need beyond Django's SecurityMiddleware, and styled error pages under DEBUG."""
+"""Response headers the portals need beyond Django's SecurityMiddleware, styled error pages under DEBUG, and
+paths that can reach no database refused first."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from keycore import metrics
-from keycore.views import forbidden, not_found, server_error
+from keycore.views import bad_request, forbidden, not_found, server_error
 
 # Scripts only from our own origin (htmx and our small JS files); no inline scripts, no CDN.
 CONTENT_SECURITY_POLICY = (
@@ -43,6 +44,23 @@ class MetricsMiddleware:
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RefuseNulInPathMiddleware:
+    """A path with a NUL (``/api/v1/tenants/a%00b/``) is a 400 before any view looks a tenant up by it.
+
+    PostgreSQL refuses NUL in text, so every lookup by a path parameter would be a 500. (Lone
+    surrogates cannot occur: Django re-percent-encodes bytes that are not UTF-8.) The answer is
+    ``config.urls.handler400``'s: a problem document under ``/api/``, a page elsewhere.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path:
+            return bad_request(request)
+        return self.get_response(request)
 
 
 class SecurityHeadersMiddleware:

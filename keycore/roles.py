@@ -29,10 +29,11 @@ class Cap(models.TextChoices):
     MANAGE_MEMBERS = "manage_members", "Manage members"
     MANAGE_KEYS = "manage_keys", "Manage keys"
     MANAGE_SETTINGS = "manage_settings", "Manage tenant settings"
+    SHRED = "shred", "Crypto-shred an offboarded tenant's keys, and approve shredding early"
 
 
 VENDOR_CAPS: dict[str, frozenset[str]] = {
-    VendorRole.ADMIN: frozenset({Cap.READ, Cap.WRITE, Cap.MANAGE_STAFF, Cap.MANAGE_API_KEYS}),
+    VendorRole.ADMIN: frozenset({Cap.READ, Cap.WRITE, Cap.MANAGE_STAFF, Cap.MANAGE_API_KEYS, Cap.SHRED}),
     VendorRole.OPERATOR: frozenset({Cap.READ, Cap.WRITE}),
     VendorRole.AUDITOR: frozenset({Cap.READ}),
 }
@@ -43,9 +44,10 @@ TENANT_CAPS: dict[str, frozenset[str]] = {
     TenantRole.AUDITOR: frozenset({Cap.READ}),
 }
 
-#: roles whose holders must have MFA enrolled (when KEYCORE_REQUIRE_ADMIN_MFA is on)
-VENDOR_ROLES_REQUIRING_MFA = frozenset({VendorRole.ADMIN})
-TENANT_ROLES_REQUIRING_MFA = frozenset({TenantRole.OWNER, TenantRole.ADMIN})
+#: roles whose holders must have MFA enrolled (when KEYCORE_REQUIRE_ADMIN_MFA is on): every role that can
+#: change anything, so a stolen password alone can read at most (an operator can offboard a tenant)
+VENDOR_ROLES_REQUIRING_MFA = frozenset(role for role, caps in VENDOR_CAPS.items() if caps - {Cap.READ})
+TENANT_ROLES_REQUIRING_MFA = frozenset(role for role, caps in TENANT_CAPS.items() if caps - {Cap.READ})
 
 
 def tenant_role_may_grant(granter: str | None, role: str) -> bool:

@@ -15,12 +15,15 @@ from allauth.account.signals import (
     user_logged_in,
     user_signed_up,
 )
+from allauth.mfa.models import Authenticator
 from allauth.mfa.signals import authentication_failed, authenticator_added, authenticator_removed, authenticator_reset
 from django.contrib.auth.signals import user_logged_out, user_login_failed
+from django.db.models.signals import post_init, pre_save
 from django.dispatch import receiver
 
 from keycore import errors
 from keycore.accounts import INVITATION_SESSION_KEY
+from keycore.sealing import bind_mfa_secrets, refuse_misplaced_mfa_secrets
 from keycore.services.audit import Actor, audit_record
 from keycore.services.tenants import invitation_accept, invitation_lookup
 
@@ -183,3 +186,20 @@ def on_email_changed(sender, request, user, from_email_address, to_email_address
         target_repr=user.email,
         changes={"primary_email": [getattr(from_email_address, "email", None), to_email_address.email]},
     )
+
+
+# --- MFA secrets bound to their authenticator (keycore.sealing) ------------------------------------
+
+
+@receiver(pre_save, sender=Authenticator)
+def bind_mfa_secrets_before_save(sender, instance, **kwargs):
+    """allauth's freshly sealed secrets are bound to this row's user and kind before they are stored."""
+    if "data" in instance.__dict__ and instance.user_id is not None:
+        instance.data = bind_mfa_secrets(instance.data, user_id=instance.user_id, kind=instance.type)
+
+
+@receiver(post_init, sender=Authenticator)
+def refuse_misplaced_mfa_secrets_on_load(sender, instance, **kwargs):
+    """A secret bound to another user or kind (copied into this row) answers to none of its codes."""
+    if instance.pk is not None and all(f in instance.__dict__ for f in ("data", "user_id", "type")):
+        instance.data = refuse_misplaced_mfa_secrets(instance.data, user_id=instance.user_id, kind=instance.type)

@@ -144,11 +144,33 @@ def invitation_accept(request, token: str):
     return render(request, "invitation_accept.html", context)
 
 
+def _api_problem(status: int, code: str, title: str, detail: str) -> HttpResponse:
+    return HttpResponse(
+        json.dumps(problem_body(code, title, status, detail)), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def bad_request(request, exception=None):
+    """A request Django refused before any view (a NUL in the path, too many fields, a bad Host)."""
+    detail = "The request is malformed."
+    if _is_api(request):
+        return _api_problem(400, "malformed-request", "Malformed request", detail)
+    return render(request, "400.html", {"message": detail}, status=400)
+
+
 def not_found(request, exception=None):
+    if _is_api(request):
+        return _api_problem(404, "not-found", "Not found", "No such endpoint or resource.")
     return render(request, "404.html", status=404)
 
 
 def forbidden(request, exception=None):
+    if _is_api(request):
+        return _api_problem(403, "forbidden", "Not allowed", "Not allowed.")
     return render(request, "403.html", {"message": str(exception or "")}, status=403)
 
 

@@ -76,11 +76,13 @@ def test_administrators_without_mfa_must_enrol_first(client, tenant):
     assert client.get(reverse("tenant:overview", args=[tenant.external_id]))["Location"] == reverse("mfa_index")
 
 
-def test_operators_and_auditors_need_no_mfa_but_a_tenant_can_require_it(client, tenant):
+def test_operators_need_mfa_auditors_do_not_but_a_tenant_can_require_it(client, tenant):
     from keycore.roles import TenantRole, VendorRole
     from tests.factories import make_member, make_staff
 
     client.force_login(make_staff("op@vendor.example", VendorRole.OPERATOR, mfa=False))
+    assert client.get(reverse("vendor:dashboard"))["Location"] == reverse("mfa_index")  # operators can offboard
+    client.force_login(make_staff("va@vendor.example", VendorRole.AUDITOR, mfa=False))
     assert client.get(reverse("vendor:dashboard")).status_code == 200
     auditor = make_member(tenant, "aud@acme.example", TenantRole.AUDITOR, mfa=False)
     client.force_login(auditor)

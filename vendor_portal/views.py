@@ -1,9 +1,9 @@
 """The vendor portal (/vendor/): thin views over keycore's selectors and services.
 
 Each view parses its input, calls one service or selector, and renders. Who may do
-what is decided by ``vendor_view(cap)`` alone; destructive actions (retire, offboard,
-shred, revoke an API key, deactivate staff) also need a recent password
-re-entry (allauth's ``reauthentication_required``). Services write the audit
+what is decided by ``vendor_view(cap)`` alone; destructive and empowering actions (retire, offboard,
+shred and its dual control, create, rotate or revoke an API key, invite, promote or deactivate staff)
+also need a recent password re-entry (allauth's ``reauthentication_required``). Services write the audit
 events; no view does.
 """
 
@@ -354,6 +354,10 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     has_owner = any(m.role == TenantRole.OWNER for m in members) or any(
         i.role == TenantRole.OWNER and i.state == "pending" for i in invitations
     )
+    shred = tenants.shred_state(tenant, request.user)
+    has_vendor_keys = any(
+        c.owner == ConfigOwner.VENDOR and c.state != ConfigState.DESTROYED for c in overview["configs"]
+    )
     context = {
         "nav": "tenants",
         "tenant": tenant,
@@ -370,9 +374,10 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
         "tenant_key_is_primary": primary is not None and primary.owner == ConfigOwner.TENANT,
         "vendor_may_replace_primary": not sovereignty.tenant_owns_key(tenant),
         "grace_days": settings.KEYCORE_OFFBOARD_GRACE_DAYS,
-        "grace_over": tenant.shred_after is not None and tenant.shred_after <= timezone.now(),
-        "can_shred": tenant.status in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED)
-        and any(c.owner == ConfigOwner.VENDOR and c.state != ConfigState.DESTROYED for c in overview["configs"]),
+        "shred": shred,
+        "grace_over": shred["grace_over"],
+        "has_vendor_keys": has_vendor_keys,
+        "can_shred": shred["may_shred"] and has_vendor_keys,
         "ConfigState": ConfigState,
     }
     context.update(extra)
@@ -442,9 +447,9 @@ def tenant_status(request, external_id: str):
     return redirect("vendor:tenant", external_id=tenant.external_id)
 
 
-@vendor_action(Cap.WRITE, reauthenticate=True)
+@vendor_action(Cap.SHRED, reauthenticate=True)
 def tenant_shred(request, external_id: str):
-    """Crypto-shred an offboarding tenant's vendor-provided keys; before the grace period ends only when typed."""
+    """Crypto-shred an offboarded tenant's vendor-provided keys, typed, once the grace period is over."""
     tenant = _tenant(external_id)
     form = ShredForm(request.POST, external_id=tenant.external_id)
     if not form.is_valid():
@@ -452,7 +457,7 @@ def tenant_shred(request, external_id: str):
             request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant, shred_form=form), status=400
         )
     try:
-        count = tenants.tenant_shred(tenant=tenant, actor=Actor.from_request(request), force=True)
+        count = tenants.tenant_shred(tenant=tenant, actor=Actor.from_request(request))
     except errors.KeyCoreError as exc:
         messages.error(request, exc.detail)
     else:
@@ -461,6 +466,36 @@ def tenant_shred(request, external_id: str):
             f"Crypto-shredded {count} vendor-provided key(s) of {tenant.name}: "
             "data under them can never be read again.",
         )
+    return redirect("vendor:tenant", external_id=tenant.external_id)
+
+
+@vendor_action(Cap.SHRED, reauthenticate=True)
+def tenant_shred_request(request, external_id: str):
+    """Ask to end the grace period now: dual control, another administrator must approve."""
+    tenant = _tenant(external_id)
+    try:
+        tenants.tenant_shred_early_request(
+            tenant=tenant, actor=Actor.from_request(request), reason=request.POST.get("reason", "")[:300]
+        )
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request, f"Asked to shred the keys of {tenant.name} early: another administrator must approve."
+        )
+    return redirect("vendor:tenant", external_id=tenant.external_id)
+
+
+@vendor_action(Cap.SHRED, reauthenticate=True)
+def tenant_shred_approve(request, external_id: str):
+    """Approve another administrator's request: the grace period ends now (the shred itself is a next step)."""
+    tenant = _tenant(external_id)
+    try:
+        tenants.tenant_shred_early_approve(tenant=tenant, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Approved: the grace period of {tenant.name} is over; its keys can be shredded.")
     return redirect("vendor:tenant", external_id=tenant.external_id)
 
 
@@ -758,7 +793,7 @@ def staff_list(request):
     return _staff_page(request)
 
 
-@vendor_action(Cap.MANAGE_STAFF)
+@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
 def staff_invite(request):
     form = StaffInviteForm(request.POST)
     if form.is_valid():
@@ -777,7 +812,7 @@ def staff_invite(request):
     return _staff_page(request, invite_form=form, status=400)
 
 
-@vendor_action(Cap.MANAGE_STAFF)
+@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
 def staff_role(request, pk: int):
     staff = get_object_or_404(VendorStaff.objects.select_related("user"), pk=pk)
     form = StaffRoleForm(request.POST)
@@ -846,7 +881,7 @@ def api_key_list(request):
     return _api_keys_page(request)
 
 
-@vendor_action(Cap.MANAGE_API_KEYS)
+@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
 def api_key_create(request):
     form = ApiKeyForm(request.POST)
     if form.is_valid():
@@ -871,7 +906,7 @@ def api_key_create(request):
     return _api_keys_page(request, form=form, status=400)
 
 
-@vendor_action(Cap.MANAGE_API_KEYS)
+@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
 def api_key_rotate(request, uid):
     key = get_object_or_404(ApiKey, uid=uid)
     try:

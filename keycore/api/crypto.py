@@ -53,6 +53,7 @@ from keycore.services.crypto import (
     crypto_decrypt,
     crypto_encrypt,
     crypto_rekey,
+    text_problem,
 )
 from keycore.services.keyuse import Attribution, attribution
 
@@ -108,6 +109,10 @@ def _tenant(obj: dict, key, name: str = "tenant") -> str:
     value = obj.get(name)
     if type(value) is not str or not value:
         raise _invalid(name, "Required: the tenant's external id.")
+    if not value.isascii() or "\x00" in value:
+        problem = text_problem(value)  # a NUL or lone surrogate would reach the database's tenant lookup
+        if problem:
+            raise _invalid(name, problem)
     if len(value) > TENANT_MAX or not tenant_allowed(key, value):
         # the same answer as for a tenant that does not exist: a limited key learns nothing
         raise errors.TenantNotFound(f"No tenant has the external id {value!r}.")
@@ -459,6 +464,8 @@ def _plain_item(tenant, fields, allowed) -> bool:
     return (
         type(tenant) is str
         and 0 < len(tenant) <= TENANT_MAX
+        and tenant.isascii()
+        and "\x00" not in tenant
         and (allowed is None or tenant in allowed)
         and type(fields) is dict
         and len(fields) <= MAX_FIELDS

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Upper
@@ -70,6 +71,12 @@ class Tenant(models.Model):
     status_changed_at = models.DateTimeField(null=True, blank=True)
     #: offboarding: vendor-provided keys may be crypto-shredded after this moment
     shred_after = models.DateTimeField(null=True, blank=True)
+    #: dual control: an administrator asked to shred before ``shred_after``; another must approve
+    shred_early_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    shred_early_requested_at = models.DateTimeField(null=True, blank=True)
+    shred_early_reason = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         ordering = ["name", "id"]

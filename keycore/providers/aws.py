@@ -647,8 +647,14 @@ def endpoint_problem(url: str) -> str:
     https only; plain http is accepted for loopback addresses, where local test
     servers and emulators listen.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    if not url.isprintable() or " " in url:
+        return "Enter an https:// URL (no spaces or control characters)."
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018  (raises for a port that is not a number from 0 to 65535)
+    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket), "https://[zz]/", a bad port
+        return "Enter an https:// URL: this one cannot be parsed."
     if parts.scheme not in {"https", "http"} or not host:
         return "Enter an https:// URL."
     if parts.username or parts.password or parts.query or parts.fragment:

@@ -21,7 +21,7 @@ from keycore import errors
 from keycore.models import Invitation, KmsConfig, Membership, Tenant, User, VendorKey, VendorStaff
 from keycore.models.keys import ConfigOwner, ConfigState, HistoryAction, VendorKeyState
 from keycore.models.tenants import InvitationAudience, KeyOwnership, TenantStatus, external_id_validator
-from keycore.roles import TenantRole, VendorRole, tenant_role_may_grant
+from keycore.roles import Cap, TenantRole, VendorRole, tenant_role_may_grant, vendor_can
 from keycore.services.audit import Actor, audit_record, diff
 from keycore.services.keyring import bump_epoch, key_history_record
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_destroy, tenant_key_create
@@ -216,7 +216,20 @@ def tenant_set_status(*, tenant: Tenant, transition: str, actor: Actor, reason: 
             if target == TenantStatus.OFFBOARDING
             else None
         )
-        tenant.save(update_fields=["status", "status_changed_at", "shred_after", "updated_at"])
+        tenant.shred_early_requested_by = None  # a new offboarding needs a new request
+        tenant.shred_early_requested_at = None
+        tenant.shred_early_reason = ""
+        tenant.save(
+            update_fields=[
+                "status",
+                "status_changed_at",
+                "shred_after",
+                "updated_at",
+                "shred_early_requested_by",
+                "shred_early_requested_at",
+                "shred_early_reason",
+            ]
+        )
         changes = {"status": [before, target]}
         if reason:
             changes["reason"] = [None, reason[:300]]
@@ -225,13 +238,104 @@ def tenant_set_status(*, tenant: Tenant, transition: str, actor: Actor, reason: 
     return tenant
 
 
-def tenant_shred(*, tenant: Tenant, actor: Actor, force: bool = False) -> int:
-    """Crypto-shred an offboarding tenant's vendor-provided keys (after the grace period unless forced)."""
+def _require_shredder(actor: Actor, *, person: bool = False) -> None:
+    """Crypto-shredding is for vendor administrators (``Cap.SHRED``), never operators.
+
+    A system actor (a management command, run by whoever holds the servers) passes unless ``person``:
+    dual control needs two people, so requesting and approving always name one.
+    """
+    if actor.user is None:
+        if person:
+            raise errors.PermissionDenied("Shredding early needs two vendor administrators, each signed in.")
+        return
+    staff = VendorStaff.objects.filter(user=actor.user, is_active=True).first()
+    if staff is None or not vendor_can(staff.role, Cap.SHRED):
+        raise errors.PermissionDenied("Only vendor administrators may crypto-shred a tenant's keys.")
+
+
+def shred_state(tenant: Tenant, user=None) -> dict:
+    """What may happen to an offboarding tenant's vendor-provided keys now, and for ``user`` (both portals' one
+    source for which shred buttons to show): ``grace_over``, ``pending`` (an early shred asked, not yet
+    approved), ``may_request``, ``may_approve`` (another administrator's request)."""
+    now = timezone.now()
+    offboarding = tenant.status == TenantStatus.OFFBOARDING
+    grace_over = tenant.status == TenantStatus.OFFBOARDED or (
+        offboarding and tenant.shred_after is not None and tenant.shred_after <= now
+    )
+    pending = offboarding and tenant.shred_early_requested_at is not None and not grace_over
+    staff = VendorStaff.objects.filter(user=user, is_active=True).first() if user is not None else None
+    admin = staff is not None and vendor_can(staff.role, Cap.SHRED)
+    return {
+        "grace_over": grace_over,
+        "pending": pending,
+        "may_shred": admin and grace_over,
+        "may_request": admin and offboarding and not grace_over and not pending,
+        "may_approve": admin and pending and tenant.shred_early_requested_by_id != getattr(user, "pk", None),
+    }
+
+
+def tenant_shred_early_request(*, tenant: Tenant, actor: Actor, reason: str = "") -> Tenant:
+    """An administrator asks to end an offboarding tenant's grace period now; another must approve it."""
+    _require_shredder(actor, person=True)
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
+        state = shred_state(tenant)
+        if tenant.status != TenantStatus.OFFBOARDING or state["grace_over"]:
+            raise errors.Conflict("Only an offboarding tenant still in its grace period can be shredded early.")
+        if state["pending"]:
+            raise errors.Conflict("Shredding early has already been asked for; another administrator must approve.")
+        tenant.shred_early_requested_by = actor.user
+        tenant.shred_early_requested_at = timezone.now()
+        tenant.shred_early_reason = (reason or "")[:300]
+        tenant.save(update_fields=["shred_early_requested_by", "shred_early_requested_at", "shred_early_reason"])
+        changes = {"shred_after": [tenant.shred_after.isoformat(), None]}
+        if reason:
+            changes["reason"] = [None, tenant.shred_early_reason]
+        audit_record(actor=actor, action="tenant.shred_early_requested", tenant=tenant, target=tenant, changes=changes)
+    return tenant
+
+
+def tenant_shred_early_approve(*, tenant: Tenant, actor: Actor) -> Tenant:
+    """A second administrator approves another's request: the grace period ends now (dual control)."""
+    _require_shredder(actor, person=True)
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
+        if not shred_state(tenant)["pending"]:
+            raise errors.Conflict("Nobody has asked to shred this tenant's keys early.")
+        if tenant.shred_early_requested_by_id == actor.user.pk:
+            raise errors.PermissionDenied("You asked for this: another administrator must approve it.")
+        requester = tenant.shred_early_requested_by
+        before, now = tenant.shred_after, timezone.now()
+        tenant.shred_after = now
+        tenant.shred_early_requested_by = None
+        tenant.shred_early_requested_at = None
+        tenant.shred_early_reason = ""
+        tenant.save(
+            update_fields=["shred_after", "shred_early_requested_by", "shred_early_requested_at", "shred_early_reason"]
+        )
+        changes = {
+            "shred_after": [before.isoformat(), now.isoformat()],
+            "requested_by": [None, requester.email if requester else "(a removed account)"],
+        }
+        audit_record(actor=actor, action="tenant.shred_early_approved", tenant=tenant, target=tenant, changes=changes)
+    return tenant
+
+
+def tenant_shred(*, tenant: Tenant, actor: Actor) -> int:
+    """Crypto-shred an offboarding tenant's vendor-provided keys, once its grace period is over.
+
+    Vendor administrators only. There is no way to skip the grace period here: shortening it takes
+    two administrators (``tenant_shred_early_request`` and ``tenant_shred_early_approve``).
+    """
+    _require_shredder(actor)
     tenant = Tenant.objects.get(pk=tenant.pk)
     if tenant.status not in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED):
         raise errors.Conflict("Only an offboarding tenant's keys can be shredded.")
-    if not force and tenant.shred_after and tenant.shred_after > timezone.now():
-        raise errors.Conflict(f"The grace period runs until {tenant.shred_after:%Y-%m-%d %H:%M} UTC.")
+    if not shred_state(tenant)["grace_over"]:
+        raise errors.Conflict(
+            f"The grace period runs until {tenant.shred_after:%Y-%m-%d %H:%M} UTC. To shred earlier, one "
+            "administrator asks for it and another approves."
+        )
     count = 0
     with transaction.atomic():
         configs = (
@@ -258,8 +362,17 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: the longest address SMTP can deliver to (RFC 5321's 256-octet path, less its angle brackets)
+EMAIL_MAX_LENGTH = 254
+
+
 def _validate_invite(email: str, role: str, *, audience: str) -> str:
     email = (email or "").strip().lower()
+    if len(email) > EMAIL_MAX_LENGTH:
+        raise errors.InvalidInput(
+            f"An email address has at most {EMAIL_MAX_LENGTH} characters.",
+            field_errors={"email": [f"At most {EMAIL_MAX_LENGTH} characters."]},
+        )
     try:
         validate_email(email)
     except ValidationError as exc:

@@ -28,6 +28,12 @@ PURPOSES = {
     "vendor:key_retire": "retire {config}, a key of {tenant}",
     "vendor:tenant_status": "offboard {tenant}",
     "vendor:tenant_shred": "crypto-shred the vendor-provided keys of {tenant}",
+    "vendor:tenant_shred_request": "ask to crypto-shred the keys of {tenant} before its grace period ends",
+    "vendor:tenant_shred_approve": "approve crypto-shredding the keys of {tenant} before its grace period ends",
+    "vendor:api_key_create": "create an API key",
+    "vendor:api_key_rotate": "rotate the API key {api_key}",
+    "vendor:staff_invite": "invite someone to the vendor's staff",
+    "vendor:staff_role": "change the role of {staff}",
     "vendor:api_key_revoke": "revoke the API key {api_key}",
     "vendor:staff_deactivate": "deactivate {staff}",
     "mfa_deactivate_totp": "turn off your authenticator app",
@@ -51,7 +57,7 @@ def _names(request, match) -> dict[str, str] | None:
         if staff_of(user) is None:
             return None
         tenant = Tenant.objects.filter(external_id=kwargs.get("external_id")).first()
-        if "uid" in kwargs and match.url_name == "api_key_revoke":
+        if "uid" in kwargs and match.url_name in ("api_key_revoke", "api_key_rotate"):
             key = ApiKey.objects.filter(uid=kwargs["uid"]).first()
             names["api_key"] = key.name if key else "?"
         if "pk" in kwargs:

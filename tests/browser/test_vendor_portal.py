@@ -12,9 +12,10 @@ import time
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from keycore.models import Invitation, KmsConfig, RekeyJob
+from keycore.models import Invitation, KmsConfig, RekeyJob, Tenant
 from keycore.models.keys import ConfigOwner
 from tests.browser.conftest import shot, sign_in
 from tests.factories import PASSWORD, make_tenant
@@ -175,6 +176,7 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     page.fill("#id_name", "billing-service")
     page.check("input[value=crypto]")
     page.get_by_role("button", name="Create key").click()
+    _reauthenticate_if_asked(page)  # creating an API key asks for the password unless given just now
     secret = page.locator("#new-secret").inner_text()
     assert len(secret) > 20
     shot(page, "api-key-created")
@@ -196,6 +198,9 @@ def test_every_vendor_page_renders_for_an_administrator(page, vendor_admin, vend
     page.wait_for_load_state("networkidle")
     _reauthenticate_if_asked(page)
     assert page.get_by_text("Offboarding.", exact=True).is_visible()
+    assert page.get_by_role("button", name="Ask to shred early…").is_visible()  # two administrators
+    Tenant.objects.filter(pk=acme.pk).update(shred_after=timezone.now())  # the grace period is over
+    page.reload()
     shred = page.get_by_role("button", name="Shred the keys of acme")
     assert shred.is_disabled()
     page.fill("#id_confirm", "acme")

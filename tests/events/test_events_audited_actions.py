@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from keycore.models import (
     AuditEvent,
@@ -186,6 +188,16 @@ def _offboarded(w: World) -> Tenant:
     return w.tenant
 
 
+def _shredder(w: World, *, grace_over: bool = False, asked_by: User | None = None) -> None:
+    """Crypto-shredding is for vendor administrators: the acting user becomes one too, acme is offboarding."""
+    VendorStaff.objects.get_or_create(user=w.owner, defaults={"role": "admin"})
+    _offboarded(w)
+    if grace_over:
+        Tenant.objects.filter(pk=w.tenant.pk).update(shred_after=timezone.now() - timedelta(seconds=1))
+    if asked_by is not None:
+        tenants.tenant_shred_early_request(tenant=w.tenant, actor=Actor.for_user(asked_by))
+
+
 CASES: dict[str, Case] = {
     # tenants
     "tenant_create": Case(
@@ -216,8 +228,19 @@ CASES: dict[str, Case] = {
     ),
     "tenant_shred": Case(
         "tenant.shredded",
-        lambda w: (tenants.tenant_shred(tenant=_offboarded(w), actor=w.actor, force=True), w.tenant)[1],
+        lambda w: (tenants.tenant_shred(tenant=w.tenant, actor=w.actor), w.tenant)[1],
         also=("kms_config.destroyed",),
+        setup=lambda w: _shredder(w, grace_over=True),
+    ),
+    "tenant_shred_early_request": Case(
+        "tenant.shred_early_requested",
+        lambda w: tenants.tenant_shred_early_request(tenant=w.tenant, actor=w.actor, reason="contract ended"),
+        setup=_shredder,
+    ),
+    "tenant_shred_early_approve": Case(
+        "tenant.shred_early_approved",
+        lambda w: tenants.tenant_shred_early_approve(tenant=w.tenant, actor=w.actor),
+        setup=lambda w: _shredder(w, asked_by=w.staff),
     ),
     # invitations and members
     "invitation_create": Case(
@@ -438,7 +461,7 @@ def test_the_table_covers_every_public_service_that_changes_something():
 
     not_admin_actions = {
         # reads, checks and internal steps: no admin change of their own
-        "tenants": {"validate_external_id", "validate_name", "invitation_url", "invitation_lookup"},
+        "tenants": {"validate_external_id", "validate_name", "invitation_url", "invitation_lookup", "shred_state"},
         "keys": {
             "kms_config_test_connection",
             "kms_config_check",
@@ -528,6 +551,8 @@ def test_the_table_covers_every_public_service_that_changes_something():
             "tenant_update",
             "tenant_set_status",
             "tenant_shred",
+            "tenant_shred_early_request",
+            "tenant_shred_early_approve",
             "invitation_create",
             "invitation_resend",
             "invitation_revoke",

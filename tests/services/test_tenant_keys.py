@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from keycore import errors
-from keycore.models import AuditEvent, KeyHistoryEntry, KmsConfig, TenantKey, TenantKeyWrap
+from keycore.models import AuditEvent, KeyHistoryEntry, KmsConfig, Tenant, TenantKey, TenantKeyWrap
 from keycore.services import keyring, keys
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 from keycore.services.tenants import tenant_create, tenant_set_status
@@ -170,7 +171,8 @@ def test_shredding_an_offboarded_tenant_destroys_its_data_for_good(tenant, actor
         tenant_set_status(tenant=tenant, transition="offboard", actor=actor)
         with pytest.raises(errors.Conflict, match="grace period"):
             tenant_shred(tenant=tenant, actor=actor)
-        assert tenant_shred(tenant=tenant, actor=actor, force=True) == 1
+        Tenant.objects.filter(pk=tenant.pk).update(shred_after=timezone.now())  # the grace period is over
+        assert tenant_shred(tenant=tenant, actor=actor) == 1
     config = KmsConfig.objects.get(tenant=tenant)
     assert config.sealed_secrets is None
     assert TenantKey.objects.get(tenant=tenant).state == "destroyed"

@@ -41,7 +41,9 @@ ROUTES = [
     Route("tenant", ("tenant",), "get", Cap.READ),
     Route("tenant_audit", ("tenant",), "get", Cap.READ),
     Route("tenant_status", ("tenant",), "post", Cap.WRITE),
-    Route("tenant_shred", ("tenant",), "post", Cap.WRITE),
+    Route("tenant_shred", ("tenant",), "post", Cap.SHRED),
+    Route("tenant_shred_request", ("tenant",), "post", Cap.SHRED),
+    Route("tenant_shred_approve", ("tenant",), "post", Cap.SHRED),
     Route("invitation_create", ("tenant",), "post", Cap.WRITE),
     Route("invitation_resend", ("tenant", "invitation"), "post", Cap.WRITE),
     Route("invitation_revoke", ("tenant", "invitation"), "post", Cap.WRITE),
@@ -177,7 +179,10 @@ def test_the_table_says_what_the_roles_say():
     assert vendor_can(VendorRole.OPERATOR, Cap.WRITE)
     assert not vendor_can(VendorRole.OPERATOR, Cap.MANAGE_STAFF)
     assert not vendor_can(VendorRole.OPERATOR, Cap.MANAGE_API_KEYS)
-    assert all(vendor_can(VendorRole.ADMIN, c) for c in (Cap.READ, Cap.WRITE, Cap.MANAGE_STAFF, Cap.MANAGE_API_KEYS))
+    assert all(
+        vendor_can(VendorRole.ADMIN, c) for c in (Cap.READ, Cap.WRITE, Cap.MANAGE_STAFF, Cap.MANAGE_API_KEYS, Cap.SHRED)
+    )
+    assert not vendor_can(VendorRole.OPERATOR, Cap.SHRED), "crypto-shredding is for administrators only"
     assert all(r.method == "get" or r.cap != Cap.READ for r in ROUTES), "a POST that only needs READ"
 
 

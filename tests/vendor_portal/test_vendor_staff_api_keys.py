@@ -25,6 +25,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_an_admin_invites_a_colleague_who_gets_a_single_use_link(as_admin, django_capture_on_commit_callbacks):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     with django_capture_on_commit_callbacks(execute=True):
         response = as_admin.post(reverse("vendor:staff_invite"), {"email": "new@vendor.example", "role": "auditor"})
     assert response.status_code == 302
@@ -36,12 +37,14 @@ def test_an_admin_invites_a_colleague_who_gets_a_single_use_link(as_admin, djang
 
 
 def test_inviting_someone_already_on_the_staff_says_so_next_to_the_email(as_admin, vendor_operator):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     response = as_admin.post(reverse("vendor:staff_invite"), {"email": vendor_operator.email, "role": "auditor"})
     assert response.status_code == 400
     assert response.context["invite_form"].errors["email"] == ["Already staff."]
 
 
 def test_changing_a_role_is_audited_with_before_and_after(as_admin, vendor_operator, vendor_admin):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     staff = vendor_operator.vendor_staff
     as_admin.post(reverse("vendor:staff_role", args=[staff.pk]), {"role": "auditor"})
     staff.refresh_from_db()
@@ -51,6 +54,7 @@ def test_changing_a_role_is_audited_with_before_and_after(as_admin, vendor_opera
 
 
 def test_the_last_administrator_cannot_be_demoted(as_admin, vendor_admin):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     response = as_admin.post(
         reverse("vendor:staff_role", args=[vendor_admin.vendor_staff.pk]), {"role": "operator"}, follow=True
     )
@@ -91,6 +95,7 @@ def _create_key(client, **data):
 
 
 def test_a_new_key_is_shown_once_in_the_page_and_stored_only_as_a_hash(as_admin, tenant, vendor_admin):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     response = _create_key(as_admin, tenants="acme", expires_on=(timezone.now() + timedelta(days=30)).date())
     assert response.status_code == 200
     secret = response.context["secret"]
@@ -118,6 +123,7 @@ def test_a_new_key_is_shown_once_in_the_page_and_stored_only_as_a_hash(as_admin,
     ],
 )
 def test_key_form_problems_show_next_to_their_fields(as_admin, tenant, data, field, message):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     response = _create_key(as_admin, **data)
     assert response.status_code == 400
     assert any(message in e for e in response.context["form"].errors[field]), response.context["form"].errors
@@ -126,6 +132,7 @@ def test_key_form_problems_show_next_to_their_fields(as_admin, tenant, data, fie
 
 
 def test_rotating_shows_the_new_secret_once_and_retires_the_old_key(as_admin):
+    reauthenticate(as_admin)  # inviting, promoting and making keys ask for the password again
     old, _ = api_key_create(name="ci", scopes=["tenants:read"], actor=Actor.system("t"))
     response = as_admin.post(reverse("vendor:api_key_rotate", args=[old.uid]))
     assert response.status_code == 200

@@ -68,12 +68,13 @@ def test_offboarding_needs_the_password_again_and_starts_the_grace_period(as_adm
     assert timedelta(days=29, hours=23) < tenant.shred_after - timezone.now() <= timedelta(days=30)
     page = as_admin.get(reverse("vendor:tenant", args=["acme"])).content.decode()
     assert "30-day grace period" in page and f"{tenant.shred_after:%Y-%m-%d}" in page
-    assert "Shred the keys of acme" in page
+    assert "Shred the keys of acme" not in page and "Ask to shred early" in page  # the grace period runs
 
 
 def test_shredding_needs_the_external_id_typed_and_the_password(as_admin, tenant):
     reauthenticate(as_admin)
     _status(as_admin, "offboard")
+    Tenant.objects.filter(pk=tenant.pk).update(shred_after=timezone.now())  # the grace period is over
     url = reverse("vendor:tenant_shred", args=["acme"])
     wrong = as_admin.post(url, {"confirm": "ACME"})
     assert wrong.status_code == 400
@@ -102,6 +103,7 @@ def test_shredding_a_tenant_that_is_not_offboarding_is_refused(as_admin, tenant)
 def test_shredding_asks_for_the_password_first(as_admin, tenant, vendor_admin):
     reauthenticate(as_admin)
     _status(as_admin, "offboard")
+    Tenant.objects.filter(pk=tenant.pk).update(shred_after=timezone.now())
     as_admin.logout()
     as_admin.force_login(vendor_admin)  # a new session: no recent password entry
     response = as_admin.post(reverse("vendor:tenant_shred", args=["acme"]), {"confirm": "acme"})

@@ -20,7 +20,15 @@ from django.db.models import F
 from keycore import errors
 from keycore.models import KmsConfig, RekeyJob, VendorKey
 from keycore.models.jobs import ACTIVE_JOB_STATES, ChunkState, JobKind, RekeyJobChunk
-from keycore.sealing import CONFIG_SECRETS, MFA_MARKER, MFA_PURPOSE, VENDOR_KEY_SECRETS, root_keyring
+from keycore.sealing import (
+    CONFIG_SECRETS,
+    MFA_MARKER,
+    MFA_PURPOSE,
+    VENDOR_KEY_SECRETS,
+    mfa_context,
+    parse_bound_mfa_secret,
+    root_keyring,
+)
 from keycore.services.audit import Actor, audit_record
 from keycore.services.jobs.engine import JobKindRunner, Subject, batch, batch_size, chunk_size, enqueue, started_by
 from keycore.services.jobs.kek_rotation import bulk_swap_sealed
@@ -77,11 +85,11 @@ def _keyring_for(job: RekeyJob):
 def _reseal_values(value: Any, keyring) -> tuple[Any, int]:
     """``value`` (allauth's JSON) with every sealed MFA secret re-sealed; and how many were."""
     if isinstance(value, str) and value.startswith(MFA_MARKER):
-        blob = base64.b64decode(value[len(MFA_MARKER) :])
+        user_id, kind, blob = parse_bound_mfa_secret(value)
         if not keyring.needs_reseal(blob):
             return value, 0
-        new = keyring.reseal(blob, purpose=MFA_PURPOSE, context="allauth")
-        return MFA_MARKER + base64.b64encode(new).decode(), 1
+        new = keyring.reseal(blob, purpose=MFA_PURPOSE, context=mfa_context(user_id, kind))
+        return f"{MFA_MARKER}{user_id}:{kind}:{base64.b64encode(new).decode()}", 1
     if isinstance(value, dict):
         out, count = {}, 0
         for name, item in value.items():
@@ -97,7 +105,7 @@ def _reseal_values(value: Any, keyring) -> tuple[Any, int]:
 def _count_sealed_under_old(value: Any, keyring) -> int:
     """How many sealed MFA secrets in ``value`` are under a root key other than the current one."""
     if isinstance(value, str) and value.startswith(MFA_MARKER):
-        return int(keyring.needs_reseal(base64.b64decode(value[len(MFA_MARKER) :])))
+        return int(keyring.needs_reseal(parse_bound_mfa_secret(value)[2]))
     if isinstance(value, dict):
         return sum(_count_sealed_under_old(item, keyring) for item in value.values())
     if isinstance(value, list):
