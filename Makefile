@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run manage test lint format bench clean
+.PHONY: run manage test lint format bench tour clean
 
 $(BIN)/python:
 	@echo "==> Creating the virtual environment $(VENV) (first run only)"
@@ -45,6 +45,10 @@ format: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.crypto
+
+# the journey of docs/tour.md, in Chromium, its screenshots written to docs/tour/
+tour: $(VENV)/.installed-test
+	KEYCORE_TOUR_DIR=docs/tour $(BIN)/python -m pytest tests/browser/test_journey.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/broker var/cache var/staticfiles .pytest_cache

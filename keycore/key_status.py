@@ -74,9 +74,16 @@ _SENTENCES = {
 class Description:
     status: str
     label: str
+    #: the whole sentence, label first (the API's key_status_detail, a tooltip)
     sentence: str
+    #: the sentence without its label, for a page that shows the label as a badge beside it
+    explanation: str
     dark: bool
     at_risk: bool
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def describe(status: str) -> Description:
@@ -86,6 +93,7 @@ def describe(status: str) -> Description:
         status=value.value,
         label=value.label,
         sentence=_SENTENCES[value],
+        explanation=_upper_first(_SENTENCES[value].split(": ", 1)[1]),
         dark=value in DARK,
         at_risk=value in AT_RISK,
     )

@@ -173,9 +173,7 @@ def test_a_revoked_tenant_reads_revoked_not_ok_and_the_list_filters_on_it(api, t
     assert answer["health"] == "ok", "health stays the KMS's last check, for old clients"
     dark = api.get("/api/v1/tenants/?key_status=dark").json["results"]
     assert [t["external_id"] for t in dark] == ["acme"]
-    assert [t["external_id"] for t in api.get("/api/v1/tenants/?key_status=healthy").json["results"]] == [
-        "globex"
-    ]
+    assert [t["external_id"] for t in api.get("/api/v1/tenants/?key_status=healthy").json["results"]] == ["globex"]
     assert api.get("/api/v1/tenants/?key_status=fine").status == 400
     suspended = api.post("/api/v1/tenants/globex/suspend/", {"reason": "unpaid"}).json
     assert suspended["key_status"] == "suspended", "the status change answers with the new key status"
