@@ -246,3 +246,37 @@ def test_the_migration_computes_existing_tenants_status_and_counts():
     assert tenant_counts()["key_status"] == {"healthy": 1, "revoked": 1, "suspended": 1}
     assert TenantCount.objects.filter(dimension="key_status", value="shredded").count() == TenantCount.SLOTS
     _assert_counts_exact()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_changes_of_many_tenants_keep_the_counts_exact():
+    """Threads change different tenants at once (same count rows, opposite directions): no lost update, no deadlock."""
+    import threading
+
+    from django.db import connection
+
+    # more tenants than count slots: some share a slot, so their changes meet on the same rows
+    many = [make_tenant(f"busy-{n}", f"Busy {n}") for n in range(TenantCount.SLOTS + 4)]
+    failures: list[BaseException] = []
+
+    def churn(tenant, rounds: int):
+        try:
+            primary = KmsConfig.objects.get(tenant=tenant, is_primary=True)
+            for i in range(rounds):
+                tenants.tenant_set_status(tenant=tenant, transition="suspend", actor=SYSTEM)
+                keys.kms_config_record_health(config=primary, result=HealthResult(i % 2 == 0, "probe", 1.0))
+                tenants.tenant_set_status(tenant=tenant, transition="reactivate", actor=SYSTEM)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=churn, args=(t, 2)) for t in many]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    assert tenant_counts()["status"] == {"active": len(many)}
+    assert sum(tenant_counts()["key_status"].values()) == len(many)
+    _assert_counts_exact()
