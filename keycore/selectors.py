@@ -422,16 +422,13 @@ def vendor_jobs(states, limit: int = 8) -> list:
 def vendor_tenants_per_week(weeks: int = 12) -> list[tuple]:
     """(week start, tenants created that week) for the last ``weeks`` weeks, oldest first, zeros included.
 
-    One query over a range of the created_at index, one filtered count per week: no per-row date
-    function (SQLite would call a Python function for each of the rows).
+    Read from the counts kept as tenants are created (keycore/services/summary.py): no count of tenants.
     """
     today = timezone.now().date()
     start = today - timedelta(days=today.weekday() + 7 * (weeks - 1))
-    edges = [datetime.combine(start + timedelta(weeks=i), time.min, tzinfo=UTC) for i in range(weeks + 1)]
-    counts = Tenant.objects.filter(created_at__gte=edges[0]).aggregate(
-        **{f"w{i}": Count("id", filter=Q(created_at__gte=edges[i], created_at__lt=edges[i + 1])) for i in range(weeks)}
-    )
-    return [(start + timedelta(weeks=i), counts[f"w{i}"]) for i in range(weeks)]
+    days = [start + timedelta(weeks=i) for i in range(weeks)]
+    created = tenant_counts().get("created_week", {})
+    return [(day, created.get(day.isoformat(), 0)) for day in days]
 
 
 def vendor_tenant_members(tenant: Tenant) -> list:

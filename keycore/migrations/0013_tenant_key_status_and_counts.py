@@ -6,6 +6,7 @@ both in step (keycore/services/summary.py). The indexes are built after the rows
 """
 
 from collections import Counter
+from datetime import UTC, timedelta
 
 from django.db import migrations, models
 
@@ -31,7 +32,9 @@ def compute_key_status(apps, schema_editor):
     last = 0
     while True:
         rows = list(
-            Tenant.objects.filter(pk__gt=last).order_by("pk").values_list("pk", "status", "key_ownership")[:BATCH]
+            Tenant.objects.filter(pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", "status", "key_ownership", "created_at")[:BATCH]
         )
         if not rows:
             break
@@ -52,7 +55,7 @@ def compute_key_status(apps, schema_editor):
             .distinct()
         ) if others else set()
         by_status = {}
-        for pk, status, ownership in rows:
+        for pk, status, ownership, created_at in rows:
             facts = [
                 ConfigFacts(
                     owner=c["owner"],
@@ -69,6 +72,8 @@ def compute_key_status(apps, schema_editor):
             counts[("status", status, slot)] += 1
             counts[("key_ownership", ownership, slot)] += 1
             counts[("key_status", key_status, slot)] += 1
+            day = created_at.astimezone(UTC).date()  # the Monday of its week, as services/summary.py::week_of
+            counts[("created_week", (day - timedelta(days=day.weekday())).isoformat(), slot)] += 1
         for key_status, pks in by_status.items():
             Tenant.objects.filter(pk__in=pks).update(key_status=key_status)
     for dimension, values in COUNTED_VALUES.items():

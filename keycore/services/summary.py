@@ -3,11 +3,11 @@
 ``Tenant`` carries denormalised columns — ``key_ownership``, ``primary_provider``, ``health``
 and ``key_status`` — so that the tenants list filters a million rows on indexed columns, and
 ``TenantCount`` holds how many tenants have each value of ``status``, ``key_ownership`` and
-``key_status``, so that the vendor dashboard never counts tenants. Both are written here and
-nowhere else, by :func:`tenant_summary_sync`, which every service that can move them calls
-inside its own transaction: key state changes (revoke, disable, re-enable, decrypt-only,
-retire, destroy, make primary, add), health checks, tenant status changes, and the end of a
-rekey job. Bulk onboarding adds its tenants with :func:`tenant_counts_add`.
+``key_status``, and were created in each week, so that the vendor dashboard never counts
+tenants. Both are written here and nowhere else, by :func:`tenant_summary_sync`, which every
+service that can move them calls inside its own transaction: key state changes (revoke,
+disable, re-enable, decrypt-only, retire, destroy, make primary, add), health checks, tenant
+status changes, and the end of a rekey job. Bulk onboarding adds its tenants with :func:`tenant_counts_add`.
 
 The counts move by deltas (``count = count ± 1`` on the row of the old and of the new value,
 in one sorted order so that two transactions never wait for each other in a circle);
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Sum
@@ -28,8 +29,8 @@ from keycore.models import KmsConfig, Tenant, TenantCount, TenantKeyWrap
 from keycore.models.keys import ConfigOwner, ConfigState, TenantKeyState
 from keycore.models.tenants import Health, KeyOwnership, KeyStatus, TenantStatus
 
-#: the columns of Tenant that TenantCount counts
-COUNTED = ("status", "key_ownership", "key_status")
+#: the columns of Tenant that TenantCount counts, and the week each tenant was created in (never changes)
+COUNTED = ("status", "key_ownership", "key_status", "created_week")
 #: every value each counted column can take (the rows the migration creates)
 COUNTED_VALUES = {
     "status": TenantStatus.values,
@@ -49,7 +50,7 @@ def tenant_summary_sync(*, tenant: Tenant, status_before: str | None = None, cre
     with transaction.atomic():
         row = (
             Tenant.objects.select_for_update(no_key=True)
-            .only("id", "status", "key_ownership", "primary_provider", "health", "key_status")
+            .only("id", "status", "key_ownership", "primary_provider", "health", "key_status", "created_at")
             .get(pk=tenant.pk)
         )
         configs = list(
@@ -100,8 +101,19 @@ def tenant_summary_sync(*, tenant: Tenant, status_before: str | None = None, cre
     return tenant
 
 
+def week_of(moment: datetime) -> str:
+    """The Monday (UTC) of the week of ``moment``, as the dashboard's weekly chart names it."""
+    day = moment.astimezone(UTC).date()
+    return (day - timedelta(days=day.weekday())).isoformat()
+
+
 def _counted(row: Tenant, *, status: str) -> dict[str, str]:
-    return {"status": status, "key_ownership": row.key_ownership, "key_status": row.key_status}
+    return {
+        "status": status,
+        "key_ownership": row.key_ownership,
+        "key_status": row.key_status,
+        "created_week": week_of(row.created_at),
+    }
 
 
 def _move_counts(tenant_id: int, before: Mapping[str, str] | None, after: Mapping[str, str]) -> None:
@@ -133,12 +145,13 @@ def _apply(deltas: Mapping[tuple[str, str, int], int]) -> None:
 
 
 def tenant_counts_add(rows: Iterable[Mapping[str, object]]) -> None:
-    """Count tenants created in bulk (``seed_tenants``): each row has ``id`` and the counted columns."""
+    """Count tenants created in bulk (``seed_tenants``): each row has ``id``, ``created_at`` and the counted columns."""
     deltas: Counter = Counter()
     for row in rows:
         slot = int(row["id"]) % TenantCount.SLOTS
+        values = {**row, "created_week": week_of(row["created_at"])}
         for dimension in COUNTED:
-            deltas[(dimension, str(row[dimension]), slot)] += 1
+            deltas[(dimension, str(values[dimension]), slot)] += 1
     with transaction.atomic():
         _apply(deltas)
 
@@ -158,8 +171,13 @@ def _recount() -> Counter:
     actual: Counter = Counter()
     slots = Tenant.objects.annotate(slot=Mod("id", TenantCount.SLOTS))
     for dimension in COUNTED:
+        if dimension == "created_week":
+            continue
         for value, slot, n in slots.values_list(dimension, "slot").annotate(n=Count("id")).order_by():
             actual[(dimension, value, int(slot))] = n
+    # weeks: grouped here, the same way on every database (a scan; this is the maintenance command)
+    for pk, created_at in Tenant.objects.values_list("id", "created_at").order_by().iterator(chunk_size=10000):
+        actual[("created_week", week_of(created_at), pk % TenantCount.SLOTS)] += 1
     return actual
 
 
