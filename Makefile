@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run manage test lint format bench clean
+.PHONY: run manage test lint format bench tour clean
 
 $(BIN)/python:
 	@echo "==> Creating the virtual environment $(VENV) (first run only)"
@@ -49,6 +49,10 @@ format: $(VENV)/.installed-test
 # "--only crypto,api", "--profile furthest" to profile the figure furthest from its target.
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.runner --write --json var/bench-results.json $(BENCH_ARGS)
+
+# the journey of docs/tour.md, in Chromium, its screenshots written to docs/tour/
+tour: $(VENV)/.installed-test
+	KEYCORE_TOUR_DIR=docs/tour $(BIN)/python -m pytest tests/browser/test_journey.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/broker var/cache var/staticfiles .pytest_cache

@@ -20,6 +20,7 @@ from django.db.models.functions import Upper
 from django.db.models.lookups import GreaterThanOrEqual, LessThan
 
 from keycore import errors
+from keycore.key_status import AT_RISK, KEY_DARK, KeyStatus
 from keycore.models import AuditEvent, KeyUseEvent, KmsConfig, RekeyJob, Tenant
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.tenants import Health, KeyOwnership, TenantStatus
@@ -39,6 +40,15 @@ def _sqlite_search_index(alias: str) -> bool:
         return cursor.fetchone() is not None
 
 
+#: the key-status filter's groups: what the dashboard's "dark" and "at risk" numbers link to
+KEY_STATUS_GROUPS = {"dark": [s.value for s in KEY_DARK], "at_risk": [s.value for s in AT_RISK]}
+KEY_STATUS_FILTER_CHOICES = [
+    ("dark", "Dark: revoked or disabled"),
+    ("at_risk", "At risk: degraded or KMS unreachable"),
+    *KeyStatus.choices,
+]
+
+
 class TenantFilterSet(django_filters.FilterSet):
     """Search by name or external id (prefix and contains), and filter on the indexed summary columns."""
 
@@ -49,14 +59,24 @@ class TenantFilterSet(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=TenantStatus.choices)
     key_ownership = django_filters.ChoiceFilter(choices=KeyOwnership.choices, label="Key")
     provider = django_filters.CharFilter(field_name="primary_provider", label="Provider")
-    health = django_filters.ChoiceFilter(choices=Health.choices)
+    health = django_filters.ChoiceFilter(choices=Health.choices, label="KMS health")
+    key_status = django_filters.ChoiceFilter(
+        choices=KEY_STATUS_FILTER_CHOICES, method="by_key_status", label="Key status"
+    )
     vendor_key = django_filters.CharFilter(
         method="served_by", label="Vendor key", help_text="A vendor key's uid: the tenants it serves."
     )
 
     class Meta:
         model = Tenant
-        fields = ["q", "match", "status", "key_ownership", "provider", "health", "vendor_key"]
+        fields = ["q", "match", "status", "key_ownership", "provider", "health", "key_status", "vendor_key"]
+
+    def by_key_status(self, queryset, name, value):
+        """One key status, or a group of them: ``dark`` (revoked or disabled), ``at_risk`` (degraded, unreachable)."""
+        if not value:
+            return queryset
+        group = KEY_STATUS_GROUPS.get(value)
+        return queryset.filter(key_status__in=group) if group else queryset.filter(key_status=value)
 
     def noop(self, queryset, name, value):
         return queryset

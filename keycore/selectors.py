@@ -11,6 +11,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from keycore import errors
+from keycore.key_status import AT_RISK, KEY_DARK
 from keycore.models import (
     ApiKey,
     AuditEvent,
@@ -28,7 +29,8 @@ from keycore.models import (
 )
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import TenantKeyState
-from keycore.models.tenants import Health, InvitationAudience
+from keycore.models.tenants import InvitationAudience
+from keycore.services.summary import tenant_counts
 
 
 def tenant_by_external_id(external_id: str, *, only: Sequence[str] = ()) -> Tenant:
@@ -45,13 +47,18 @@ def tenant_by_external_id(external_id: str, *, only: Sequence[str] = ()) -> Tena
 
 
 def vendor_dashboard_stats() -> dict:
-    by_ownership = dict(Tenant.objects.values_list("key_ownership").annotate(n=Count("id")).order_by())
-    by_status = dict(Tenant.objects.values_list("status").annotate(n=Count("id")).order_by())
+    """The dashboard's numbers. Tenants are never counted here: the counts are kept as they change
+    (keycore/services/summary.py), so this costs the same at 1M tenants as at ten."""
+    counts = tenant_counts()
+    by_key_status = counts["key_status"]
     return {
-        "tenants": sum(by_status.values()),
-        "by_ownership": by_ownership,
-        "by_status": by_status,
-        "failing": Tenant.objects.filter(health=Health.FAILING).count(),
+        "tenants": sum(counts["status"].values()),
+        "by_ownership": counts["key_ownership"],
+        "by_status": counts["status"],
+        "by_key_status": by_key_status,
+        # support looks here first: data dark because of its key (the tenant revoked it, or it is disabled)
+        "dark": sum(by_key_status.get(s, 0) for s in KEY_DARK),
+        "at_risk": sum(by_key_status.get(s, 0) for s in AT_RISK),
         "running_jobs": RekeyJob.objects.filter(state__in=ACTIVE_JOB_STATES).count(),
         "failed_jobs": RekeyJob.objects.filter(state=JobState.FAILED).count(),
     }
@@ -83,6 +90,7 @@ TENANT_LIST_COLUMNS = (
     "key_ownership",
     "primary_provider",
     "health",
+    "key_status",
     "created_at",
 )
 
@@ -395,8 +403,14 @@ def vendor_recent_activity(limit: int = 10) -> list:
     return list(AuditEvent.objects.select_related("tenant").order_by("-created_at", "-id")[:limit])
 
 
-def vendor_failing_tenants(limit: int = 8) -> list:
-    return list(Tenant.objects.filter(health=Health.FAILING).order_by("name", "id")[:limit])
+def vendor_tenants_needing_attention(limit: int = 8) -> list:
+    """Tenants whose data is dark because of their key first, then those whose KMS fails (each by name)."""
+    columns = ("external_id", "name", "status", "key_ownership", "primary_provider", "key_status")
+    dark = list(Tenant.objects.only(*columns).filter(key_status__in=KEY_DARK).order_by("name", "id")[:limit])
+    if len(dark) < limit:
+        risky = Tenant.objects.only(*columns).filter(key_status__in=AT_RISK).order_by("name", "id")
+        dark += list(risky[: limit - len(dark)])
+    return dark
 
 
 def vendor_jobs(states, limit: int = 8) -> list:
@@ -410,16 +424,13 @@ def vendor_jobs(states, limit: int = 8) -> list:
 def vendor_tenants_per_week(weeks: int = 12) -> list[tuple]:
     """(week start, tenants created that week) for the last ``weeks`` weeks, oldest first, zeros included.
 
-    One query over a range of the created_at index, one filtered count per week: no per-row date
-    function (SQLite would call a Python function for each of the rows).
+    Read from the counts kept as tenants are created (keycore/services/summary.py): no count of tenants.
     """
     today = timezone.now().date()
     start = today - timedelta(days=today.weekday() + 7 * (weeks - 1))
-    edges = [datetime.combine(start + timedelta(weeks=i), time.min, tzinfo=UTC) for i in range(weeks + 1)]
-    counts = Tenant.objects.filter(created_at__gte=edges[0]).aggregate(
-        **{f"w{i}": Count("id", filter=Q(created_at__gte=edges[i], created_at__lt=edges[i + 1])) for i in range(weeks)}
-    )
-    return [(start + timedelta(weeks=i), counts[f"w{i}"]) for i in range(weeks)]
+    days = [start + timedelta(weeks=i) for i in range(weeks)]
+    created = tenant_counts().get("created_week", {})
+    return [(day, created.get(day.isoformat(), 0)) for day in days]
 
 
 def vendor_tenant_members(tenant: Tenant) -> list:

@@ -22,11 +22,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from keycore import errors, selectors
 from keycore.access import vendor_view
-from keycore.filtersets import AuditEventFilterSet, RekeyJobFilterSet, TenantFilterSet
+from keycore.filtersets import KEY_STATUS_FILTER_CHOICES, AuditEventFilterSet, RekeyJobFilterSet, TenantFilterSet
 from keycore.models import ApiKey, Invitation, KmsConfig, RekeyJob, Tenant, VendorStaff
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
-from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.models.tenants import KeyOwnership, TenantStatus
 from keycore.pagination import Sort, keyset_iterate, keyset_page
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap, TenantRole, VendorRole
@@ -63,7 +63,16 @@ TENANT_SORTS = {
     )
 }
 NEWEST = Sort("-created", "created_at", True, "Newest first")
-CSV_COLUMNS = ("external_id", "name", "status", "key_ownership", "primary_provider", "health", "created_at")
+CSV_COLUMNS = (
+    "external_id",
+    "name",
+    "status",
+    "key_ownership",
+    "primary_provider",
+    "health",
+    "key_status",
+    "created_at",
+)
 
 
 def vendor_action(cap: str = Cap.WRITE, *, reauthenticate=False):
@@ -167,7 +176,7 @@ def dashboard(request):
             "status_chart": status,
             "growth_chart": growth,
             "growth_first": weekly[0][0],
-            "failing": selectors.vendor_failing_tenants(),
+            "attention": selectors.vendor_tenants_needing_attention(),
             "active_jobs": selectors.vendor_jobs(ACTIVE_JOB_STATES),
             "failed_jobs": selectors.vendor_jobs([JobState.FAILED]),
             "events": [(e, _change_rows(e)) for e in events],
@@ -198,11 +207,12 @@ def tenant_list(request):
         "providers": provider_choices(),
         "statuses": TenantStatus.choices,
         "ownerships": KeyOwnership.choices,
-        "healths": Health.choices,
+        "key_statuses": KEY_STATUS_FILTER_CHOICES,
         "export_query": _next_params(request, cursor=""),
         "contains_query": _next_params(request, cursor="", match="contains"),  # the empty state's suggestion
         "filtered": any(
-            request.GET.get(k) for k in ("q", "status", "key_ownership", "provider", "health", "vendor_key")
+            request.GET.get(k)
+            for k in ("q", "status", "key_ownership", "provider", "health", "key_status", "vendor_key")
         ),
         # "assign the tenants of this filter to a vendor key": the same filter, posted to the move
         "vendor_keys": selectors.vendor_key_list().filter(state="active"),
@@ -264,6 +274,7 @@ def tenant_export(request):
                     t.key_ownership,
                     _csv_cell(t.primary_provider),
                     t.health,
+                    t.key_status,
                     t.created_at.isoformat(),
                 ]
             )

@@ -23,6 +23,8 @@ TENANT_VALUE = {
     "key_ownership": "vendor",
     "primary_provider": "local",
     "health": "ok",
+    "key_status": "healthy",
+    "key_status_detail": "Healthy: its key works and every KMS it needs answered its last health check.",
     "require_mfa": False,
     "key_rotation_days": None,
     "event_retention_days": 365,

@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
+from keycore.key_status import describe
 from keycore.models import (
     AuditEvent,
     Invitation,
@@ -23,7 +24,7 @@ from keycore.models import (
     TenantKey,
     VendorKey,
 )
-from keycore.models.tenants import EXTERNAL_ID_PATTERN
+from keycore.models.tenants import EXTERNAL_ID_PATTERN, Health, KeyStatus
 from keycore.roles import TenantRole
 from keycore.services.events import detail_operations
 
@@ -31,6 +32,24 @@ from keycore.services.events import detail_operations
 
 
 class TenantSerializer(serializers.ModelSerializer):
+    """``key_status`` says whether the tenant's data can be read now (keycore/key_status.py) — what support
+    looks at first; ``health`` is only the last health check of its KMS (a revoked key's KMS may still answer),
+    kept for clients written before key statuses."""
+
+    health = serializers.ChoiceField(
+        choices=Health.choices,
+        read_only=True,
+        help_text="The last health check of the tenant's KMS keys (failing if any key it uses failed). Not whether "
+        "its data can be read: a revoked key's KMS can be reachable. Read key_status for that.",
+    )
+    key_status = serializers.ChoiceField(
+        choices=KeyStatus.choices,
+        read_only=True,
+        help_text="Whether the tenant's data can be read now: healthy, degraded, kms_unreachable, revoked (by the "
+        "tenant), disabled, suspended, offboarded, shredded. Filter the list with ?key_status= (also dark, at_risk).",
+    )
+    key_status_detail = serializers.SerializerMethodField(help_text="The key status in one sentence for people.")
+
     class Meta:
         model = Tenant
         fields = [
@@ -40,6 +59,8 @@ class TenantSerializer(serializers.ModelSerializer):
             "key_ownership",
             "primary_provider",
             "health",
+            "key_status",
+            "key_status_detail",
             "require_mfa",
             "key_rotation_days",
             "event_retention_days",
@@ -53,6 +74,9 @@ class TenantSerializer(serializers.ModelSerializer):
             "shred_after",
         ]
         read_only_fields = fields
+
+    def get_key_status_detail(self, tenant: Tenant) -> str:
+        return describe(tenant.key_status).sentence
 
 
 class AdminInviteSerializer(serializers.Serializer):

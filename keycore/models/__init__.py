@@ -6,7 +6,7 @@ from keycore.models.audit import AuditEvent, EventChain, KeyUseEvent
 from keycore.models.events import ChainVerification, DeadLetter, EventDelivery, EventDestination
 from keycore.models.jobs import RekeyJob
 from keycore.models.keys import KeyHistoryEntry, KmsConfig, RevocationEpoch, TenantKey, TenantKeyWrap, VendorKey
-from keycore.models.tenants import Invitation, Membership, Tenant
+from keycore.models.tenants import Invitation, Membership, Tenant, TenantCount
 
 __all__ = [
     "ApiKey",
@@ -25,6 +25,7 @@ __all__ = [
     "RekeyJob",
     "RevocationEpoch",
     "Tenant",
+    "TenantCount",
     "TenantKey",
     "TenantKeyWrap",
     "User",

@@ -31,17 +31,35 @@ class KeyOwnership(models.TextChoices):
 
 
 class Health(models.TextChoices):
+    """The last health check of a KMS (it answered; a wrap and unwrap worked) — not whether data can be read:
+    a revoked key's KMS is still reachable. Whether data can be read is the tenant's key status."""
+
     UNKNOWN = "unknown", "Not checked yet"
-    OK = "ok", "Healthy"
+    OK = "ok", "Reachable"
     FAILING = "failing", "Failing"
+
+
+class KeyStatus(models.TextChoices):
+    """Whether the tenant's data can be read now, and if not why: computed by keycore/key_status.py only."""
+
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"
+    KMS_UNREACHABLE = "kms_unreachable", "KMS unreachable"
+    REVOKED = "revoked", "Revoked by tenant"
+    DISABLED = "disabled", "Key disabled"
+    SUSPENDED = "suspended", "Suspended"
+    OFFBOARDED = "offboarded", "Offboarded"
+    SHREDDED = "shredded", "Shredded"
 
 
 class Tenant(models.Model):
     """A customer of the vendor. Addressed by ``external_id`` (the vendor's own id).
 
-    ``key_ownership``, ``primary_provider`` and ``health`` are kept in step with
-    the primary configuration by the key services, so that the tenants list can
-    filter 100k+ rows on indexed columns without joins.
+    ``key_ownership``, ``primary_provider``, ``health`` and ``key_status`` are kept in
+    step with the tenant's configurations by ``keycore.services.summary.tenant_summary_sync``
+    (called in the transaction of every change), so that the tenants list can filter 1M rows
+    on indexed columns without joins. ``health`` is the KMS health alone (kept for the API's
+    compatibility); ``key_status`` says whether the data can be read (keycore/key_status.py).
     """
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -51,6 +69,8 @@ class Tenant(models.Model):
     key_ownership = models.CharField(max_length=8, choices=KeyOwnership.choices, default=KeyOwnership.VENDOR)
     primary_provider = models.CharField(max_length=32, default="local")
     health = models.CharField(max_length=8, choices=Health.choices, default=Health.UNKNOWN)
+    #: a tenant without a primary key yet cannot encrypt: "disabled" until its first key is added
+    key_status = models.CharField(max_length=16, choices=KeyStatus.choices, default=KeyStatus.DISABLED)
     require_mfa = models.BooleanField(default=False, help_text="Every member must use MFA.")
     key_rotation_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Create a new tenant-key version this often (empty: only on demand)."
@@ -94,6 +114,8 @@ class Tenant(models.Model):
             models.Index(fields=["key_ownership", "created_at", "id"], name="tenant_owner_created"),
             models.Index(fields=["health", "created_at", "id"], name="tenant_health_created"),
             models.Index(fields=["primary_provider", "created_at", "id"], name="tenant_provider_created"),
+            models.Index(fields=["key_status", "name", "id"], name="tenant_keystatus_name"),
+            models.Index(fields=["key_status", "created_at", "id"], name="tenant_keystatus_created"),
         ]
 
     def __str__(self) -> str:
@@ -102,6 +124,32 @@ class Tenant(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == TenantStatus.ACTIVE
+
+
+class TenantCount(models.Model):
+    """How many tenants have each value of a summary column: the vendor dashboard's numbers at any scale.
+
+    Kept exact by ``keycore.services.summary`` in the transaction of every change (a
+    row-level ``count = count ± 1``, never a recount); ``manage.py tenant_counts --check``
+    recomputes and compares. Each value is spread over ``SLOTS`` rows (the tenant's id
+    modulo ``SLOTS``) so that concurrent changes of different tenants rarely wait for the
+    same row; a value's count is the sum of its slots.
+    """
+
+    SLOTS = 16
+
+    dimension = models.CharField(max_length=16)  # a column of Tenant: status, key_ownership, key_status
+    value = models.CharField(max_length=32)
+    slot = models.PositiveSmallIntegerField(default=0)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dimension", "value", "slot"], name="tenant_count_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dimension}={self.value}[{self.slot}]: {self.count}"
 
 
 class Membership(models.Model):

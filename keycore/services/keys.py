@@ -27,7 +27,7 @@ from keycore.crypto.envelope import key_check_value, new_tenant_key
 from keycore.egress import check_tenant_egress
 from keycore.models import KmsConfig, Tenant, TenantKey, TenantKeyWrap
 from keycore.models.keys import BLOCKING_STATES, UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction, TenantKeyState
-from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.models.tenants import Health, TenantStatus
 from keycore.providers.base import HealthResult, WrapContext
 from keycore.providers.registry import get_provider_class
 from keycore.sealing import seal_secrets, unseal_secrets
@@ -48,24 +48,9 @@ from keycore.services.sovereignty import (
     vendor_config_change_refusal,
     vendor_key_replacement_refusal,
 )
+from keycore.services.summary import tenant_summary_sync
 
 # --- configurations --------------------------------------------------------------------
-
-
-def _sync_tenant_summary(tenant: Tenant) -> None:
-    """Keep the tenants list's denormalised columns in step with the primary configuration."""
-    primary = KmsConfig.objects.filter(tenant=tenant, is_primary=True).first()
-    if primary is None:
-        return
-    ownership = KeyOwnership.TENANT if primary.owner == ConfigOwner.TENANT else KeyOwnership.VENDOR
-    failing = KmsConfig.objects.filter(tenant=tenant, health=Health.FAILING).exclude(
-        state__in=[ConfigState.RETIRED, ConfigState.DESTROYED]
-    )
-    health = Health.FAILING if failing.exists() else primary.health
-    Tenant.objects.filter(pk=tenant.pk).update(
-        key_ownership=ownership, primary_provider=primary.provider, health=health
-    )
-    tenant.key_ownership, tenant.primary_provider, tenant.health = ownership, primary.provider, health
 
 
 def kms_config_test_connection(
@@ -189,7 +174,7 @@ def kms_config_create(
         )
         if config.is_primary:
             key_history_record(tenant, config, HistoryAction.MADE_PRIMARY, actor, "first configuration of the tenant")
-            _sync_tenant_summary(tenant)
+        tenant_summary_sync(tenant=tenant)
     if make_primary and not config.is_primary:
         kms_config_make_primary(config=config, actor=actor)
         config.refresh_from_db()
@@ -244,6 +229,7 @@ def _set_state(config: KmsConfig, state: str, actor: Actor, action: str, history
     config.save(update_fields=["state", "state_changed_at", "updated_at"])
     key_history_record(config.tenant, config, history, actor, detail)
     audit_record(actor=actor, action=action, tenant=config.tenant, target=config, changes={"state": [before, state]})
+    tenant_summary_sync(tenant=config.tenant)
     bump_epoch()
     return config
 
@@ -298,7 +284,7 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor):
             target=config,
             changes={"primary": [str(old.uid) if old else None, str(config.uid)]},
         )
-        _sync_tenant_summary(tenant)
+        tenant_summary_sync(tenant=tenant)
         bump_epoch()
         if config.owner == ConfigOwner.TENANT:
             # a version only the tenant's KMS ever wrapped: everything encrypted from now on is under it
@@ -449,6 +435,7 @@ def kms_config_destroy(*, config: KmsConfig, actor: Actor) -> KmsConfig:
                 target=config,
                 changes={"state": ["primary", "shredded"]},
             )
+            tenant_summary_sync(tenant=config.tenant)
             bump_epoch()
             return config
         return _set_state(
@@ -496,7 +483,7 @@ def kms_config_record_health(*, config: KmsConfig, result: HealthResult) -> None
             .first()
         )
         KmsConfig.objects.filter(pk=config.pk).update(**fields)
-        _sync_tenant_summary(config.tenant)
+        tenant_summary_sync(tenant=config.tenant)
         if before is not None and before != fields["health"]:
             # a transition (not every check) is a security event the tenant sees: its KMS stopped or resumed working
             audit_record(

@@ -33,6 +33,7 @@ from keycore.services.sovereignty import (
     vendor_members_refusal,
     vendor_settings_refusal,
 )
+from keycore.services.summary import tenant_summary_sync
 from keycore.services.vendor_keys import vendor_key_config_for, vendor_key_default
 
 # --- tenants ---------------------------------------------------------------------------
@@ -91,6 +92,7 @@ def tenant_create(
     try:
         with transaction.atomic():
             tenant = Tenant.objects.create(external_id=external_id, name=name, status_changed_at=timezone.now())
+            tenant_summary_sync(tenant=tenant, created=True)  # counted from its first moment (no key yet)
             audit_record(
                 actor=actor,
                 action="tenant.created",
@@ -230,6 +232,7 @@ def tenant_set_status(*, tenant: Tenant, transition: str, actor: Actor, reason: 
                 "shred_early_reason",
             ]
         )
+        tenant_summary_sync(tenant=tenant, status_before=before)
         changes = {"status": [before, target]}
         if reason:
             changes["reason"] = [None, reason[:300]]
@@ -344,13 +347,16 @@ def tenant_shred(*, tenant: Tenant, actor: Actor) -> int:
         for config in configs:
             kms_config_destroy(config=config, actor=actor)
             count += 1
+        # the status as it stands now, locked (it may have moved since it was read above): the counts move from it
+        before = Tenant.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=tenant.pk)
         Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.OFFBOARDED, status_changed_at=timezone.now())
+        tenant_summary_sync(tenant=tenant, status_before=before)
         audit_record(
             actor=actor,
             action="tenant.shredded",
             tenant=tenant,
             target=tenant,
-            changes={"status": [tenant.status, TenantStatus.OFFBOARDED], "configs_destroyed": [None, count]},
+            changes={"status": [before, TenantStatus.OFFBOARDED], "configs_destroyed": [None, count]},
         )
     return count
 

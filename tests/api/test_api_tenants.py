@@ -150,3 +150,30 @@ def test_invitations_are_created_listed_resent_and_revoked(api, tenant):
 def test_an_existing_member_cannot_be_invited_again(api, owner):
     answer = api.post("/api/v1/tenants/acme/invitations/", {"email": owner.email})
     assert answer.status == 409 and answer.json["errors"] == {"email": ["Already a member."]}
+
+
+def test_a_revoked_tenant_reads_revoked_not_ok_and_the_list_filters_on_it(api, tenant, other_tenant):
+    """The API once answered `health: ok` for a tenant whose data was dark; key_status says what matters."""
+    from keycore.services import keys
+    from keycore.services.audit import Actor
+
+    fresh = api.get("/api/v1/tenants/acme/").json
+    assert (fresh["key_status"], fresh["health"]) == ("healthy", "ok")
+    assert fresh["key_status_detail"].startswith("Healthy:")
+    # acme's own key (a local one relabelled: the rule is about who owns the key), made primary, then revoked
+    own = keys.kms_config_create(
+        tenant=tenant, owner="vendor", data=keys.ConfigInput("local", "Own", {}, {}), actor=Actor.system("t")
+    )
+    KmsConfig.objects.filter(pk=own.pk).update(owner="tenant")
+    keys.kms_config_make_primary(config=KmsConfig.objects.get(pk=own.pk), actor=Actor.system("t"))
+    keys.kms_config_revoke(config=KmsConfig.objects.get(pk=own.pk), actor=Actor.system("t"))
+    answer = api.get("/api/v1/tenants/acme/").json
+    assert answer["key_status"] == "revoked"
+    assert answer["key_status_detail"].startswith("Revoked by the tenant: its data cannot be")
+    assert answer["health"] == "ok", "health stays the KMS's last check, for old clients"
+    dark = api.get("/api/v1/tenants/?key_status=dark").json["results"]
+    assert [t["external_id"] for t in dark] == ["acme"]
+    assert [t["external_id"] for t in api.get("/api/v1/tenants/?key_status=healthy").json["results"]] == ["globex"]
+    assert api.get("/api/v1/tenants/?key_status=fine").status == 400
+    suspended = api.post("/api/v1/tenants/globex/suspend/", {"reason": "unpaid"}).json
+    assert suspended["key_status"] == "suspended", "the status change answers with the new key status"

@@ -56,6 +56,23 @@ def test_a_revoked_primary_key_is_said_loudly(client, owner, tenant, own_config)
     assert "Your data cannot be read or written: your primary key is revoked" in page
 
 
+def test_a_revoked_key_never_reads_healthy_nor_only_yours(client, owner, tenant, own_config):
+    """Under a revoked key the overview once said "Healthy" and, in green, that only the tenant's key could unwrap."""
+    from keycore.services.jobs import job_run
+    from keycore.services.keys import kms_config_check, kms_config_revoke
+
+    job_run(kms_config_make_primary(config=own_config, actor=Actor.for_user(owner)).pk)
+    kms_config_check(config=own_config)  # its KMS answers
+    kms_config_revoke(config=own_config, actor=Actor.for_user(owner))
+    client.force_login(owner)
+    page = client.get(url("overview", tenant)).content.decode()
+    state = page[page.index('id="key-state"') : page.index("Tenant key versions")]
+    assert "Healthy" not in state and "ok-text" not in state and "Only your key" not in state
+    assert "Revoked by tenant" in state
+    assert '<span class="badge badge-unknown">Reachable</span>' in state, "its KMS answers, but never in green"
+    assert 'badge-ok">' not in state
+
+
 def test_the_chart_counts_encrypts_and_decrypts_per_day_by_data_label(client, member, tenant):
     invoices = CallMeta(requesting_id="billing", label="invoices")
     profiles = CallMeta(requesting_id="crm", label="profiles")

@@ -1,4 +1,4 @@
-"""The audit trail (filters, keyset pages, before → after) and the dashboard (counts, charts, failing KMS, jobs)."""
+"""The audit trail (filters, keyset pages, before → after) and the dashboard (counts, charts, dark tenants, jobs)."""
 
 from __future__ import annotations
 
@@ -127,22 +127,63 @@ def test_the_dashboard_lists_tenants_whose_kms_fails_and_running_jobs(as_admin, 
     )
     keys.kms_config_make_primary(config=second, actor=Actor.system("t"))
     response = as_admin.get(reverse("vendor:dashboard"))
-    assert [t.external_id for t in response.context["failing"]] == ["globex"]
-    assert response.context["stats"]["failing"] == 1
+    assert [t.external_id for t in response.context["attention"]] == ["globex"]
+    assert (response.context["stats"]["dark"], response.context["stats"]["at_risk"]) == (0, 1)
     assert [j.tenant.external_id for j in response.context["active_jobs"]] == ["acme"]
     page = response.content.decode()
     assert "Globex Industries" in page and "<progress" in page
+    assert 'href="/vendor/tenants/?key_status=at_risk"' in page
     assert Tenant.objects.get(pk=other_tenant.pk).health == "failing"
+    assert Tenant.objects.get(pk=other_tenant.pk).key_status == "kms_unreachable"
+
+
+def test_a_tenant_that_revoked_its_key_is_dark_on_the_dashboard_first(as_auditor, tenant, other_tenant, tenant_own_key):
+    """What the vendor once saw as "0 KMS failing … every KMS answered" after a revoke: now the first number."""
+    keys.kms_config_record_health(
+        config=KmsConfig.objects.get(tenant=other_tenant), result=HealthResult(False, "timed out", 5000.0)
+    )
+    keys.kms_config_revoke(config=tenant_own_key, actor=Actor.system("t"))
+    response = as_auditor.get(reverse("vendor:dashboard"))
+    stats = response.context["stats"]
+    assert (stats["dark"], stats["at_risk"]) == (1, 1)
+    assert [t.external_id for t in response.context["attention"]] == ["acme", "globex"], "dark tenants first"
+    page = response.content.decode()
+    cards = page[page.index('aria-label="Totals"') :]
+    assert cards.index("dark: key revoked or disabled") < cards.index("tenants</div>")
+    assert 'href="/vendor/tenants/?key_status=dark"' in page
+    assert "Revoked by tenant" in page and "every KMS answered" not in page
+    listed = as_auditor.get(reverse("vendor:tenants"), {"key_status": "dark"})
+    assert [t.external_id for t in listed.context["page"].rows] == ["acme"]
+    assert "Revoked by tenant" in listed.content.decode()
+    detail = as_auditor.get(reverse("vendor:tenant", args=["acme"])).content.decode()
+    card = detail[detail.index('id="key-status"') : detail.index("</article>", detail.index('id="key-status"'))]
+    assert "Revoked by tenant" in card and "cannot be encrypted or decrypted" in card
+    assert "Healthy" not in detail, "nothing on the page of a revoked tenant says healthy"
+
+
+def test_the_dashboard_never_counts_tenants(as_auditor, tenant, other_tenant):
+    """Its numbers come from the counts kept as tenants change: no COUNT over the tenants table, at any scale."""
+    with CaptureQueriesContext(connection) as queries:
+        assert as_auditor.get(reverse("vendor:dashboard")).status_code == 200
+    counting = [
+        q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper() and '"keycore_tenant"' in q["sql"]
+    ]
+    assert counting == []
 
 
 def test_new_tenants_are_counted_in_the_week_they_were_created(db):
     from keycore import selectors
+    from keycore.services.summary import tenant_counts_recompute
 
     now = timezone.now()
     for external_id, age in [("a", 0), ("b", 0), ("c", 7), ("d", 7 * 11), ("old", 7 * 13)]:
         Tenant.objects.filter(pk=make_tenant(external_id, external_id.upper()).pk).update(
             created_at=now - timedelta(days=age)
         )
+    # the dates were moved behind the services' back: the recount sees it, and the repair fixes the weeks
+    assert {row[0] for row in tenant_counts_recompute()} == {"created_week"}
+    tenant_counts_recompute(repair=True)
+    assert tenant_counts_recompute() == []
     weeks = selectors.vendor_tenants_per_week(12)
     assert len(weeks) == 12 and weeks[-1][0] <= now.date() < weeks[-1][0] + timedelta(days=7)
     assert [n for _, n in weeks] == [1] + [0] * 9 + [1, 2]  # "old" is before the first week

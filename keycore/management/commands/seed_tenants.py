@@ -27,11 +27,12 @@ from django.utils import timezone
 from keycore.crypto.envelope import key_check_value, new_tenant_key
 from keycore.models import KeyHistoryEntry, KmsConfig, Tenant, TenantKey, TenantKeyWrap
 from keycore.models.keys import ConfigOwner, ConfigState, HistoryAction
-from keycore.models.tenants import Health, KeyOwnership, TenantStatus
+from keycore.models.tenants import Health, KeyOwnership, KeyStatus, TenantStatus
 from keycore.providers.base import WrapContext
 from keycore.providers.registry import get_provider_class
 from keycore.sealing import seal_secrets
 from keycore.services.audit import Actor, audit_record
+from keycore.services.summary import tenant_counts_add
 from keycore.services.tenants import validate_external_id
 
 VENDOR_PROVIDER = "local"
@@ -160,6 +161,7 @@ def seed_batch(*, prefix: str, first: int, count: int, rng: random.Random, actor
                 "key_ownership": KeyOwnership.VENDOR.value,
                 "primary_provider": VENDOR_PROVIDER,
                 "health": Health.OK.value,
+                "key_status": KeyStatus.HEALTHY.value,  # as key_status_of says of a checked, active vendor key
                 # spread over two years so that sorting by creation date means something
                 "created_at": now - timedelta(seconds=rng.randrange(2 * 365 * 86400)),
                 "status_changed_at": now,
@@ -240,6 +242,7 @@ def seed_batch(*, prefix: str, first: int, count: int, rng: random.Random, actor
         )
     BulkInsert(TenantKeyWrap, now).run(wraps)
     BulkInsert(KeyHistoryEntry, now).run(history)
+    tenant_counts_add(tenants)  # the dashboard's counts, in this batch's transaction
     return [t["external_id"] for t in tenants]
 
 

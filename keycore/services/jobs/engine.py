@@ -42,6 +42,7 @@ from keycore.models import RekeyJob
 from keycore.models.jobs import ACTIVE_JOB_STATES, ChunkState, JobKind, JobState, RekeyJobChunk
 from keycore.services.audit import Actor, audit_record
 from keycore.services.sovereignty import guard, vendor_job_refusal
+from keycore.services.summary import tenant_summary_sync
 
 log = logging.getLogger(__name__)
 
@@ -546,6 +547,9 @@ def maybe_finish(job_id: int) -> RekeyJob | None:
             target=job,
             changes={"done": [None, job.done], "failed": [None, job.failed], "total": [None, job.total]},
         )
+        if job.tenant_id is not None:
+            # the job moved (or destroyed) the tenant's keys: a key that held some of them may no longer matter
+            tenant_summary_sync(tenant=job.tenant)
     return job
 
 
