@@ -154,7 +154,7 @@ def _set_default(vendor_key: VendorKey | None, actor: Actor) -> None:
         vendor_key.is_default = True
     audit_record(
         actor=actor,
-        action="vendor_key.default_changed",
+        action="vendor_key.made_default",
         target=vendor_key if vendor_key is not None else before,
         changes={"default": [before.name if before else None, vendor_key.name if vendor_key else None]},
     )

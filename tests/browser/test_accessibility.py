@@ -25,6 +25,7 @@ from keycore.services.apikeys import api_key_create
 from keycore.services.audit import Actor
 from keycore.services.keys import ConfigInput, kms_config_create
 from keycore.services.tenants import invitation_create, tenant_set_status
+from keycore.services.vendor_keys import vendor_key_create
 from tests.browser.conftest import sign_in
 from tests.factories import PASSWORD, make_staff, make_tenant
 
@@ -127,6 +128,8 @@ def test_every_vendor_page_passes_axe_and_fits_a_phone(page, busy_tenant, vendor
     make_staff("operator@vendor.example", VendorRole.OPERATOR)
     invitation_create(email="new.hire@vendor.example", role=VendorRole.AUDITOR, actor=actor, send=False)
     job = RekeyJob.objects.filter(tenant=busy_tenant).latest("created_at")
+    eu = vendor_key_create(name="EU key", provider="local", settings_={}, secrets={}, actor=actor, make_default=True)
+    make_tenant("eu-tenant", "Northwind Europe")
     _signed_in(page, vendor_admin)
     audit = PageAudit(page)
     for path, name, *keys in [
@@ -145,6 +148,10 @@ def test_every_vendor_page_passes_axe_and_fits_a_phone(page, busy_tenant, vendor
         ("/vendor/events/chains/", "vendor-event-chains"),
         ("/vendor/api-keys/", "vendor-api-keys"),
         ("/vendor/staff/", "vendor-staff"),
+        ("/vendor/vendor-keys/", "vendor-vendor-keys"),
+        ("/vendor/vendor-keys/new/?provider=aws", "vendor-vendor-key-create"),
+        (f"/vendor/vendor-keys/{eu.uid}/", "vendor-vendor-key-detail"),
+        ("/vendor/tenants/?q=northwind", "vendor-tenants-filtered-assign"),
     ]:
         audit.check(path, name, keys="".join(keys))
     audit.assert_clean()

@@ -363,7 +363,7 @@ CASES: dict[str, Case] = {
         on_tenant=False,
     ),
     "vendor_key_make_default": Case(
-        "vendor_key.default_changed",
+        "vendor_key.made_default",
         lambda w: vendor_keys.vendor_key_make_default(vendor_key=_vendor_key(w), actor=w.actor),
         on_tenant=False,
     ),

@@ -82,7 +82,7 @@ def test_only_one_default_and_a_retired_key_cannot_be_it(vendor):
     vendor_keys.vendor_key_retire(vendor_key=eu, actor=vendor)
     with pytest.raises(errors.Conflict):
         vendor_keys.vendor_key_make_default(vendor_key=eu, actor=vendor)
-    assert AuditEvent.objects.filter(action="vendor_key.default_changed").count() == 2
+    assert AuditEvent.objects.filter(action="vendor_key.made_default").count() == 2
 
 
 def test_one_tenants_wrap_copied_onto_another_tenant_does_not_open(vendor):
