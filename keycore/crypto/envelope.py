@@ -327,7 +327,7 @@ class TenantKeyHandle:
             if len(leases) >= self.MAX_LEASES:
                 for old in list(leases):  # the oldest other than the server's own
                     if old != self.server_lease.lease_id:
-                        del leases[old]
+                        leases.pop(old, None)  # another thread may have evicted it first
                         break
             leases[lease_id] = found
         return found
