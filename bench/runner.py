@@ -609,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {run['seconds']:.0f} s, {status}", file=sys.stderr, flush=True)
         env["load_average_after"] = round(os.getloadavg()[0], 2)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"environment": env, "mode": mode, "runs": runs}, indent=2))
     figures = figures_of(runs)
     for f in figures:
