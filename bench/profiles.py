@@ -11,7 +11,9 @@ writer threads show up beside the crypto calls — and prints the call tree (fra
 * ``detailed``: the same for a tenant in detailed mode, every call with an object id and a request id, and
   what the recorder writes (``bench.crypto.keycore_detailed_workloads``);
 * ``api``: ``POST /api/v1/crypto/encrypt`` through Django's WSGI handler in process (middleware, DRF,
-  the view, the service), as gunicorn's worker runs it minus the socket.
+  the view, the service), as gunicorn's worker runs it minus the socket;
+* ``tenants_list``: the vendor portal's first tenants page (5,000 seeded tenants), signed in as a vendor
+  administrator, through Django's test client as ``bench.tenants_list`` requests it.
 """
 
 from __future__ import annotations
@@ -87,11 +89,40 @@ def _api_loop() -> Callable[[], None]:
     return step
 
 
+def _tenants_list_loop() -> Callable[[], None]:
+    from bench.django_env import setup_django
+
+    setup_django()
+    import io
+
+    from django.core.management import call_command
+    from django.test import Client
+
+    from keycore.models import Tenant, User, VendorStaff
+    from keycore.roles import VendorRole
+
+    have = Tenant.objects.filter(external_id__startswith="bench-").count()
+    if have < 5000:
+        call_command("seed_tenants", 5000 - have, prefix="bench", random_seed=5, stdout=io.StringIO())
+    user, _ = User.objects.get_or_create(email="bench-admin@vendor.example")
+    VendorStaff.objects.update_or_create(user=user, defaults={"role": VendorRole.ADMIN, "is_active": True})
+    client = Client(SERVER_NAME="localhost")
+    client.force_login(user)
+
+    def step() -> None:
+        for _ in range(5):
+            response = client.get("/vendor/tenants/")
+            assert response.status_code == 200
+
+    return step
+
+
 LOOPS: dict[str, Callable[[], Callable[[], None]]] = {
     "crypto": _crypto_loop,
     "events": _crypto_loop,
     "detailed": _detailed_loop,
     "api": _api_loop,
+    "tenants_list": _tenants_list_loop,
 }
 
 
