@@ -161,6 +161,7 @@ def members(request):
 
 @tenant_view(Cap.MANAGE_MEMBERS)
 @require_POST
+@reauthentication_required
 def member_invite(request):
     form = InviteForm(request.POST, inviter_role=request.membership.role)
     if not form.is_valid():
@@ -192,6 +193,7 @@ def _member(request, member) -> Membership:
 
 @tenant_view(Cap.MANAGE_MEMBERS)
 @require_POST
+@reauthentication_required
 def member_role(request, member):
     try:
         membership = _member(request, member)

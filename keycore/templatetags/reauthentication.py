@@ -25,6 +25,8 @@ PURPOSES = {
     "tenant:key_demote": "make {config} decrypt-only",
     "tenant:key_revoke": "revoke {config}",
     "tenant:key": "replace the credentials of {config}",  # where replacing them sends people to confirm first
+    "tenant:member_invite": "invite someone to {tenant}",
+    "tenant:member_role": "change a member's role in {tenant}",
     "vendor:key_retire": "retire {config}, a key of {tenant}",
     "vendor:tenant_status": "offboard {tenant}",
     "vendor:tenant_shred": "crypto-shred the vendor-provided keys of {tenant}",

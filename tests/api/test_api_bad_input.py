@@ -133,3 +133,14 @@ def test_nothing_under_api_answers_html(client, settings):
         assert answer.status_code in (400, 404), answer.status_code
         assert answer["Content-Type"] == "application/problem+json", answer["Content-Type"]
         assert json.loads(answer.content)["status"] == answer.status_code
+
+
+@BAD
+def test_a_field_name_with_nul_or_surrogate_is_not_a_server_error(api, tenant, bad):
+    stored = api.post("/api/v1/crypto/encrypt", {"tenant": "acme", "fields": {"a": "AA=="}, **META}).json
+    answer = api.post("/api/v1/crypto/encrypt", raw=raw({"tenant": "acme", "fields": {bad: "AA=="}, **META}))
+    assert answer.status in (200, 400), answer.json
+    body = {"tenant": "acme", "edek": stored["edek"], "fields": {bad: stored["fields"]["a"]}, **META}
+    assert api.post("/api/v1/crypto/decrypt", raw=raw(body)).status in (400, 422)
+    batch = {"items": [{"tenant": "acme", "fields": {bad: "AA=="}}], **META}
+    assert api.post("/api/v1/crypto/batch-encrypt", raw=raw(batch)).status in (200, 400)

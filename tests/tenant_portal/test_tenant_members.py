@@ -10,7 +10,7 @@ from django.core import mail
 
 from keycore.models import AuditEvent, Invitation, Membership
 from keycore.roles import TenantRole
-from tests.tenant_portal.conftest import url
+from tests.tenant_portal.conftest import reauthenticate, url
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +25,7 @@ def test_the_members_page_lists_members_with_their_mfa_and_open_invitations(clie
 
     invitation_create(tenant=tenant, email="pending@acme.example", role="auditor", actor=Actor.system("tests"))
     client.force_login(member)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     page = client.get(url("members", tenant)).content.decode()
     assert owner.email in page and member.email in page
     assert "enrolled" in page
@@ -36,6 +37,7 @@ def test_the_members_page_lists_members_with_their_mfa_and_open_invitations(clie
 
 def test_an_owner_invites_a_colleague_and_the_email_goes_out(client, owner, tenant, django_capture_on_commit_callbacks):
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(url("member_invite", tenant), {"email": "New.Admin@acme.example", "role": "admin"})
     assert response["Location"] == url("members", tenant)
@@ -51,6 +53,7 @@ def test_an_owner_invites_a_colleague_and_the_email_goes_out(client, owner, tena
 
 def test_inviting_a_member_again_or_a_bad_address_shows_why(client, owner, member, tenant):
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     response = client.post(url("member_invite", tenant), {"email": member.email, "role": "admin"})
     assert response.status_code == 409
     assert b"Already a member" in response.content
@@ -61,6 +64,7 @@ def test_inviting_a_member_again_or_a_bad_address_shows_why(client, owner, membe
 
 def test_an_administrator_cannot_make_owners(client, admin, member, owner, tenant):
     client.force_login(admin)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     page = client.get(url("members", tenant))
     assert [v for v, _ in page.context["invite_form"].fields["role"].choices] == ["admin", "auditor"]
     response = client.post(url("member_invite", tenant), {"email": "boss@acme.example", "role": "owner"})
@@ -80,6 +84,7 @@ def test_an_administrator_cannot_make_owners(client, admin, member, owner, tenan
 
 def test_an_owner_changes_roles_and_the_change_is_audited(client, owner, member, tenant):
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     target = membership(tenant, member)
     response = client.post(url("member_role", tenant, member=target.uid), {"role": "admin"})
     assert response["Location"] == url("members", tenant)
@@ -90,6 +95,7 @@ def test_an_owner_changes_roles_and_the_change_is_audited(client, owner, member,
 
 def test_the_last_owner_can_be_neither_demoted_nor_removed(client, owner, tenant):
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     mine = membership(tenant, owner)
     response = client.post(url("member_role", tenant, member=mine.uid), {"role": "admin"}, follow=True)
     assert b"The last owner cannot be demoted" in response.content
@@ -103,6 +109,7 @@ def test_with_a_second_owner_the_first_may_leave(client, owner, tenant):
 
     second = make_member(tenant, "second.owner@acme.example", TenantRole.OWNER)
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     response = client.post(url("member_remove", tenant, member=membership(tenant, owner).uid))
     assert response["Location"] == "/"
     assert not Membership.objects.filter(tenant=tenant, user=owner).exists()
@@ -112,10 +119,12 @@ def test_with_a_second_owner_the_first_may_leave(client, owner, tenant):
 
 def test_removing_a_member_takes_access_away_at_once(client, owner, member, tenant):
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     client.post(url("member_remove", tenant, member=membership(tenant, member).uid))
     assert not Membership.objects.filter(tenant=tenant, user=member).exists()
     assert AuditEvent.objects.filter(tenant=tenant, action="member.removed").count() == 1
     client.force_login(member)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     assert client.get(url("overview", tenant)).status_code == 404
 
 
@@ -127,6 +136,7 @@ def test_invitations_are_sent_again_or_withdrawn(client, owner, tenant, django_c
         tenant=tenant, email="later@acme.example", role="auditor", actor=Actor.system("tests"), send=False
     )
     client.force_login(owner)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     with django_capture_on_commit_callbacks(execute=True):
         client.post(url("invitation_resend", tenant, invitation=invitation.uid))
     assert len(mail.outbox) == 1
@@ -148,7 +158,18 @@ def test_an_administrator_cannot_touch_an_invitation_to_become_owner(client, own
         tenant=tenant, email="co.owner@acme.example", role="owner", actor=Actor.system("t")
     )
     client.force_login(admin)
+    reauthenticate(client)  # inviting and changing roles ask for the password again
     response = client.post(url("invitation_revoke", tenant, invitation=invitation.uid), follow=True)
     assert b"Only an owner" in response.content
     invitation.refresh_from_db()
     assert invitation.state == "pending"
+
+
+def test_inviting_and_changing_roles_ask_for_the_password_again(client, owner, member, tenant):
+    client.force_login(owner)  # a session without a recent password: a stolen cookie, say
+    invite = client.post(url("member_invite", tenant), {"email": "new@acme.example", "role": "owner"})
+    promote = client.post(url("member_role", tenant, member=membership(tenant, member).uid), {"role": "owner"})
+    for response in (invite, promote):
+        assert response.status_code == 302 and "/reauthenticate/" in response["Location"]
+    assert not Invitation.objects.filter(email="new@acme.example").exists()
+    assert membership(tenant, member).role == "auditor"
