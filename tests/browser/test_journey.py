@@ -301,4 +301,8 @@ def test_the_journey_of_the_tour(browser, live_server, celery_worker, moto, kmip
     assert answer["key_status"] == "revoked" and answer["key_status_detail"].startswith("Revoked by the tenant")
     assert Tenant.objects.get(external_id="acme").key_status == "revoked"
 
+    # the live server's threads hold a database connection per kept-alive HTTP connection: close them all
+    app.close()
+    vendor.context.close()
+    owner.context.close()
     tour.assert_accessible()
