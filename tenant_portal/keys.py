@@ -23,8 +23,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from keycore import errors, selectors
 from keycore.access import tenant_view
+from keycore.key_rules import REPLACE_SECRETS, kms_config_allowed_actions
 from keycore.models import KmsConfig, RekeyJob
-from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState
+from keycore.models.keys import ConfigOwner
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap
 from keycore.services.audit import Actor
@@ -227,7 +228,8 @@ def _detail_context(request, config: KmsConfig, **extra) -> dict:
     secret_rows = [
         (setting, setting.name in (config.secret_fields_set or [])) for setting in provider_cls.fields if setting.secret
     ]
-    state = config.state
+    actions = kms_config_allowed_actions(config, Actor.from_request(request))
+    manage_secrets = manage and REPLACE_SECRETS in actions
     return {
         "tenant": request.tenant,
         "config": config,
@@ -237,20 +239,15 @@ def _detail_context(request, config: KmsConfig, **extra) -> dict:
         "manage": manage,
         "settings_rows": settings_rows,
         "secret_rows": secret_rows if own else [],
-        "secrets_form": extra.pop("secrets_form", None) or (SecretsForm(provider_cls=provider_cls) if manage else None),
+        "secrets_form": extra.pop("secrets_form", None)
+        or (SecretsForm(provider_cls=provider_cls) if manage_secrets else None),
         "live_wraps": next((c.live_wraps for c in selectors.tenant_configs(request.tenant) if c.pk == config.pk), 0),
         "history": selectors.tenant_history(request.tenant, config=config, limit=50),
         "jobs": list(
             RekeyJob.objects.for_tenant(request.tenant).filter(target_config=config).order_by("-created_at")[:5]
         ),
-        "actions": {
-            "make_primary": manage and not config.is_primary and state in UNWRAP_STATES,
-            "decrypt_only": manage and not config.is_primary and state == ConfigState.ACTIVE,
-            "disable": manage and state in UNWRAP_STATES,
-            "revoke": manage and state not in (ConfigState.REVOKED, ConfigState.DESTROYED),
-            "reenable": manage and state in (ConfigState.DISABLED, ConfigState.REVOKED),
-            "check": manage and state not in (ConfigState.RETIRED, ConfigState.DESTROYED),
-        },
+        # what the services would allow, offered only on the tenant's own keys and to a role that manages keys
+        "actions": {action: manage and allowed for action, allowed in actions.can.items()},
         "revocation_seconds": revocation_seconds(),
         "nav": "keys",
         **extra,
@@ -345,7 +342,11 @@ def config_check(request, config):
     except errors.KeyCoreError as exc:
         messages.error(request, exc.detail)
         return redirect("tenant:key", tenant=request.tenant.external_id, config=config)
-    result = kms_config_check(config=found)
+    try:
+        result = kms_config_check(config=found, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+        return redirect("tenant:key", tenant=request.tenant.external_id, config=config)
     if result.ok:
         messages.success(request, f"Health check passed in {result.latency_ms:.0f} ms: {result.detail}")
     else:

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from keycore import errors, selectors
 from keycore.access import vendor_view
 from keycore.filtersets import AuditEventFilterSet, RekeyJobFilterSet, TenantFilterSet
+from keycore.key_rules import kms_config_allowed_actions
 from keycore.models import ApiKey, Invitation, KmsConfig, RekeyJob, Tenant, VendorStaff
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
@@ -338,7 +339,7 @@ def _where(config: KmsConfig) -> str:
 
 def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     overview = selectors.tenant_overview(tenant)
-    primary = overview["primary"]
+    actor = Actor.from_request(request)
     audit = keyset_page(
         selectors.audit_event_list(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
     )
@@ -352,7 +353,8 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
         "nav": "tenants",
         "tenant": tenant,
         **overview,
-        "config_rows": [(c, _where(c)) for c in overview["configs"]],
+        # each configuration with what this actor may do to it: the page offers exactly that (keycore/key_rules.py)
+        "config_rows": [(c, _where(c), kms_config_allowed_actions(c, actor)) for c in overview["configs"]],
         "members": members,
         "invitations": invitations,
         "has_owner": has_owner,
@@ -361,13 +363,11 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
         "invite_form": InvitationForm(initial={"role": TenantRole.ADMIN if has_owner else TenantRole.OWNER}),
         "status_form": StatusForm(),
         "shred_form": ShredForm(external_id=tenant.external_id),
-        "tenant_key_is_primary": primary is not None and primary.owner == ConfigOwner.TENANT,
-        "vendor_may_replace_primary": not sovereignty.tenant_owns_key(tenant),
+        "replacement_refusal": sovereignty.vendor_key_replacement_refusal(tenant),
         "grace_days": settings.KEYCORE_OFFBOARD_GRACE_DAYS,
         "grace_over": tenant.shred_after is not None and tenant.shred_after <= timezone.now(),
         "can_shred": tenant.status in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED)
         and any(c.owner == ConfigOwner.VENDOR and c.state != ConfigState.DESTROYED for c in overview["configs"]),
-        "ConfigState": ConfigState,
     }
     context.update(extra)
     return context

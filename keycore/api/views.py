@@ -359,7 +359,7 @@ class KmsConfigListView(TenantScoped, generics.ListAPIView):
             )
         except errors.InvalidInput as exc:
             raise _placed(exc, data) from None
-        return Response(KmsConfigSerializer(config).data, status=status.HTTP_201_CREATED)
+        return Response(KmsConfigSerializer(config, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 def _placed(exc: errors.InvalidInput, data: dict) -> errors.InvalidInput:
@@ -405,7 +405,7 @@ class KmsConfigDetailView(KmsConfigScoped, APIView):
     required_scope = READ
 
     def get(self, request, external_id: str, uid):
-        return Response(KmsConfigSerializer(self.config()).data)
+        return Response(KmsConfigSerializer(self.config(), context={"request": request}).data)
 
 
 @_on("post")(
@@ -434,7 +434,7 @@ class KmsConfigStateView(KmsConfigScoped, APIView):
 
     def post(self, request, external_id: str, uid):
         config = type(self).service(config=self.vendor_config(), actor=actor(request))
-        return Response(KmsConfigSerializer(config).data)
+        return Response(KmsConfigSerializer(config, context={"request": request}).data)
 
 
 def _config_state_view(name: str, service, summary: str, description: str):

@@ -152,7 +152,7 @@ def test_a_vendor_key_never_replaces_the_tenants_own_key(as_admin, tenant, tenan
         tenant_set_status(tenant=tenant, transition="suspend", actor=Actor.system("t"))
     vendor_key = KmsConfig.objects.get(tenant=tenant, owner="vendor")
     page = as_admin.get(reverse("vendor:tenant", args=["acme"])).content.decode()
-    assert "a vendor-provided key can never replace it, whatever the tenant's status" in page
+    assert "a vendor-provided key can never replace it, whatever the tenant&#x27;s status" in page
     assert 'disabled aria-describedby="primary-rule"' in page
     response = as_admin.post(reverse("vendor:key_make_primary", args=["acme", vendor_key.uid]), follow=True)
     assert "can never replace it" in response.content.decode()
