@@ -176,7 +176,7 @@ def _state_refusal(config: KmsConfig, action: str) -> Refusal | None:
     return None
 
 
-def _sovereignty_refusal(config: KmsConfig, action: str, vendor: bool) -> Refusal | None:
+def _sovereignty_refusal(config: KmsConfig, action: str, vendor: bool, memo: dict) -> Refusal | None:
     """What the vendor may never do to a tenant (keycore/services/sovereignty.py): None for anyone else."""
     if not vendor or action not in _TENANT_ONLY_VERBS:
         return None
@@ -185,19 +185,24 @@ def _sovereignty_refusal(config: KmsConfig, action: str, vendor: bool) -> Refusa
         reason = f"{config.name} is the tenant's own key: only the tenant's administrators can {verb}."
         return Refusal(reason, errors.TenantSovereignty)
     if action == MAKE_PRIMARY:
-        reason = vendor_key_replacement_refusal(config.tenant)
-        if reason:
-            return Refusal(reason, errors.TenantSovereignty)
+        known = ("replacement", config.tenant_id)
+        if known not in memo:
+            memo[known] = vendor_key_replacement_refusal(config.tenant)
+        if memo[known]:
+            return Refusal(memo[known], errors.TenantSovereignty)
     return None
 
 
-def kms_config_allowed_actions(config: KmsConfig, actor: Actor) -> ConfigActions:
+def kms_config_allowed_actions(config: KmsConfig, actor: Actor, *, memo: dict | None = None) -> ConfigActions:
     """What ``actor`` may do to ``config`` now, and for each refused action the reason and typed error.
 
     ``actor`` is whoever acts (``Actor.from_request``, an API key's actor, ``Actor.system``):
     a signed-in member of the configuration's tenant acts for the tenant, KeyCore's own
-    jobs for nobody, and everyone else is the vendor.
+    jobs for nobody, and everyone else is the vendor. ``memo`` lets a page that asks for
+    each of a tenant's configurations look up what they share (whether the tenant owns a
+    key) once; the services never pass one, so that they ask afresh under lock.
     """
+    memo = {} if memo is None else memo
     vendor = is_vendor(actor, config.tenant)
     refusals: dict[str, Refusal] = {}
     state_refusals: dict[str, Refusal] = {}
@@ -206,7 +211,7 @@ def kms_config_allowed_actions(config: KmsConfig, actor: Actor) -> ConfigActions
         if by_state is not None:
             state_refusals[action] = by_state
         # the tenant's sovereignty first: the vendor's attempt is refused (and recorded) whatever the state
-        first = _sovereignty_refusal(config, action, vendor) or by_state
+        first = _sovereignty_refusal(config, action, vendor, memo) or by_state
         if first is not None:
             refusals[action] = first
     return ConfigActions(refusals=refusals, state_refusals=state_refusals)

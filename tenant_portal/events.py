@@ -32,7 +32,8 @@ from keycore.roles import Cap, tenant_can
 from keycore.services import events as event_services
 from keycore.services import forwarding
 from keycore.services.audit import Actor
-from tenant_portal.forms import WriteOnlyTextarea
+from keycore.ui.changes import change_rows
+from keycore.ui.forms import WriteOnlyTextarea
 
 PAGE_SIZE = 100
 #: the key-use range one page sums when no "From" is given
@@ -108,16 +109,6 @@ def _can_manage(request) -> bool:
     return tenant_can(request.membership.role, Cap.MANAGE_SETTINGS)
 
 
-def _change_rows(event) -> list[tuple[str, object, object]]:
-    rows = []
-    for name, value in (event.changes or {}).items():
-        if isinstance(value, list) and len(value) == 2:
-            rows.append((name, value[0], value[1]))
-        else:
-            rows.append((name, None, value))
-    return rows
-
-
 @tenant_view(Cap.READ)
 @require_GET
 def events(request):
@@ -176,7 +167,7 @@ def events(request):
             if page.cursor_rejected:
                 messages.warning(request, "That page link is no longer valid; showing the first page.")
         context.update(
-            audit=[(e, _change_rows(e)) for e in (page.rows if page else [])],
+            audit=[(e, change_rows(e)) for e in (page.rows if page else [])],
             excluded=audit_qs is None,
             next_cursor=page.next_cursor if page else "",
             paged=bool(page and page.previous_cursor),

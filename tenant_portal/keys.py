@@ -30,7 +30,6 @@ from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap
 from keycore.services.audit import Actor
 from keycore.services.keys import (
-    ConfigInput,
     kms_config_check,
     kms_config_create,
     kms_config_decrypt_only,
@@ -41,8 +40,10 @@ from keycore.services.keys import (
     kms_config_revoke,
     kms_config_test_connection,
 )
-from tenant_portal.forms import CONFIG_NAME, CONFIG_RATE_LIMIT, KmsConfigForm, RevokeForm, SecretsForm, apply_errors
-from tenant_portal.views import can, is_htmx, where_the_key_lives
+from keycore.ui.forms import KmsConfigForm, SecretsForm, apply_service_errors
+from keycore.ui.kms import provider_label, setup_help, where_the_key_lives
+from tenant_portal.forms import RevokeForm
+from tenant_portal.views import can, is_htmx
 
 
 def revocation_seconds() -> int:
@@ -72,11 +73,11 @@ def _own_config(request, config) -> KmsConfig:
     return found
 
 
-def _setup_help(provider_cls, tenant) -> str:
-    return provider_cls.setup_help(
-        tenant_external_id=tenant.external_id,
-        vendor_principal=settings.KEYCORE_VENDOR_PRINCIPAL,
-        tenant_uid=tenant.uid.hex,
+def _config_form(provider_cls, data=None) -> KmsConfigForm:
+    return KmsConfigForm(
+        data,
+        provider_cls=provider_cls,
+        rate_limit_help="Background jobs stay under this rate so they never exhaust your KMS quota. 0: no limit.",
     )
 
 
@@ -88,7 +89,7 @@ def _setup_help(provider_cls, tenant) -> str:
 def config_list(request):
     configs = selectors.tenant_configs(request.tenant)
     for c in configs:
-        c.provider_label = _label(c.provider)
+        c.provider_label = provider_label(c.provider)
     return render(
         request,
         "tenant_portal/keys.html",
@@ -99,13 +100,6 @@ def config_list(request):
             "nav": "keys",
         },
     )
-
-
-def _label(provider: str) -> str:
-    try:
-        return get_provider_class(provider).label
-    except errors.KeyCoreError:
-        return provider
 
 
 @tenant_view(Cap.MANAGE_KEYS)
@@ -130,7 +124,7 @@ def _form_page(request, provider_cls, form, *, test=None, status=200):
             # a class would be called by the template engine: hand it plain values
             "provider": {"name": provider_cls.name, "label": provider_cls.label},
             "form": form,
-            "setup_help": _setup_help(provider_cls, request.tenant),
+            "setup_help": setup_help(provider_cls, request.tenant),
             "test": test,
             "nav": "keys",
         },
@@ -144,26 +138,19 @@ def config_create(request, provider):
     """GET: the provider's form beside its setup help. POST: test again and save (kms_config_create)."""
     provider_cls = _tenant_provider(provider)
     if request.method != "POST":
-        return _form_page(request, provider_cls, KmsConfigForm(provider_cls=provider_cls))
-    form = KmsConfigForm(request.POST, provider_cls=provider_cls)
+        return _form_page(request, provider_cls, _config_form(provider_cls))
+    form = _config_form(provider_cls, request.POST)
     if not form.is_valid():
         return _form_page(request, provider_cls, form, status=400)
-    settings_, secrets = form.provider_values()
     try:
         config = kms_config_create(
             tenant=request.tenant,
             owner=ConfigOwner.TENANT,
-            data=ConfigInput(
-                provider=provider,
-                name=form.cleaned_data[CONFIG_NAME],
-                settings=settings_,
-                secrets=secrets,
-                rate_limit=form.cleaned_data[CONFIG_RATE_LIMIT] or 0,
-            ),
+            data=form.config_input(provider),
             actor=Actor.from_request(request),
         )
     except errors.KeyCoreError as exc:
-        apply_errors(form, exc, field_map=form.field_map)
+        apply_service_errors(form, exc, field_map=form.field_map)
         return _form_page(request, provider_cls, form, status=exc.http_status if exc.http_status < 500 else 400)
     if config.is_primary:
         messages.success(request, f"{config.name} passed the test and protects your data now.")
@@ -181,7 +168,7 @@ def config_create(request, provider):
 def config_test(request, provider):
     """Test connection before saving: wrap and unwrap a random probe through the KMS; nothing is stored."""
     provider_cls = _tenant_provider(provider)
-    form = KmsConfigForm(request.POST, provider_cls=provider_cls)
+    form = _config_form(provider_cls, request.POST)
     test: dict = {"ok": False, "detail": "", "code": "", "problems": []}
     if form.is_valid():
         settings_, secrets = form.provider_values()
@@ -191,7 +178,7 @@ def config_test(request, provider):
             )
         except errors.KeyCoreError as exc:
             test.update(detail=exc.detail, code=exc.code)
-            apply_errors(form, exc, field_map=form.field_map)
+            apply_service_errors(form, exc, field_map=form.field_map)
         else:
             test.update(ok=result.ok, detail=result.detail, code=result.error_code or "", latency=result.latency_ms)
     else:
@@ -362,7 +349,7 @@ def _replace_secrets(request, found: KmsConfig):
         try:
             kms_config_replace_secrets(config=found, secrets=form.secrets(), actor=Actor.from_request(request))
         except errors.KeyCoreError as exc:
-            apply_errors(form, exc)
+            apply_service_errors(form, exc)
         else:
             messages.success(request, f"The credentials of {found.name} were tested and replaced.")
             return redirect("tenant:key", tenant=request.tenant.external_id, config=found.uid)

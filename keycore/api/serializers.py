@@ -168,7 +168,9 @@ def _actions(serializer: serializers.Serializer, config: KmsConfig) -> ConfigAct
         context["actor"] = Actor.from_request(request) if request is not None else Actor(label="anonymous")
     answers = context.setdefault("config_actions", {})
     if config.pk not in answers:
-        answers[config.pk] = kms_config_allowed_actions(config, context["actor"])
+        answers[config.pk] = kms_config_allowed_actions(
+            config, context["actor"], memo=context.setdefault("key_rules_memo", {})
+        )
     return answers[config.pk]
 
 

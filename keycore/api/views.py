@@ -25,6 +25,7 @@ from keycore import errors, selectors
 from keycore.api import examples as ex
 from keycore.api.idempotency import idempotent
 from keycore.api.pagination import HistoryPagination, NewestFirstByTime, OldestFirstPagination
+from keycore.api.problems import _flatten, error_body
 from keycore.api.serializers import (
     AuditEventSerializer,
     BulkResultSerializer,
@@ -211,8 +212,6 @@ class TenantBulkView(APIView):
 
     @idempotent
     def post(self, request):
-        from keycore.api.problems import error_body
-
         items = _valid(BulkTenantsSerializer, request.data)["tenants"]
         who = actor(request)
         results = []
@@ -641,8 +640,6 @@ class AuditListView(generics.ListAPIView):
 
 def _valid(serializer_class, data) -> dict:
     """Validated data, or InvalidInput with field errors (a problem with ``errors``)."""
-    from keycore.api.problems import _flatten
-
     if data is None or not hasattr(data, "get"):
         raise errors.InvalidInput("The body must be a JSON object.", field_errors={"__all__": ["Expected an object."]})
     serializer = serializer_class(data=data)
