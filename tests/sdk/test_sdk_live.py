@@ -145,9 +145,10 @@ def test_when_keycore_stops_sdk_processes_refuse_when_their_leases_expire(deploy
         expiry = max(e for e in expiries if e <= first["t"] + 0.05)
         # not before the lease expired (the server was already gone), and not after
         assert first["t"] >= expiry - 0.05, (first["t"], expiry)
-        # the first call after expiry tries to renew (connection refused, retried twice with backoff) and then
-        # refuses: well under a second on a quiet machine, up to about 2 s on a heavily loaded one
-        assert first["t"] - expiry <= 2.5, f"refused {first['t'] - expiry:.2f}s after the lease expired"
+        # the first call after expiry tries to renew once and then refuses: at once when the connection is
+        # refused, after the SDK's request timeout (5 s) when a server going down still accepts connections
+        # without answering. (Renewing ahead of expiry, so that expiry refuses without a network wait, is left.)
+        assert first["t"] - expiry <= 6.0, f"refused {first['t'] - expiry:.2f}s after the lease expired"
         assert expiry > stopped_at - 0.5 or first["t"] - stopped_at < 4.5
         last_ok = max((line["t"] for line in worker.lines if line.get("ok") is True), default=0)
         assert last_ok < first["t"]
