@@ -30,7 +30,7 @@ def root_keyring() -> RootKeyring:
 
 def sealing_purpose(row) -> str:
     """What a row's sealed secrets are sealed for: a tenant's configuration or a shared vendor key."""
-    meta = getattr(row, "_meta", None)  # a bulk seeder seals for rows not built yet (any object with a uid)
+    meta = getattr(row, "_meta", None)  # bulk seeding seals for plain namespaces standing in for configurations
     return VENDOR_KEY_SECRETS if meta is not None and meta.model_name == "vendorkey" else CONFIG_SECRETS
 
 
