@@ -54,7 +54,7 @@ def staff_list(request):
     return _staff_page(request)
 
 
-@vendor_action(Cap.MANAGE_STAFF)
+@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
 def staff_invite(request):
     form = StaffInviteForm(request.POST)
     if form.is_valid():
@@ -73,7 +73,7 @@ def staff_invite(request):
     return _staff_page(request, invite_form=form, status=400)
 
 
-@vendor_action(Cap.MANAGE_STAFF)
+@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
 def staff_role(request, pk: int):
     staff = get_object_or_404(VendorStaff.objects.select_related("user"), pk=pk)
     form = StaffRoleForm(request.POST)
@@ -142,7 +142,7 @@ def api_key_list(request):
     return _api_keys_page(request)
 
 
-@vendor_action(Cap.MANAGE_API_KEYS)
+@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
 def api_key_create(request):
     form = ApiKeyForm(request.POST)
     if form.is_valid():
@@ -167,7 +167,7 @@ def api_key_create(request):
     return _api_keys_page(request, form=form, status=400)
 
 
-@vendor_action(Cap.MANAGE_API_KEYS)
+@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
 def api_key_rotate(request, uid):
     key = get_object_or_404(ApiKey, uid=uid)
     try:
