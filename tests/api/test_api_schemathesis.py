@@ -80,15 +80,15 @@ def test_no_operation_answers_5xx_or_breaks_the_schema(tenant, make_key, setting
     from django.core.wsgi import get_wsgi_application
     from django.test import Client
     from schemathesis.checks import not_a_server_error
-
-    from keycore.services import vendor_keys
-    from keycore.services.audit import Actor
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
         response_headers_conformance,
         response_schema_conformance,
         status_code_conformance,
     )
+
+    from keycore.services import vendor_keys
+    from keycore.services.audit import Actor
 
     settings.KEYCORE_KMS_TIMEOUT = 0.5  # a generated AWS configuration must not wait on the real AWS
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())
