@@ -361,3 +361,99 @@ BATCH_DECRYPT_RESPONSE = OpenApiExample(
     value={"succeeded": 1, "failed": 0, "results": [{"fields": {"ssn": "MTIzLTQ1LTY3ODk="}}]},
     response_only=True,
 )
+
+_VENDOR_KEY_UID = "6c7d8e9f-0a1b-4c2d-8e3f-4a5b6c7d8e9f"
+_VENDOR_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+VENDOR_KEY_VALUE = {
+    "uid": _VENDOR_KEY_UID,
+    "name": "EU AWS key",
+    "provider": "aws",
+    "state": "active",
+    "is_default": True,
+    "settings": {"key_id": _VENDOR_ARN, "region": "eu-west-1"},
+    "secret_fields_set": ["access_key_id", "secret_access_key"],
+    "rate_limit": 0,
+    "health": "ok",
+    "health_detail": f"Wrap and unwrap succeeded (AWS KMS {_VENDOR_ARN}).",
+    "health_checked_at": _T,
+    "last_success_at": _T,
+    "last_failure_at": None,
+    "created_at": _T,
+    "updated_at": _T,
+    "where": f"AWS KMS {_VENDOR_ARN}",
+    "tenants": 412,
+    "key_versions": 415,
+    "documents": 1_204_887,
+}
+VENDOR_KEY = OpenApiExample("A vendor key (secrets are never returned)", value=VENDOR_KEY_VALUE, response_only=True)
+VENDOR_KEY_LIST = OpenApiExample(
+    "Every vendor key",
+    value={
+        "results": [
+            VENDOR_KEY_VALUE,
+            {
+                **VENDOR_KEY_VALUE,
+                "uid": "7d8e9f0a-1b2c-4d3e-9f4a-5b6c7d8e9f0a",
+                "name": "US key",
+                "provider": "local",
+                "is_default": False,
+                "settings": {},
+                "secret_fields_set": ["kek"],
+                "health_detail": "Wrap and unwrap succeeded (KeyCore local key 1a2b3c4d5e6f7a8b).",
+                "where": "KeyCore local key 1a2b3c4d5e6f7a8b",
+                "tenants": 88,
+                "key_versions": 88,
+                "documents": 30_512,
+            },
+        ]
+    },
+    response_only=True,
+)
+VENDOR_KEY_CREATE_AWS = OpenApiExample(
+    "A key in your own AWS KMS, the default for new tenants",
+    value={
+        "provider": "aws",
+        "name": "EU AWS key",
+        "settings": {"key_id": _VENDOR_ARN, "region": "eu-west-1"},
+        "secrets": {"access_key_id": "AKIA…", "secret_access_key": "…"},
+        "make_default": True,
+    },
+    request_only=True,
+)
+VENDOR_KEY_CREATE_LOCAL = OpenApiExample(
+    "A new local key (KeyCore generates it)", value={"provider": "local", "name": "US key"}, request_only=True
+)
+VENDOR_KEY_SECRETS = OpenApiExample(
+    "Rotated AWS credentials",
+    value={"secrets": {"access_key_id": "AKIA…", "secret_access_key": "…"}},
+    request_only=True,
+)
+VENDOR_KEY_ASSIGN_FILTER = OpenApiExample(
+    "Every tenant whose name starts with us-", value={"filter": {"q": "us-"}}, request_only=True
+)
+VENDOR_KEY_ASSIGN_TENANTS = OpenApiExample("Named tenants", value={"tenants": ["acme", "initech"]}, request_only=True)
+VENDOR_KEY_ASSIGN_FROM = OpenApiExample(
+    "Every tenant another vendor key serves (your own rotation)",
+    value={"from_vendor_key": "US key"},
+    request_only=True,
+)
+VENDOR_KEY_MOVED = OpenApiExample(
+    "A rekey job moving two tenants; one owns its key and was not moved",
+    value={
+        "job": {
+            **JOB_VALUE,
+            "kind": "vendor_key_move",
+            "tenant": None,
+            "state": "pending",
+            "total": 2,
+            "done": 0,
+            "progress_percent": 0,
+            "source_config": None,
+            "target_config": None,
+            "started_at": None,
+        },
+        "refused": ["acme"],
+    },
+    response_only=True,
+    status_codes=["202"],
+)

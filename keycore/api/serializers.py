@@ -480,6 +480,12 @@ class VendorKeySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class VendorKeyListSerializer(serializers.Serializer):
+    """Every vendor key, unpaged (a vendor has a handful): ``{"results": [...]}``."""
+
+    results = VendorKeySerializer(many=True)
+
+
 class VendorKeyCreateSerializer(serializers.Serializer):
     provider = serializers.CharField(max_length=32, help_text="local, aws, kmip, pkcs11, openbao…")
     name = serializers.CharField(max_length=120, help_text='What your staff call it: "EU AWS key", "US HSM".')

@@ -13,11 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from keycore import errors, selectors
+from keycore.api import examples as ex
 from keycore.api.idempotency import idempotent
 from keycore.api.serializers import (
     RekeyJobSerializer,
     VendorKeyAssignSerializer,
     VendorKeyCreateSerializer,
+    VendorKeyListSerializer,
     VendorKeyMoveSerializer,
     VendorKeySecretsSerializer,
     VendorKeySerializer,
@@ -46,7 +48,8 @@ def _shown(vendor_key) -> dict:
         summary="List vendor keys",
         description="Each with its health, the tenants it serves and its data counts.",
         tags=TAGS,
-        responses={200: VendorKeySerializer(many=True)},
+        responses={200: VendorKeyListSerializer},
+        examples=[ex.VENDOR_KEY_LIST],
     ),
     post=extend_schema(
         operation_id="vendor_keys_create",
@@ -56,6 +59,7 @@ def _shown(vendor_key) -> dict:
         tags=TAGS,
         request=VendorKeyCreateSerializer,
         responses={201: VendorKeySerializer, 409: CONFLICT},
+        examples=[ex.VENDOR_KEY_CREATE_AWS, ex.VENDOR_KEY_CREATE_LOCAL, ex.VENDOR_KEY],
     ),
 )
 class VendorKeyListView(APIView):
@@ -93,14 +97,21 @@ class VendorKeyScoped:
 
 
 @extend_schema_view(
-    get=extend_schema(operation_id="vendor_keys_retrieve", summary="Get a vendor key", tags=TAGS),
+    get=extend_schema(
+        operation_id="vendor_keys_retrieve",
+        summary="Get a vendor key",
+        tags=TAGS,
+        responses={200: VendorKeySerializer},
+        examples=[ex.VENDOR_KEY],
+    ),
     patch=extend_schema(
         operation_id="vendor_keys_replace_secrets",
         summary="Replace a vendor key's credentials",
         description="Tested before they replace the old ones; every tenant the key serves uses the new ones.",
         tags=TAGS,
         request=VendorKeySecretsSerializer,
-        responses={200: VendorKeySerializer},
+        responses={200: VendorKeySerializer, 409: CONFLICT},
+        examples=[ex.VENDOR_KEY_SECRETS, ex.VENDOR_KEY],
     ),
 )
 class VendorKeyDetailView(VendorKeyScoped, APIView):
@@ -126,6 +137,7 @@ class VendorKeyDetailView(VendorKeyScoped, APIView):
     tags=TAGS,
     request=None,
     responses={200: VendorKeySerializer},
+    examples=[ex.VENDOR_KEY],
 )
 class VendorKeyCheckView(VendorKeyScoped, APIView):
     required_scope = KEYS
@@ -142,6 +154,7 @@ class VendorKeyCheckView(VendorKeyScoped, APIView):
     tags=TAGS,
     request=None,
     responses={200: VendorKeySerializer, 409: CONFLICT},
+    examples=[ex.VENDOR_KEY],
 )
 class VendorKeyMakeDefaultView(VendorKeyScoped, APIView):
     required_scope = KEYS
@@ -158,6 +171,7 @@ class VendorKeyMakeDefaultView(VendorKeyScoped, APIView):
     tags=TAGS,
     request=None,
     responses={200: VendorKeySerializer, 409: CONFLICT},
+    examples=[ex.VENDOR_KEY],
 )
 class VendorKeyRetireView(VendorKeyScoped, APIView):
     required_scope = KEYS
@@ -173,10 +187,16 @@ class VendorKeyRetireView(VendorKeyScoped, APIView):
     description="Named tenants, a filter of the tenants list, or every tenant another vendor key serves (your own "
     "rotation or region move), moved by one rekey job with progress. A tenant that owns its key is never moved: "
     "it is listed in `refused` and the attempt is on its audit trail; if every tenant named was refused, the "
-    "answer is 403 `tenant-sovereignty`.",
+    "answer is 403 `tenant-sovereignty`. Honours `Idempotency-Key`.",
     tags=TAGS,
     request=VendorKeyAssignSerializer,
     responses={202: VendorKeyMoveSerializer, 403: CONFLICT, 409: CONFLICT},
+    examples=[
+        ex.VENDOR_KEY_ASSIGN_FILTER,
+        ex.VENDOR_KEY_ASSIGN_TENANTS,
+        ex.VENDOR_KEY_ASSIGN_FROM,
+        ex.VENDOR_KEY_MOVED,
+    ],
 )
 class VendorKeyAssignView(VendorKeyScoped, APIView):
     required_scope = JOBS

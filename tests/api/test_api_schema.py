@@ -71,6 +71,8 @@ def test_creating_posts_document_the_idempotency_key_header(schema):
         ("/api/v1/tenants/{external_id}/kms-configs/", "post"),
         ("/api/v1/tenants/{external_id}/kms-configs/{uid}/make-primary/", "post"),
         ("/api/v1/tenants/{external_id}/rekey-jobs/", "post"),
+        ("/api/v1/vendor-keys/", "post"),
+        ("/api/v1/vendor-keys/{uid}/assign/", "post"),
     }
 
 

@@ -2,8 +2,8 @@
 
 The WSGI application is called in this process with a key holding every scope.
 Each operation gets a bounded number of generated requests, valid ones
-(positive) and invalid ones (negative); half of them name the existing tenant,
-so that the tenant-scoped endpoints are exercised past the tenant lookup. Every
+(positive) and invalid ones (negative); half of them name the existing tenant
+(or vendor key), so that the scoped endpoints are exercised past the lookup. Every
 body received is searched for secrets at the end, as in the other API tests.
 Derandomized, so every run (and every xdist worker) sends the same requests.
 
@@ -87,6 +87,9 @@ def test_no_operation_answers_5xx_or_breaks_the_schema(tenant, make_key, setting
         status_code_conformance,
     )
 
+    from keycore.services import vendor_keys
+    from keycore.services.audit import Actor
+
     settings.KEYCORE_KMS_TIMEOUT = 0.5  # a generated AWS configuration must not wait on the real AWS
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())
     headers = {"Authorization": f"Bearer {make_key()}"}
@@ -105,9 +108,16 @@ def test_no_operation_answers_5xx_or_breaks_the_schema(tenant, make_key, setting
         response_headers_conformance,
     ]
 
+    # a vendor key that exists, so that half of the /vendor-keys/{uid}/ requests get past its lookup
+    vendor_key = vendor_keys.vendor_key_create(
+        name="Schemathesis key", provider="local", settings_={}, secrets={}, actor=Actor.system("tests")
+    )
+
     def aim(case, existing: bool):
         if existing and "external_id" in (case.path_parameters or {}):
             case.path_parameters["external_id"] = tenant.external_id
+        if existing and "uid" in (case.path_parameters or {}) and case.path.startswith("/api/v1/vendor-keys/"):
+            case.path_parameters["uid"] = str(vendor_key.uid)
         return case
 
     poison_client = Client(raise_request_exception=False)

@@ -105,3 +105,32 @@ def test_retiring_a_key_that_still_serves_tenants_is_a_conflict(api, eu_aws):
     assert api.post(f"/api/v1/vendor-keys/{eu_aws['uid']}/retire/").status == 409
     check = api.post(f"/api/v1/vendor-keys/{eu_aws['uid']}/check/")
     assert check.status == 200 and check.json["health"] == "ok"
+
+
+def test_a_retried_create_with_the_same_idempotency_key_creates_one_key(api, moto):
+    settings, secrets = moto.provider_settings(moto.create_key())
+    body = {"provider": "aws", "name": "EU AWS key", "settings": settings, "secrets": secrets}
+    first = api.post("/api/v1/vendor-keys/", body, headers={"Idempotency-Key": "vk-1"})
+    again = api.post("/api/v1/vendor-keys/", dict(reversed(body.items())), headers={"Idempotency-Key": "vk-1"})
+    assert first.status == again.status == 201
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+    assert VendorKey.objects.count() == 1
+    assert AuditEvent.objects.filter(action="vendor_key.created").count() == 1
+    # the same key for another key's creation is refused, not answered with the first key
+    other = api.post(
+        "/api/v1/vendor-keys/", {"provider": "local", "name": "US key"}, headers={"Idempotency-Key": "vk-1"}
+    )
+    assert other.status == 422 and other.problem_type == "idempotency-key-reused"
+    assert list(VendorKey.objects.values_list("name", flat=True)) == ["EU AWS key"]
+
+
+def test_a_retried_move_with_the_same_idempotency_key_starts_one_job(api, eu_aws):
+    from keycore.models import RekeyJob
+
+    api.post("/api/v1/vendor-keys/", {"provider": "local", "name": "US key", "make_default": True})
+    api.post("/api/v1/tenants/", {"external_id": "us-1", "name": "us-1"})
+    path = f"/api/v1/vendor-keys/{eu_aws['uid']}/assign/"
+    first = api.post(path, {"tenants": ["us-1"]}, headers={"Idempotency-Key": "move-1"})
+    again = api.post(path, {"tenants": ["us-1"]}, headers={"Idempotency-Key": "move-1"})
+    assert first.status == again.status == 202 and again.json == first.json
+    assert RekeyJob.objects.filter(kind="vendor_key_move").count() == 1
