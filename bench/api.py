@@ -61,7 +61,6 @@ def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str
 
     setup_django(keep=folder)
     (folder / "static").mkdir(exist_ok=True)
-    from django.conf import settings
 
     from keycore.services.apikeys import api_key_create
     from keycore.services.audit import Actor
@@ -74,8 +73,16 @@ def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str
 
         tenant_update(tenant=tenant, actor=actor, detailed_events=True)
     _key, raw = api_key_create(name="bench", scopes=["crypto"], actor=actor)
+    return raw, server_env(folder)
+
+
+def server_env(folder: Path) -> dict[str, str]:
+    """The environment of a production-settings server on the database Django is set up with."""
+    from django.conf import settings
+
     database = settings.DATABASES["default"]
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{database['NAME']}"
+    (folder / "static").mkdir(exist_ok=True)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -90,7 +97,7 @@ def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
-    return raw, env
+    return env
 
 
 #: a gunicorn config: once a worker has loaded Django, move every object it made into the permanent

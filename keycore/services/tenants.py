@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,12 +19,27 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keycore import errors
-from keycore.models import Invitation, KmsConfig, Membership, Tenant, User, VendorStaff
-from keycore.models.keys import ConfigOwner, ConfigState
-from keycore.models.tenants import InvitationAudience, TenantStatus, external_id_validator
+from keycore.crypto.envelope import key_check_value, new_tenant_key
+from keycore.models import (
+    Invitation,
+    KeyHistoryEntry,
+    KmsConfig,
+    Membership,
+    Tenant,
+    TenantKey,
+    TenantKeyWrap,
+    User,
+    VendorStaff,
+)
+from keycore.models.keys import ConfigOwner, ConfigState, HistoryAction
+from keycore.models.tenants import Health, InvitationAudience, KeyOwnership, TenantStatus, external_id_validator
+from keycore.providers.base import WrapContext
+from keycore.providers.registry import get_provider_class
 from keycore.roles import TenantRole, VendorRole, tenant_role_may_grant
-from keycore.services.audit import Actor, audit_record, diff
-from keycore.services.keyring import bump_epoch
+from keycore.sealing import seal_secrets
+from keycore.services.audit import Actor, audit_record, audit_record_rows, diff
+from keycore.services.bulk_writes import field_defaults, insert_rows, insert_rows_with_ids
+from keycore.services.keyring import build_provider, bump_epoch
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_destroy, tenant_key_create
 from keycore.services.sovereignty import (
     TENANT_SETTINGS,
@@ -102,6 +118,244 @@ def tenant_create(
         raise
     tenant.refresh_from_db()
     return tenant
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    external_id: str
+    name: str
+    admins: tuple[AdminInvite, ...] = ()
+
+
+def tenant_create_many(
+    *, items: list[NewTenant], actor: Actor, send: bool = True
+) -> list[Tenant | errors.KeyCoreError]:
+    """Create many tenants at once, each exactly as :func:`tenant_create` leaves it; one result per item, in order.
+
+    Each valid item gets what ``tenant_create`` gives it — the tenant, its vendor-provided (local)
+    configuration with a KEK of its own sealed under the root key and tested by a wrap and unwrap, primary,
+    tenant key v1 wrapped under it, the two key-history entries, the ``tenant.created``,
+    ``kms_config.created`` and ``tenant_key.created`` events on the tenant's own chain, and invitations for
+    its first admins — but set-based: a few statements per table for the whole batch, in one transaction,
+    and one move of the revocation epoch instead of one per tenant. An invalid item, or an external id
+    already taken (or repeated in the batch), is that item's typed error; the others are created.
+    """
+    results: list[Tenant | errors.KeyCoreError | None] = [None] * len(items)
+    wanted: list[tuple[int, str, str, tuple[AdminInvite, ...]]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        try:
+            external_id = validate_external_id(item.external_id)
+            name = validate_name(item.name)
+            for invite in item.admins:
+                _validate_invite(invite.email, invite.role, audience=InvitationAudience.TENANT)
+        except errors.KeyCoreError as exc:
+            results[index] = exc
+            continue
+        if external_id in seen:
+            results[index] = _taken(external_id)
+            continue
+        seen.add(external_id)
+        wanted.append((index, external_id, name, tuple(item.admins)))
+    taken = set(Tenant.objects.filter(external_id__in=list(seen)).values_list("external_id", flat=True))
+    for index, external_id, _name, _admins in wanted:
+        if external_id in taken:
+            results[index] = _taken(external_id)
+    wanted = [w for w in wanted if w[1] not in taken]
+    if not wanted:
+        return results
+    try:
+        with transaction.atomic():
+            created = _create_set(wanted, actor, send)
+    except IntegrityError:
+        # another request took one of the ids meanwhile: each item on its own, as tenant_create decides
+        created = {}
+        for index, external_id, name, admins in wanted:
+            try:
+                created[index] = tenant_create(
+                    external_id=external_id, name=name, admins=list(admins), actor=actor, send=send
+                )
+            except errors.KeyCoreError as exc:
+                created[index] = exc
+    for index, outcome in created.items():
+        results[index] = outcome
+    return results
+
+
+def _taken(external_id: str) -> errors.Conflict:
+    return errors.Conflict(
+        f"A tenant with external id {external_id!r} already exists.", field_errors={"external_id": ["Already in use."]}
+    )
+
+
+def _create_set(wanted, actor: Actor, send: bool) -> dict[int, Tenant]:
+    """The rows of :func:`tenant_create_many`, in the caller's transaction."""
+    now = timezone.now()
+    # enum members' .value costs a property lookup each time: once here, not once per tenant
+    ownership, ok, vendor, active = (
+        KeyOwnership.VENDOR.value,
+        Health.OK.value,
+        ConfigOwner.VENDOR.value,
+        ConfigState.ACTIVE.value,
+    )
+    created_action, primary_action = HistoryAction.CREATED.value, HistoryAction.MADE_PRIMARY.value
+    created_by = actor.user.pk if actor.user is not None and actor.user.pk else None
+    tenant_defaults = field_defaults(Tenant, now)
+    tenants = [
+        {
+            **tenant_defaults,
+            "uid": uuid.uuid4(),
+            "external_id": external_id,
+            "name": name,
+            "key_ownership": ownership,
+            "primary_provider": VENDOR_PROVIDER,
+            "health": ok,
+            "created_at": now,
+            "status_changed_at": now,
+        }
+        for _index, external_id, name, _admins in wanted
+    ]
+    insert_rows_with_ids(Tenant, tenants)
+    config_defaults = field_defaults(KmsConfig, now)
+    configs, raws, descriptions = [], [], []
+    cls = get_provider_class(VENDOR_PROVIDER)
+    providers = []
+    for tenant in tenants:
+        clean_settings, clean_secrets = cls.clean({}, {})
+        clean_secrets = {**cls.generate_secrets(), **clean_secrets}
+        row = {
+            **config_defaults,
+            "uid": uuid.uuid4(),
+            "tenant_id": tenant["id"],
+            "owner": vendor,
+            "provider": VENDOR_PROVIDER,
+            "name": VENDOR_CONFIG_NAME,
+            "settings": clean_settings,
+            "created_by_id": created_by,
+            "state": active,
+            "is_primary": True,
+            "created_at": now,
+        }
+        instance = build_provider(VENDOR_PROVIDER, vendor, clean_settings, clean_secrets)
+        result = instance.check(WrapContext(tenant["uid"].hex, tenant["external_id"], row["uid"].hex, 0))
+        if not result.ok:
+            raise errors.InvalidInput(f"Test connection failed: {result.detail}", code_hint=result.error_code)
+        row.update(
+            health=ok,
+            health_detail=result.detail[:500],
+            health_checked_at=now,
+            last_success_at=now,
+            health_latency_ms=result.latency_ms,
+        )
+        sealed = _Sealed(row["uid"])
+        seal_secrets(sealed, clean_secrets)
+        row["sealed_secrets"], row["secret_fields_set"] = sealed.sealed_secrets, sealed.secret_fields_set
+        configs.append(row)
+        providers.append(instance)
+        descriptions.append(instance.describe())
+    insert_rows_with_ids(KmsConfig, configs)
+    key_defaults = field_defaults(TenantKey, now)
+    keys = []
+    for tenant in tenants:
+        raw = new_tenant_key()
+        raws.append(raw)
+        keys.append(
+            {
+                **key_defaults,
+                "tenant_id": tenant["id"],
+                "version": 1,
+                "check_value": key_check_value(raw),
+                "vendor_held": True,
+                "created_at": now,
+            }
+        )
+    insert_rows_with_ids(TenantKey, keys)
+    wrap_defaults = field_defaults(TenantKeyWrap, now)
+    history_defaults = field_defaults(KeyHistoryEntry, now)
+    wraps, history, events = [], [], []
+    for tenant, config, key, raw, provider, description in zip(
+        tenants, configs, keys, raws, providers, descriptions, strict=True
+    ):
+        context = WrapContext(tenant["uid"].hex, tenant["external_id"], config["uid"].hex, 1)
+        wraps.append(
+            {
+                **wrap_defaults,
+                "tenant_key_id": key["id"],
+                "kms_config_id": config["id"],
+                "wrapped": provider.wrap(raw, context),
+                "created_at": now,
+                "verified_at": now,
+            }
+        )
+        common = {
+            **history_defaults,
+            "tenant_id": tenant["id"],
+            "kms_config_id": config["id"],
+            "config_name": VENDOR_CONFIG_NAME,
+            "config_owner": vendor,
+            "config_provider": VENDOR_PROVIDER,
+            "actor_label": actor.label[:200],
+            "at": now,
+        }
+        history.append({**common, "action": created_action, "detail": description[:300]})
+        history.append({**common, "action": primary_action, "detail": "first configuration of the tenant"})
+        ext, name = tenant["external_id"], tenant["name"]
+        events += [
+            (
+                tenant["id"],
+                "tenant.created",
+                "tenant",
+                str(tenant["uid"]),
+                f"{name} ({ext})",
+                {"external_id": [None, ext], "name": [None, name]},
+            ),
+            (
+                tenant["id"],
+                "kms_config.created",
+                "kmsconfig",
+                str(config["uid"]),
+                f"{VENDOR_CONFIG_NAME} ({VENDOR_PROVIDER}, {active})",
+                {
+                    "provider": [None, VENDOR_PROVIDER],
+                    "owner": [None, vendor],
+                    "settings": [None, config["settings"]],
+                    "secrets": [None, "(set)" if config["secret_fields_set"] else "(none)"],
+                },
+            ),
+            (
+                tenant["id"],
+                "tenant_key.created",
+                "tenantkey",
+                str(key["id"]),
+                "tenant key v1",
+                {"version": [None, 1]},
+            ),
+        ]
+    insert_rows(TenantKeyWrap, wraps)
+    insert_rows(KeyHistoryEntry, history)
+    audit_record_rows(actor=actor, rows=events, new_chains=True)  # the tenants are this transaction's own
+    bump_epoch()
+    created: dict[int, Tenant] = {}
+    for (index, _external_id, _name, admins), row in zip(wanted, tenants, strict=True):
+        tenant = Tenant(**row)
+        tenant._state.adding = False
+        for invite in admins:
+            invitation_create(tenant=tenant, email=invite.email, role=invite.role, actor=actor, send=send)
+        created[index] = tenant
+    return created
+
+
+class _Sealed:
+    """What ``seal_secrets`` needs of a configuration row: its uid, and room for the sealed blob."""
+
+    def __init__(self, uid) -> None:
+        self.uid = uid
+        self.sealed_secrets = None
+        self.secret_fields_set = None
+
+
+#: the provider and name of the vendor-provided configuration every new tenant starts with
+VENDOR_PROVIDER, VENDOR_CONFIG_NAME = "local", "Vendor-provided key"
 
 
 def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:
