@@ -45,8 +45,8 @@ def bulk_body(prefix: str, first: int, count: int, rng: random.Random) -> bytes:
     ).encode()
 
 
-def database_cpu_seconds() -> float | None:
-    """CPU seconds of every PostgreSQL backend on this machine (Linux /proc), None elsewhere."""
+def database_cpu() -> dict[int, float] | None:
+    """CPU seconds of each PostgreSQL backend of this database (Linux /proc), by pid; None on SQLite."""
     from django.db import connection
 
     from bench.rekey import _cpu_seconds
@@ -56,7 +56,15 @@ def database_cpu_seconds() -> float | None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
         pids = [row[0] for row in cursor.fetchall()]
-    return sum(_cpu_seconds(pid) for pid in pids)
+    return {pid: _cpu_seconds(pid) for pid in pids}
+
+
+def database_cpu_since(before: dict[int, float] | None) -> float | None:
+    """CPU the backends used since ``before`` (backends that started meanwhile count from zero)."""
+    after = database_cpu()
+    if before is None or after is None:
+        return None
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 def check_sample(external_ids: list[str]) -> None:
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             finally:
                 client.close()
 
-        cpu_before, db_before = clock.seconds() or 0.0, database_cpu_seconds()
+        cpu_before, db_before = clock.seconds() or 0.0, database_cpu()
         started = time.perf_counter()
         threads = [threading.Thread(target=run) for _ in range(args.connections)]
         for thread in threads:
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
             thread.join()
         elapsed = time.perf_counter() - started
         cpu = (clock.seconds() or 0.0) - cpu_before
-        db_after = database_cpu_seconds()
+        db_cpu = database_cpu_since(db_before)
     finally:
         stop(process)
     if failures:
@@ -184,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(elapsed, 2),
         "tenants_per_second": round(tenants / elapsed),
         "worker_cpu_s": round(cpu, 1),
-        "database_cpu_s": None if db_before is None or db_after is None else round(db_after - db_before, 1),
+        "database_cpu_s": None if db_cpu is None else round(db_cpu, 1),
+        "cpu_ms_per_tenant": round(1000 * (cpu + (db_cpu or 0.0)) / tenants, 3),
         "load_average": os.getloadavg(),
         "python": platform.python_version(),
     }
@@ -194,7 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{tenants:,} tenants in {elapsed:.1f} s: {tenants / elapsed:,.0f} tenants/s "
             f"({args.workers} gunicorn workers, {args.connections} connections, {connection.vendor}); "
-            f"worker CPU {cpu:.1f} s, database CPU {result['database_cpu_s']} s, load {os.getloadavg()[0]:.1f}"
+            f"worker CPU {cpu:.1f} s, database CPU {result['database_cpu_s']} s "
+            f"({result['cpu_ms_per_tenant']} ms a tenant, "
+            f"{1000 / result['cpu_ms_per_tenant']:,.0f} tenants/s a free core), "
+            f"load {os.getloadavg()[0]:.1f}"
         )
     return result
 
