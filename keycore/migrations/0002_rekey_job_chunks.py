@@ -5,65 +5,90 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('keycore', '0001_initial'),
+        ("keycore", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='KmsRateBucket',
+            name="KmsRateBucket",
             fields=[
-                ('config', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='keycore.kmsconfig')),
-                ('tokens', models.FloatField(default=0)),
-                ('refilled_at', models.FloatField(default=0)),
+                (
+                    "config",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="keycore.kmsconfig",
+                    ),
+                ),
+                ("tokens", models.FloatField(default=0)),
+                ("refilled_at", models.FloatField(default=0)),
             ],
         ),
         migrations.AddField(
-            model_name='rekeyjob',
-            name='chunks_done',
+            model_name="rekeyjob",
+            name="chunks_done",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='rekeyjob',
-            name='chunks_total',
+            model_name="rekeyjob",
+            name="chunks_total",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='rekeyjob',
-            name='retry_at',
+            model_name="rekeyjob",
+            name="retry_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='rekeyjob',
-            name='scope',
+            model_name="rekeyjob",
+            name="scope",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.CreateModel(
-            name='RekeyJobChunk',
+            name="RekeyJobChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('subject', models.CharField(max_length=16)),
-                ('first_id', models.BigIntegerField()),
-                ('last_id', models.BigIntegerField()),
-                ('cursor', models.BigIntegerField()),
-                ('state', models.CharField(choices=[('pending', 'Waiting'), ('running', 'Running'), ('paused', 'Paused'), ('done', 'Done')], default='pending', max_length=8)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('lease_owner', models.CharField(blank=True, max_length=100)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='keycore.rekeyjob')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.PositiveIntegerField()),
+                ("subject", models.CharField(max_length=16)),
+                ("first_id", models.BigIntegerField()),
+                ("last_id", models.BigIntegerField()),
+                ("cursor", models.BigIntegerField()),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting"),
+                            ("running", "Running"),
+                            ("paused", "Paused"),
+                            ("done", "Done"),
+                        ],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("lease_owner", models.CharField(blank=True, max_length=100)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="keycore.rekeyjob"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job', 'seq'],
-                'indexes': [models.Index(fields=['state', 'lease_until'], name='job_chunk_state_lease')],
-                'constraints': [models.UniqueConstraint(fields=('job', 'seq'), name='job_chunk_seq')],
+                "ordering": ["job", "seq"],
+                "indexes": [models.Index(fields=["state", "lease_until"], name="job_chunk_state_lease")],
+                "constraints": [models.UniqueConstraint(fields=("job", "seq"), name="job_chunk_seq")],
             },
         ),
     ]

@@ -23,62 +23,71 @@ def backfill_versions(apps, schema_editor):
         (row["tenant_id"], row["key_version"]): row["at"]
         for row in ok.filter(operation="decrypt").values("tenant_id", "key_version").annotate(at=Max("minute"))
     }
-    for (tenant_id, version) in set(documents) | set(last):
+    for tenant_id, version in set(documents) | set(last):
         TenantKey.objects.filter(tenant_id=tenant_id, version=version).update(
             documents=max(0, documents.get((tenant_id, version), 0)), last_decrypt_at=last.get((tenant_id, version))
         )
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('keycore', '0008_tenant_filter_sort_indexes'),
+        ("keycore", "0008_tenant_filter_sort_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='invitation',
-            name='approved_at',
+            model_name="invitation",
+            name="approved_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='invitation',
-            name='approved_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="invitation",
+            name="approved_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='invitation',
-            name='awaiting_approval',
+            model_name="invitation",
+            name="awaiting_approval",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='auto_retire_versions',
+            model_name="tenant",
+            name="auto_retire_versions",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='key_cache_seconds',
-            field=models.PositiveIntegerField(blank=True, help_text="Seconds an unwrapped key may stay in a KeyCore process's memory (30–300).", null=True),
+            model_name="tenant",
+            name="key_cache_seconds",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Seconds an unwrapped key may stay in a KeyCore process's memory (30–300).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='retire_idle_days',
+            model_name="tenant",
+            name="retire_idle_days",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='tenantkey',
-            name='documents',
+            model_name="tenantkey",
+            name="documents",
             field=models.BigIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='tenantkey',
-            name='last_decrypt_at',
+            model_name="tenantkey",
+            name="last_decrypt_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='tenantkey',
-            name='vendor_held',
+            model_name="tenantkey",
+            name="vendor_held",
             field=models.BooleanField(default=False),
         ),
         migrations.RunPython(backfill_versions, migrations.RunPython.noop),

@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('keycore', '0011_chain_verification_known_head'),
+        ("keycore", "0011_chain_verification_known_head"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='rekeyjob',
-            name='kind',
-            field=models.CharField(choices=[('rewrap', 'Move to a new key'), ('kek_rotation', 'Vendor-wide KEK rotation'), ('root_rotation', 'Root-key rotation'), ('key_retirement', 'Tenant-key retirement')], max_length=16),
+            model_name="rekeyjob",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("rewrap", "Move to a new key"),
+                    ("kek_rotation", "Vendor-wide KEK rotation"),
+                    ("root_rotation", "Root-key rotation"),
+                    ("key_retirement", "Tenant-key retirement"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

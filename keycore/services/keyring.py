@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings
@@ -63,7 +64,10 @@ def bump_epoch() -> None:
 _caches_lock = threading.Lock()
 _key_cache: TenantKeyCache | None = None
 _tenant_cache: TenantKeyCache | None = None
-_providers: dict[int, tuple[Any, KeyProvider]] = {}
+#: built providers by configuration pk, least recently used first; bounded like the key cache, because a
+#: process that touches every tenant would otherwise keep every configuration's provider (a local one holds
+#: its KEK in the clear) for as long as it lives
+_providers: OrderedDict[int, tuple[Any, KeyProvider]] = OrderedDict()
 
 
 def _epoch_cache(ttl: float) -> TenantKeyCache:
@@ -139,10 +143,22 @@ def provider_for(config: KmsConfig) -> KeyProvider:
     stamp = (config.updated_at, bytes(config.sealed_secrets or b""))
     cached = _providers.get(config.pk)
     if cached is not None and cached[0] == stamp:
+        with _caches_lock:
+            if config.pk in _providers:
+                _providers.move_to_end(config.pk)
         return cached[1]
     provider = build_provider(config.provider, config.owner, config.settings, unseal_secrets(config))
+    evicted = []
     with _caches_lock:
         _providers[config.pk] = (stamp, provider)
+        _providers.move_to_end(config.pk)
+        while len(_providers) > settings.KEYCORE_KEY_CACHE_SIZE:
+            evicted.append(_providers.popitem(last=False)[1][1])
+    for old in evicted:
+        try:
+            old.close()
+        except Exception:
+            log.debug("closing a provider failed", exc_info=True)
     return provider
 
 
