@@ -199,6 +199,18 @@ class WorkerClock:
         except OSError:
             return []
 
+    def peak_rss_mib(self) -> float | None:
+        """The largest peak resident set (VmHWM) of any worker so far (Linux /proc)."""
+        peaks = []
+        for pid in self._workers():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        return round(max(peaks), 1) if peaks else None
+
     def seconds(self) -> float | None:
         total = 0
         workers = self._workers()
@@ -387,6 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
         single = bench_single(port, key, args.requests, args.field_size, clock, object_ids=object_ids)
         batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, 1, clock, object_ids=object_ids)
         batch_two = bench_batch(port, key, args.batches, args.items, args.field_size, 2, clock, object_ids=object_ids)
+        peak_rss = clock.peak_rss_mib()
         reference.append(reference_rate())
     finally:
         if process is not None:
@@ -411,6 +424,7 @@ def main(argv: list[str] | None = None) -> dict:
         "single": single,
         "batch_1_connection": batch_one,
         "batch_2_connections": batch_two,
+        "worker_peak_rss_mib": peak_rss,
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -441,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"  server CPU per batch: {batch['server_cpu_ms_per_request']:.1f} ms, i.e. "
                     f"{batch['fields_per_s_two_free_cores']:,.0f} fields/s for two workers on two free cores"
                 )
+        print(f"peak resident memory of one web worker (VmHWM): {peak_rss} MiB")
     return figures
 
 
