@@ -18,9 +18,9 @@ def test_rows_rewritten_by_jobs_leave_room_on_their_pages():
         )
         options = dict(cursor.fetchall())
     assert options == {
-        "keycore_kmsconfig": ["fillfactor=70"],
-        "keycore_tenantkeywrap": ["fillfactor=80"],
-        "keycore_eventchain": ["fillfactor=70"],
+        "keycore_kmsconfig": ["fillfactor=50"],
+        "keycore_tenantkeywrap": ["fillfactor=50"],
+        "keycore_eventchain": ["fillfactor=50"],
     }
 
 
