@@ -205,8 +205,9 @@ def _bulk_failure(index: int, external_id: str | None, exc: errors.KeyCoreError)
 @_on("post")(
     operation_id="tenants_bulk_create",
     summary="Create up to 1,000 tenants",
-    description="Each tenant is created on its own: valid ones are created, invalid ones reported with a problem, "
-    "in order. Honours `Idempotency-Key`.",
+    description="Each tenant stands on its own: valid ones are created (each exactly as `POST /tenants/` would, "
+    "together in one transaction), invalid or taken ones reported with a problem, in order. "
+    "Honours `Idempotency-Key`.",
     tags=["tenants"],
     request=BulkTenantsSerializer,
     responses={200: BulkResultSerializer},
