@@ -157,7 +157,7 @@ def tenant_create_many(
             continue
         seen.add(external_id)
         wanted.append((index, external_id, name, tuple(item.admins)))
-    taken = set(Tenant.objects.filter(external_id__in=list(seen)).values_list("external_id", flat=True))
+    taken = _taken_ids(seen)
     for index, external_id, _name, _admins in wanted:
         if external_id in taken:
             results[index] = _taken(external_id)
@@ -180,6 +180,11 @@ def tenant_create_many(
     for index, outcome in created.items():
         results[index] = outcome
     return results
+
+
+def _taken_ids(external_ids: set[str]) -> set[str]:
+    """Which of these external ids are in use (as of now: another request may take one before we insert)."""
+    return set(Tenant.objects.filter(external_id__in=list(external_ids)).values_list("external_id", flat=True))
 
 
 def _taken(external_id: str) -> errors.Conflict:

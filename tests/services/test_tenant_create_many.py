@@ -154,3 +154,18 @@ def test_a_call_with_nothing_valid_writes_nothing(actor):
     results = tenant_create_many(items=[NewTenant("", "x"), NewTenant("y", "")], actor=actor)
     assert all(isinstance(r, errors.InvalidInput) for r in results)
     assert not Tenant.objects.exists() and AuditEvent.objects.count() == events
+
+
+def test_an_id_taken_by_another_request_meanwhile_fails_alone(actor, monkeypatch):
+    """Between the check for taken ids and the insert, another request creates one of them."""
+    from keycore.services import tenants as tenant_services
+
+    tenant_create(external_id="race-2", name="Got there first", actor=actor)
+    monkeypatch.setattr(tenant_services, "_taken_ids", lambda ids: set())  # the check ran before it committed
+    results = tenant_create_many(items=[NewTenant(f"race-{i}", f"Race {i}") for i in range(1, 4)], actor=actor)
+    assert [type(r).__name__ for r in results] == ["Tenant", "Conflict", "Tenant"]
+    assert Tenant.objects.get(external_id="race-2").name == "Got there first"
+    assert Tenant.objects.filter(external_id__startswith="race-").count() == 3
+    assert KmsConfig.objects.filter(tenant__external_id__startswith="race-").count() == 3
+    for tenant in Tenant.objects.filter(external_id__startswith="race-"):
+        assert chain_verify(tenant.pk).ok
