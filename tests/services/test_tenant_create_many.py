@@ -11,10 +11,22 @@ import pytest
 from django.core import mail
 
 from keycore import errors
-from keycore.models import AuditEvent, Invitation, KeyHistoryEntry, KmsConfig, Tenant, TenantKey, TenantKeyWrap
+from keycore.models import (
+    AuditEvent,
+    Invitation,
+    KeyHistoryEntry,
+    KmsConfig,
+    Tenant,
+    TenantKey,
+    TenantKeyWrap,
+    VendorKey,
+)
+from keycore.providers.base import HealthResult
+from keycore.services import vendor_keys
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
 from keycore.services.events import chain_verify
 from keycore.services.keyring import clear_caches, read_epoch
+from keycore.services.summary import tenant_counts, tenant_counts_recompute, tenant_summary_sync
 from keycore.services.tenants import AdminInvite, NewTenant, tenant_create, tenant_create_many
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +52,7 @@ def _shape(tenant: Tenant) -> dict:
             "created_by",
             "state_changed_at",
             "last_failure_at",
+            "vendor_key",
         )
     )
     for config in configs:
@@ -51,6 +64,8 @@ def _shape(tenant: Tenant) -> dict:
             (c.health_checked_at is not None, c.last_success_at is not None, c.health_latency_ms is not None)
             for c in KmsConfig.objects.filter(tenant=tenant)
         ],
+        # a configuration under a shared vendor key holds no secret of its own; a local one its own sealed KEK
+        "sealed": [c.sealed_secrets is not None for c in KmsConfig.objects.filter(tenant=tenant)],
         "keys": list(
             TenantKey.objects.filter(tenant=tenant).values(
                 "version", "state", "vendor_held", "documents", "retiring_at", "destroyed_at"
@@ -169,3 +184,140 @@ def test_an_id_taken_by_another_request_meanwhile_fails_alone(actor, monkeypatch
     assert KmsConfig.objects.filter(tenant__external_id__startswith="race-").count() == 3
     for tenant in Tenant.objects.filter(external_id__startswith="race-"):
         assert chain_verify(tenant.pk).ok
+
+
+# --- vendor keys: the default, one named per item, a retired one refused -----------------------------------
+
+
+def _local_vendor_key(actor, name: str, **kwargs) -> VendorKey:
+    return vendor_keys.vendor_key_create(name=name, provider="local", settings_={}, secrets={}, actor=actor, **kwargs)
+
+
+def _reads_and_writes(tenant: Tenant) -> None:
+    blob = crypto_encrypt(tenant=tenant.external_id, fields={"f": b"secret"}, meta=META)
+    assert crypto_decrypt(tenant=tenant.external_id, edek=blob.edek, fields=blob.fields, meta=META) == {"f": b"secret"}
+
+
+def _summary_is_what_sync_computes(tenant: Tenant) -> None:
+    """The columns bulk wrote are the ones tenant_summary_sync would write (it changes nothing, moves no count)."""
+    columns = ("key_ownership", "primary_provider", "health", "key_status")
+    before = Tenant.objects.values(*columns).get(pk=tenant.pk)
+    counts = tenant_counts()
+    tenant_summary_sync(tenant=Tenant.objects.get(pk=tenant.pk))
+    assert Tenant.objects.values(*columns).get(pk=tenant.pk) == before
+    assert tenant_counts() == counts
+
+
+def test_a_tenant_made_in_bulk_under_a_named_vendor_key_is_the_tenant_made_alone_under_it(actor):
+    us = _local_vendor_key(actor, "US key")
+    alone = tenant_create(external_id="alone", name="Alone Inc", actor=actor, vendor_key=us)
+    made = tenant_create_many(items=[NewTenant(f"bulk-{i}", f"Bulk {i}", vendor_key=us) for i in range(3)], actor=actor)
+    shape = _shape(alone)
+    assert shape["tenant"]["key_status"] == "healthy" and shape["tenant"]["primary_provider"] == "local"
+    assert shape["configs"][0]["vendor_key"] == us.pk and shape["sealed"] == [False]
+    assert shape["history"][0][1] == "US key"
+    for tenant in made:
+        assert _shape(tenant) == shape
+        config = KmsConfig.objects.get(tenant=tenant)
+        assert AuditEvent.objects.get(tenant=tenant, action="kms_config.created").target_id == str(config.uid)
+        assert chain_verify(tenant.pk).ok
+    clear_caches()
+    for tenant in [alone, *made]:
+        _reads_and_writes(tenant)
+    # no KEK per tenant: every wrap is under the one shared key, bound to its tenant
+    assert not KmsConfig.objects.filter(vendor_key=us, sealed_secrets__isnull=False).exists()
+    assert TenantKeyWrap.objects.filter(kms_config__vendor_key=us).count() == 4
+
+
+def test_a_wrap_made_in_bulk_under_a_shared_key_opens_for_no_other_tenant(actor):
+    """Someone with write access to the database copies one tenant's wrapped key onto another's: it does not open
+    (the shared key binds every wrap to its tenant), so one tenant of a vendor key cannot read another's data."""
+    us = _local_vendor_key(actor, "US key")
+    one, two = tenant_create_many(
+        items=[NewTenant("one", "One", vendor_key=us), NewTenant("two", "Two", vendor_key=us)], actor=actor
+    )
+    theirs = TenantKeyWrap.objects.get(tenant_key__tenant=one)
+    TenantKeyWrap.objects.filter(tenant_key__tenant=two).update(wrapped=bytes(theirs.wrapped))
+    clear_caches()
+    with pytest.raises(errors.KeyCoreError):
+        crypto_encrypt(tenant="two", fields={"f": b"x"}, meta=META)
+
+
+def test_bulk_uses_the_default_vendor_key_when_an_item_names_none(actor):
+    eu = _local_vendor_key(actor, "EU key", make_default=True)
+    us = _local_vendor_key(actor, "US key")
+    alone = tenant_create(external_id="alone", name="Alone", actor=actor)
+    made = tenant_create_many(items=[NewTenant("d-1", "D1"), NewTenant("u-1", "U1", vendor_key=us)], actor=actor)
+    served = {t.external_id: KmsConfig.objects.get(tenant=t, is_primary=True).vendor_key for t in made}
+    assert served == {"d-1": eu, "u-1": us}
+    assert _shape(made[0]) == _shape(alone)
+
+
+def test_a_retired_vendor_key_fails_its_item_alone_as_tenant_create_refuses_it(actor):
+    us = _local_vendor_key(actor, "US key")
+    old = vendor_keys.vendor_key_retire(vendor_key=_local_vendor_key(actor, "Old key"), actor=actor)
+    with pytest.raises(errors.InvalidInput) as alone:
+        tenant_create(external_id="alone", name="Alone", actor=actor, vendor_key=old)
+    results = tenant_create_many(
+        items=[NewTenant("ok", "Ok", vendor_key=us), NewTenant("old", "Old", vendor_key=old), NewTenant("local", "L")],
+        actor=actor,
+    )
+    assert [type(r).__name__ for r in results] == ["Tenant", "InvalidInput", "Tenant"]
+    refused = results[1]
+    assert (refused.detail, refused.field_errors) == (alone.value.detail, alone.value.field_errors)
+    assert not Tenant.objects.filter(external_id__in=["alone", "old"]).exists()
+    assert KmsConfig.objects.get(tenant=results[2]).vendor_key is None  # no default: a KEK of its own
+
+
+def test_the_dashboard_counts_are_exact_after_a_bulk_call(actor, tenant):
+    us = _local_vendor_key(actor, "US key")
+    down = _local_vendor_key(actor, "Down key")
+    vendor_keys.vendor_key_record_health(
+        vendor_key=down, result=HealthResult(False, "no answer", 0.0, "kms_unavailable")
+    )
+    down.refresh_from_db()
+    before = tenant_counts()
+    made = tenant_create_many(
+        items=[
+            *(NewTenant(f"local-{i}", f"Local {i}") for i in range(5)),
+            *(NewTenant(f"us-{i}", f"Us {i}", vendor_key=us) for i in range(4)),
+            *(NewTenant(f"down-{i}", f"Down {i}", vendor_key=down) for i in range(3)),
+            NewTenant("acme", "Taken"),
+        ],
+        actor=actor,
+    )
+    assert sum(isinstance(r, Tenant) for r in made) == 12
+    assert tenant_counts_recompute() == [], "the counts differ from a recount"
+    after = tenant_counts()
+    assert after["status"]["active"] - before["status"].get("active", 0) == 12
+    assert after["key_ownership"]["vendor"] - before["key_ownership"].get("vendor", 0) == 12
+    assert after["key_status"]["healthy"] - before["key_status"].get("healthy", 0) == 9
+    assert after["key_status"]["kms_unreachable"] - before["key_status"].get("kms_unreachable", 0) == 3
+    assert Tenant.objects.get(external_id="down-0").health == "failing"
+    for tenant in (made[0], made[5], made[9]):
+        _summary_is_what_sync_computes(tenant)
+
+
+def test_tenant_create_under_a_vendor_key_is_counted_as_working(actor):
+    """tenant_create under a shared key ends with the key status its working key has (not "disabled")."""
+    us = _local_vendor_key(actor, "US key")
+    tenant = tenant_create(external_id="alone", name="Alone", actor=actor, vendor_key=us)
+    assert tenant.key_status == "healthy"
+    assert tenant_counts()["key_status"] == {"healthy": 1}
+    assert tenant_counts_recompute() == []
+
+
+def test_bulk_under_a_vendor_key_in_a_real_kms_is_the_tenant_made_alone(actor, moto):
+    kms_settings, secrets = moto.provider_settings(moto.create_key())
+    aws = vendor_keys.vendor_key_create(
+        name="EU AWS key", provider="aws", settings_=kms_settings, secrets=secrets, actor=actor
+    )
+    alone = tenant_create(external_id="alone", name="Alone", actor=actor, vendor_key=aws)
+    made = tenant_create_many(items=[NewTenant(f"aws-{i}", f"Aws {i}", vendor_key=aws) for i in range(3)], actor=actor)
+    shape = _shape(alone)
+    assert shape["tenant"]["primary_provider"] == "aws" and shape["tenant"]["key_status"] == "healthy"
+    assert all(_shape(t) == shape for t in made)
+    clear_caches()
+    for tenant in [alone, *made]:
+        _reads_and_writes(tenant)
+    assert tenant_counts_recompute() == []
