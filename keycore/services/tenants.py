@@ -101,10 +101,7 @@ def tenant_create(
     external_id = validate_external_id(external_id)
     name = validate_name(name)
     vendor_key = vendor_key or vendor_key_default()
-    if vendor_key is not None and vendor_key.state != VendorKeyState.ACTIVE:
-        raise errors.InvalidInput(
-            f"{vendor_key.name} is retired.", field_errors={"vendor_key": ["No such active vendor key."]}
-        )
+    _require_active(vendor_key)
     for invite in admins:
         _validate_invite(invite.email, invite.role, audience=InvitationAudience.TENANT)
     try:
