@@ -1,7 +1,7 @@
 """Every benchmark in bench/, in one run, written into docs/benchmarks.md with a plot: ``make bench``.
 
     python -m bench.runner [--full] [--only crypto,events,detailed,providers,api,tenants_list,
-                            tenant_overview,rekey] [--write docs/benchmarks.md] [--json]
+                            tenant_overview,rekey,sdk,provision] [--write docs/benchmarks.md] [--json]
                            [--profile NAME|furthest] [--from-json results.json]
 
 Each benchmark runs as its own process with ``--json`` (each keeps its own command line, and none
@@ -219,6 +219,58 @@ def _api(result: dict) -> list[Figure]:
     ]
 
 
+def _sdk(result: dict) -> list[Figure]:
+    per_s, rest, leases = result["per_s"], result["rest_single"], result["leases"]
+    floor, esdk = per_s["floor"], per_s["esdk"]
+    return [
+        Figure(
+            "sdk",
+            "SDK encrypt, 1 KiB, warm lease",
+            per_s["sdk"]["encrypt"],
+            "docs/s",
+            None,
+            [("AES-GCM floor", floor["encrypt"], "docs/s"), ("ESDK", esdk["encrypt"], "docs/s")],
+        ),
+        Figure("sdk", "SDK / ESDK, encrypt", result["sdk_over_esdk"]["encrypt"], "×", (">=", 15.0), [], "ratio"),
+        Figure("sdk", "SDK / floor, encrypt", result["sdk_over_floor"]["encrypt"], "×", (">=", 0.60), [], "ratio"),
+        Figure("sdk", "SDK / floor, decrypt", result["sdk_over_floor"]["decrypt"], "×", (">=", 0.60), [], "ratio"),
+        Figure(
+            "sdk",
+            "SDK / REST single call, encrypt",
+            result["sdk_over_rest"]["encrypt"],
+            "×",
+            (">=", 100.0),
+            [("REST single call", rest["per_s"], "calls/s")],
+            "ratio",
+        ),
+        Figure(
+            "sdk", "deterministic encrypt, 64 bytes", result["deterministic_64b_per_s"], "values/s", (">=", 100_000.0)
+        ),
+        Figure(
+            "sdk",
+            "lease fetch p50",
+            leases["fetch_p50_ms"],
+            "ms",
+            None,
+            [("p95", leases["fetch_p95_ms"], "ms"), ("derive p50", leases["derive_p50_ms"], "ms")],
+            "latency",
+        ),
+    ]
+
+
+def _provision(result: dict) -> list[Figure]:
+    return [
+        Figure(
+            "provision",
+            f"bulk provisioning ({result['tenants']:,} tenants, {result['database']})",
+            result["tenants_per_second"],
+            "tenants/s",
+            (">=", 2_000.0),
+            [("CPU per tenant", result["cpu_ms_per_tenant"], "ms")],
+        )
+    ]
+
+
 TENANTS_LIST_TARGETS = {
     "first page": 50.0,
     "deep page": 50.0,
@@ -319,6 +371,8 @@ BENCHMARKS = [
         (),
         _rekey,
     ),
+    Benchmark("sdk", "bench.sdk", ("--seconds", "0.25", "--rounds", "5", "--rest-requests", "500"), (), _sdk),
+    Benchmark("provision", "bench.provision", ("--calls", "5"), (), _provision),
 ]
 
 

@@ -30,7 +30,8 @@ def root_keyring() -> RootKeyring:
 
 def sealing_purpose(row) -> str:
     """What a row's sealed secrets are sealed for: a tenant's configuration or a shared vendor key."""
-    return VENDOR_KEY_SECRETS if row._meta.model_name == "vendorkey" else CONFIG_SECRETS
+    meta = getattr(row, "_meta", None)  # a bulk seeder seals for rows not built yet (any object with a uid)
+    return VENDOR_KEY_SECRETS if meta is not None and meta.model_name == "vendorkey" else CONFIG_SECRETS
 
 
 def seal_secrets(config, secrets: dict[str, str]) -> None:

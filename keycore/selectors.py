@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 from allauth.mfa.models import Authenticator
+from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -15,6 +16,9 @@ from keycore.key_status import AT_RISK, KEY_DARK
 from keycore.models import (
     ApiKey,
     AuditEvent,
+    ChainVerification,
+    EventChain,
+    EventDestination,
     Invitation,
     KeyHistoryEntry,
     KeyUseEvent,
@@ -30,6 +34,7 @@ from keycore.models import (
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import TenantKeyState
 from keycore.models.tenants import InvitationAudience
+from keycore.services.audit import chain_key
 from keycore.services.summary import tenant_counts
 
 
@@ -65,7 +70,7 @@ def vendor_dashboard_stats() -> dict:
 
 
 def tenant_overview(tenant: Tenant) -> dict:
-    configs = list(KmsConfig.objects.for_tenant(tenant).order_by("-is_primary", "created_at"))
+    configs = list(KmsConfig.objects.for_tenant(tenant).select_related("tenant").order_by("-is_primary", "created_at"))
     return {
         "configs": configs,
         "primary": next((c for c in configs if c.is_primary), None),
@@ -113,12 +118,12 @@ def invitation_get(*, tenant: Tenant, uid) -> Invitation:
 
 
 def kms_config_list(*, tenant: Tenant) -> QuerySet[KmsConfig]:
-    """A tenant's KMS configurations, vendor-provided and its own."""
-    return KmsConfig.objects.for_tenant(tenant)
+    """A tenant's KMS configurations, vendor-provided and its own (with the tenant, which their rules read)."""
+    return KmsConfig.objects.for_tenant(tenant).select_related("tenant")
 
 
 def kms_config_get(*, tenant: Tenant, uid) -> KmsConfig:
-    config = KmsConfig.objects.for_tenant(tenant).filter(uid=uid).first()
+    config = KmsConfig.objects.for_tenant(tenant).select_related("tenant").filter(uid=uid).first()
     if config is None:
         raise errors.NotFound("This tenant has no such KMS configuration.")
     return config
@@ -226,9 +231,6 @@ def key_use_totals(queryset) -> list[dict]:
 
 def event_chain_state(tenant: Tenant | None) -> dict:
     """Where a chain stands: its head, its pruned prefix, and the latest verification runs."""
-    from keycore.models import ChainVerification, EventChain
-    from keycore.services.audit import chain_key
-
     key = chain_key(tenant.pk if tenant is not None else None)
     return {
         "chain": EventChain.objects.filter(key=key).first(),
@@ -239,9 +241,6 @@ def event_chain_state(tenant: Tenant | None) -> dict:
 
 def tenant_destinations(tenant: Tenant) -> list:
     """A tenant's SIEM destinations, each with ``backlog``: events after its cursor."""
-    from keycore.models import EventChain, EventDestination
-    from keycore.services.audit import chain_key
-
     head = EventChain.objects.filter(key=chain_key(tenant.pk)).values_list("seq", flat=True).first() or 0
     destinations = list(EventDestination.objects.for_tenant(tenant).order_by("created_at", "id"))
     for destination in destinations:
@@ -368,8 +367,6 @@ def tenant_key_use_daily(tenant: Tenant, *, days: int = 30) -> tuple[list, list[
     day are cached (by tenant uid and day): a page view then sums only the rows of the
     days not cached yet, normally just today's.
     """
-    from django.core.cache import cache
-
     now = timezone.now()
     today = now.date()
     all_days = [today - timedelta(days=days - 1 - i) for i in range(days)]

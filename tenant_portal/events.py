@@ -29,10 +29,11 @@ from keycore.models import ChainVerification, DeadLetter, EventDestination
 from keycore.models.events import DestinationKind
 from keycore.pagination import Sort, keyset_page
 from keycore.roles import Cap, tenant_can
+from keycore.services import event_export, forwarding
 from keycore.services import events as event_services
-from keycore.services import forwarding
 from keycore.services.audit import Actor
-from tenant_portal.forms import WriteOnlyTextarea
+from keycore.ui.changes import change_rows
+from keycore.ui.forms import WriteOnlyTextarea
 
 PAGE_SIZE = 100
 #: the key-use range one page sums when no "From" is given
@@ -67,9 +68,9 @@ class EventFilters:
         found = (str(e) for fs in (self.key_use, self.audit) for problems in fs.errors.values() for e in problems)
         return list(dict.fromkeys(found))
 
-    def export_filter(self, kind: str = "all") -> event_services.ExportFilter:
+    def export_filter(self, kind: str = "all") -> event_export.ExportFilter:
         key_use, audit = self.key_use.form.cleaned_data, self.audit.form.cleaned_data
-        return event_services.ExportFilter(
+        return event_export.ExportFilter(
             kind=kind,
             since=key_use.get("since"),
             until=key_use.get("until"),
@@ -108,16 +109,6 @@ def _can_manage(request) -> bool:
     return tenant_can(request.membership.role, Cap.MANAGE_SETTINGS)
 
 
-def _change_rows(event) -> list[tuple[str, object, object]]:
-    rows = []
-    for name, value in (event.changes or {}).items():
-        if isinstance(value, list) and len(value) == 2:
-            rows.append((name, value[0], value[1]))
-        else:
-            rows.append((name, None, value))
-    return rows
-
-
 @tenant_view(Cap.READ)
 @require_GET
 def events(request):
@@ -141,7 +132,7 @@ def events(request):
     if not filters.is_valid():
         return render(request, "tenant_portal/events.html", context, status=400)
     chosen = filters.export_filter()
-    audit_qs, keyuse_qs = event_services.export_querysets(tenant, chosen)
+    audit_qs, keyuse_qs = event_export.export_querysets(tenant, chosen)
     if view == "usage":
         # key use is summed per minute, so it pages by whole minutes ("before"), not by row
         before = _before(request.GET.get("before"))
@@ -176,7 +167,7 @@ def events(request):
             if page.cursor_rejected:
                 messages.warning(request, "That page link is no longer valid; showing the first page.")
         context.update(
-            audit=[(e, _change_rows(e)) for e in (page.rows if page else [])],
+            audit=[(e, change_rows(e)) for e in (page.rows if page else [])],
             excluded=audit_qs is None,
             next_cursor=page.next_cursor if page else "",
             paged=bool(page and page.previous_cursor),
@@ -205,8 +196,8 @@ def _earlier(moment: datetime, span: timedelta) -> datetime:
 
 
 EXPORT_FORMATS = {
-    "csv": ("text/csv; charset=utf-8", "csv", event_services.export_csv),
-    "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl", event_services.export_jsonl),
+    "csv": ("text/csv; charset=utf-8", "csv", event_export.export_csv),
+    "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl", event_export.export_jsonl),
 }
 
 
@@ -225,9 +216,9 @@ def events_export(request):
     if kind not in ("all", "admin", "key_use"):
         kind = "all"
     chosen = filters.export_filter(kind)
-    event_services.events_export_record(tenant=request.tenant, actor=Actor.from_request(request), fmt=fmt, f=chosen)
+    event_export.events_export_record(tenant=request.tenant, actor=Actor.from_request(request), fmt=fmt, f=chosen)
     content_type, extension, render_rows = EXPORT_FORMATS[fmt]
-    documents = event_services.export_with_head(request.tenant, chosen)
+    documents = event_export.export_with_head(request.tenant, chosen)
     response = StreamingHttpResponse(render_rows(documents), content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = (

@@ -23,13 +23,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from keycore import errors, selectors
 from keycore.access import tenant_view
+from keycore.key_rules import REPLACE_SECRETS, kms_config_allowed_actions
 from keycore.models import KmsConfig, RekeyJob
-from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState
+from keycore.models.keys import ConfigOwner
 from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap
 from keycore.services.audit import Actor
 from keycore.services.keys import (
-    ConfigInput,
     kms_config_check,
     kms_config_create,
     kms_config_decrypt_only,
@@ -40,8 +40,10 @@ from keycore.services.keys import (
     kms_config_revoke,
     kms_config_test_connection,
 )
-from tenant_portal.forms import CONFIG_NAME, CONFIG_RATE_LIMIT, KmsConfigForm, RevokeForm, SecretsForm, apply_errors
-from tenant_portal.views import can, is_htmx, where_the_key_lives
+from keycore.ui.forms import KmsConfigForm, SecretsForm, apply_service_errors
+from keycore.ui.kms import provider_label, setup_help, where_the_key_lives
+from tenant_portal.forms import RevokeForm
+from tenant_portal.views import can, is_htmx
 
 
 def revocation_seconds() -> int:
@@ -71,11 +73,11 @@ def _own_config(request, config) -> KmsConfig:
     return found
 
 
-def _setup_help(provider_cls, tenant) -> str:
-    return provider_cls.setup_help(
-        tenant_external_id=tenant.external_id,
-        vendor_principal=settings.KEYCORE_VENDOR_PRINCIPAL,
-        tenant_uid=tenant.uid.hex,
+def _config_form(provider_cls, data=None) -> KmsConfigForm:
+    return KmsConfigForm(
+        data,
+        provider_cls=provider_cls,
+        rate_limit_help="Background jobs stay under this rate so they never exhaust your KMS quota. 0: no limit.",
     )
 
 
@@ -87,7 +89,7 @@ def _setup_help(provider_cls, tenant) -> str:
 def config_list(request):
     configs = selectors.tenant_configs(request.tenant)
     for c in configs:
-        c.provider_label = _label(c.provider)
+        c.provider_label = provider_label(c.provider)
     return render(
         request,
         "tenant_portal/keys.html",
@@ -98,13 +100,6 @@ def config_list(request):
             "nav": "keys",
         },
     )
-
-
-def _label(provider: str) -> str:
-    try:
-        return get_provider_class(provider).label
-    except errors.KeyCoreError:
-        return provider
 
 
 @tenant_view(Cap.MANAGE_KEYS)
@@ -129,7 +124,7 @@ def _form_page(request, provider_cls, form, *, test=None, status=200):
             # a class would be called by the template engine: hand it plain values
             "provider": {"name": provider_cls.name, "label": provider_cls.label},
             "form": form,
-            "setup_help": _setup_help(provider_cls, request.tenant),
+            "setup_help": setup_help(provider_cls, request.tenant),
             "test": test,
             "nav": "keys",
         },
@@ -143,26 +138,19 @@ def config_create(request, provider):
     """GET: the provider's form beside its setup help. POST: test again and save (kms_config_create)."""
     provider_cls = _tenant_provider(provider)
     if request.method != "POST":
-        return _form_page(request, provider_cls, KmsConfigForm(provider_cls=provider_cls))
-    form = KmsConfigForm(request.POST, provider_cls=provider_cls)
+        return _form_page(request, provider_cls, _config_form(provider_cls))
+    form = _config_form(provider_cls, request.POST)
     if not form.is_valid():
         return _form_page(request, provider_cls, form, status=400)
-    settings_, secrets = form.provider_values()
     try:
         config = kms_config_create(
             tenant=request.tenant,
             owner=ConfigOwner.TENANT,
-            data=ConfigInput(
-                provider=provider,
-                name=form.cleaned_data[CONFIG_NAME],
-                settings=settings_,
-                secrets=secrets,
-                rate_limit=form.cleaned_data[CONFIG_RATE_LIMIT] or 0,
-            ),
+            data=form.config_input(provider),
             actor=Actor.from_request(request),
         )
     except errors.KeyCoreError as exc:
-        apply_errors(form, exc, field_map=form.field_map)
+        apply_service_errors(form, exc, field_map=form.field_map)
         return _form_page(request, provider_cls, form, status=exc.http_status if exc.http_status < 500 else 400)
     if config.is_primary:
         messages.success(request, f"{config.name} passed the test and protects your data now.")
@@ -180,7 +168,7 @@ def config_create(request, provider):
 def config_test(request, provider):
     """Test connection before saving: wrap and unwrap a random probe through the KMS; nothing is stored."""
     provider_cls = _tenant_provider(provider)
-    form = KmsConfigForm(request.POST, provider_cls=provider_cls)
+    form = _config_form(provider_cls, request.POST)
     test: dict = {"ok": False, "detail": "", "code": "", "problems": []}
     if form.is_valid():
         settings_, secrets = form.provider_values()
@@ -190,7 +178,7 @@ def config_test(request, provider):
             )
         except errors.KeyCoreError as exc:
             test.update(detail=exc.detail, code=exc.code)
-            apply_errors(form, exc, field_map=form.field_map)
+            apply_service_errors(form, exc, field_map=form.field_map)
         else:
             test.update(ok=result.ok, detail=result.detail, code=result.error_code or "", latency=result.latency_ms)
     else:
@@ -227,7 +215,8 @@ def _detail_context(request, config: KmsConfig, **extra) -> dict:
     secret_rows = [
         (setting, setting.name in (config.secret_fields_set or [])) for setting in provider_cls.fields if setting.secret
     ]
-    state = config.state
+    actions = kms_config_allowed_actions(config, Actor.from_request(request))
+    manage_secrets = manage and REPLACE_SECRETS in actions
     return {
         "tenant": request.tenant,
         "config": config,
@@ -237,20 +226,15 @@ def _detail_context(request, config: KmsConfig, **extra) -> dict:
         "manage": manage,
         "settings_rows": settings_rows,
         "secret_rows": secret_rows if own else [],
-        "secrets_form": extra.pop("secrets_form", None) or (SecretsForm(provider_cls=provider_cls) if manage else None),
+        "secrets_form": extra.pop("secrets_form", None)
+        or (SecretsForm(provider_cls=provider_cls) if manage_secrets else None),
         "live_wraps": next((c.live_wraps for c in selectors.tenant_configs(request.tenant) if c.pk == config.pk), 0),
         "history": selectors.tenant_history(request.tenant, config=config, limit=50),
         "jobs": list(
             RekeyJob.objects.for_tenant(request.tenant).filter(target_config=config).order_by("-created_at")[:5]
         ),
-        "actions": {
-            "make_primary": manage and not config.is_primary and state in UNWRAP_STATES,
-            "decrypt_only": manage and not config.is_primary and state == ConfigState.ACTIVE,
-            "disable": manage and state in UNWRAP_STATES,
-            "revoke": manage and state not in (ConfigState.REVOKED, ConfigState.DESTROYED),
-            "reenable": manage and state in (ConfigState.DISABLED, ConfigState.REVOKED),
-            "check": manage and state not in (ConfigState.RETIRED, ConfigState.DESTROYED),
-        },
+        # what the services would allow, offered only on the tenant's own keys and to a role that manages keys
+        "actions": {action: manage and allowed for action, allowed in actions.can.items()},
         "revocation_seconds": revocation_seconds(),
         "nav": "keys",
         **extra,
@@ -345,7 +329,11 @@ def config_check(request, config):
     except errors.KeyCoreError as exc:
         messages.error(request, exc.detail)
         return redirect("tenant:key", tenant=request.tenant.external_id, config=config)
-    result = kms_config_check(config=found)
+    try:
+        result = kms_config_check(config=found, actor=Actor.from_request(request))
+    except errors.KeyCoreError as exc:
+        messages.error(request, exc.detail)
+        return redirect("tenant:key", tenant=request.tenant.external_id, config=config)
     if result.ok:
         messages.success(request, f"Health check passed in {result.latency_ms:.0f} ms: {result.detail}")
     else:
@@ -361,7 +349,7 @@ def _replace_secrets(request, found: KmsConfig):
         try:
             kms_config_replace_secrets(config=found, secrets=form.secrets(), actor=Actor.from_request(request))
         except errors.KeyCoreError as exc:
-            apply_errors(form, exc)
+            apply_service_errors(form, exc)
         else:
             messages.success(request, f"The credentials of {found.name} were tested and replaced.")
             return redirect("tenant:key", tenant=request.tenant.external_id, config=found.uid)

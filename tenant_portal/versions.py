@@ -23,7 +23,7 @@ from keycore.roles import Cap
 from keycore.services.audit import Actor
 from keycore.services.jobs import job_start_key_retirement, retirement_readiness
 from keycore.services.jobs.key_retirement import SETTLE
-from tenant_portal.events import _change_rows
+from keycore.ui.changes import change_rows
 from tenant_portal.forms import RevokeForm
 from tenant_portal.views import can
 
@@ -145,7 +145,7 @@ def vendor_actions(request):
         "tenant_portal/vendor_actions.html",
         {
             "tenant": request.tenant,
-            "events": [(e, _change_rows(e)) for e in page[:PAGE]],
+            "events": [(e, change_rows(e)) for e in page[:PAGE]],
             "older": page[PAGE - 1].pk if len(page) > PAGE else None,
             "refused": sum(1 for e in page[:PAGE] if e.action == "vendor.refused"),
             "nav": "vendor_actions",

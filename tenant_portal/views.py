@@ -20,12 +20,10 @@ from keycore.access import memberships_of, staff_of, tenant_view
 from keycore.models import Invitation, Membership, RekeyJob
 from keycore.models.jobs import JobKind
 from keycore.models.keys import ConfigOwner, ConfigState
-from keycore.providers.registry import get_provider_class
 from keycore.roles import Cap, TenantRole, tenant_can
 from keycore.services import keyring
 from keycore.services.audit import Actor
 from keycore.services.jobs import job_cancel, job_retry
-from keycore.services.keyring import describe_config
 from keycore.services.keys import tenant_key_create
 from keycore.services.tenants import (
     invitation_approve,
@@ -36,8 +34,10 @@ from keycore.services.tenants import (
     membership_set_role,
     tenant_update,
 )
-from tenant_portal.charts import key_use_charts
-from tenant_portal.forms import InviteForm, RoleForm, SettingsForm, apply_errors, assignable_roles, may_manage_member
+from keycore.ui.charts import key_use_charts
+from keycore.ui.forms import apply_service_errors
+from keycore.ui.kms import where_the_key_lives
+from tenant_portal.forms import InviteForm, RoleForm, SettingsForm, assignable_roles, may_manage_member
 
 
 def is_htmx(request) -> bool:
@@ -92,14 +92,6 @@ def key_state(tenant) -> dict:
         "vendor_held_documents": sum(max(0, v.documents) for v in live if v.vendor_held),
         "history": selectors.tenant_history(tenant, limit=20),
     }
-
-
-def where_the_key_lives(config) -> str:
-    """A configuration's non-secret location (ARN, host and key id, token and label); "" for a key KeyCore
-    holds itself, whose description would need its sealed secret."""
-    if not get_provider_class(config.provider).fields:
-        return ""
-    return describe_config(config)
 
 
 @tenant_view(Cap.READ)
@@ -174,7 +166,7 @@ def member_invite(request):
             actor=Actor.from_request(request),
         )
     except errors.KeyCoreError as exc:
-        apply_errors(form, exc)
+        apply_service_errors(form, exc)
         return _members_page(request, invite_form=form, status=exc.http_status)
     messages.success(
         request,
@@ -391,7 +383,7 @@ def settings_save(request):
     try:
         tenant_update(tenant=request.tenant, actor=Actor.from_request(request), **form.cleaned_data)
     except errors.KeyCoreError as exc:
-        apply_errors(form, exc)
+        apply_service_errors(form, exc)
         return _settings_page(request, form, status=exc.http_status)
     messages.success(request, "Settings saved.")
     return redirect("tenant:settings", tenant=request.tenant.external_id)

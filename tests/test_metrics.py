@@ -296,7 +296,7 @@ def test_a_gunicorn_server_with_two_workers_exports_the_sum_of_both(tmp_path):
     try:
         _wait_listening(server, port)
         assert not (multiproc / "counter_999999.db").exists()  # the server starts from an empty folder
-        http = urllib3.PoolManager(retries=False, timeout=20)
+        http = urllib3.PoolManager(retries=False, timeout=90)  # a shared CI machine can be slow
         created = http.request(
             "POST", f"{base}/api/v1/tenants/", body=json.dumps({"external_id": "gx-7", "name": "G"}), headers=headers
         )
@@ -306,7 +306,7 @@ def test_a_gunicorn_server_with_two_workers_exports_the_sum_of_both(tmp_path):
 
         def encrypt_some(count: int) -> None:
             for _ in range(count):  # a new connection each time, from four threads at once: both workers answer
-                r = urllib3.request("POST", f"{base}/api/v1/crypto/encrypt", body=body, headers=headers, retries=False)
+                r = http.request("POST", f"{base}/api/v1/crypto/encrypt", body=body, headers=headers)
                 assert r.status == 200, r.data[:300]
                 sent[0] += 1
 
@@ -331,10 +331,10 @@ def test_a_gunicorn_server_with_two_workers_exports_the_sum_of_both(tmp_path):
                 break
         assert len([n for n in per_worker().values() if n]) == 2, per_worker()  # both workers encrypted
         calls = sent[0]
-        assert urllib3.request("GET", f"{base}/metrics").status == 401
+        assert http.request("GET", f"{base}/metrics").status == 401
 
         def scrape() -> dict[str, float]:
-            r = urllib3.request("GET", f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            r = http.request("GET", f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
             assert r.status == 200
             text = r.data.decode()
             assert "gx-7" not in text and key not in text

@@ -98,7 +98,7 @@ def test_the_migration_binds_secrets_sealed_under_the_old_fixed_context(client, 
         Authenticator.objects.filter(user=user, type="totp").update(data={"secret": legacy})
     assert not _second_step(client, alice, totp_code(alice.totp_secret)), "an unbound secret is never accepted"
 
-    migration = importlib.import_module("keycore.migrations.0013_bind_mfa_secrets_to_their_authenticator")
+    migration = importlib.import_module("keycore.migrations.0014_bind_mfa_secrets_to_their_authenticator")
     migration.bind(apps, None)
 
     assert _stored(alice, "totp")["secret"].startswith(f"kcmfa:{alice.pk}:totp:")

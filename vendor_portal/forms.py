@@ -1,7 +1,9 @@
 """Forms of the vendor portal. They parse and check shapes; the services own every rule.
 
-A service's typed error lands next to the field it names (:func:`add_service_error`),
-so a rule is written once, in the service, and shown where the person typed.
+A service's typed error lands next to the field it names
+(``keycore.ui.forms.apply_service_errors``), so a rule is written once, in the
+service, and shown where the person typed. KMS configuration forms are shared with
+the tenant portal: ``keycore/ui/forms.py``.
 """
 
 from __future__ import annotations
@@ -12,32 +14,10 @@ from datetime import UTC, datetime, time
 from django import forms
 from django.utils import timezone
 
-from keycore import errors, selectors
+from keycore import selectors
 from keycore.models.api import ApiScope
 from keycore.models.tenants import EXTERNAL_ID_PATTERN
-from keycore.providers.base import SettingField
 from keycore.roles import TenantRole, VendorRole
-
-
-def add_service_error(form: forms.Form, exc: errors.KeyCoreError, *, field_map: dict[str, str] | None = None) -> None:
-    """Put a typed service error on the form: each field error next to its field, the rest on top."""
-    placed = False
-    for name, messages in (exc.field_errors or {}).items():
-        name = (field_map or {}).get(name, name)
-        target = name if name in form.fields else None
-        for message in messages:
-            form.add_error(target, message)
-            placed = True
-    if not placed:
-        form.add_error(None, exc.detail)
-
-
-class SecretTextarea(forms.Textarea):
-    """A textarea for secrets (PEM private keys): write-only, never filled back in, not even after an error."""
-
-    def format_value(self, value):
-        return None
-
 
 # --- tenants -----------------------------------------------------------------------------
 
@@ -128,50 +108,6 @@ class ProviderChoiceForm(forms.Form):
     def __init__(self, *args, choices, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["provider"].choices = choices
-
-
-def _setting_field(spec: SettingField) -> forms.Field:
-    common = {"label": spec.label, "help_text": spec.help, "required": spec.required and spec.default is None}
-    if spec.secret:
-        widget = SecretTextarea(attrs={"rows": 4}) if spec.kind == "textarea" else forms.PasswordInput()
-        common["help_text"] = (spec.help + " " if spec.help else "") + "Write-only: stored sealed, never shown again."
-        return forms.CharField(widget=widget, strip=False, **common)
-    if spec.kind == "int":
-        return forms.IntegerField(initial=spec.default, **common)
-    if spec.kind == "bool":
-        return forms.BooleanField(initial=bool(spec.default), **{**common, "required": False})
-    if spec.kind == "choice":
-        return forms.ChoiceField(choices=spec.choices, initial=spec.default, **common)
-    if spec.kind == "textarea":
-        return forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), initial=spec.default, **common)
-    return forms.CharField(initial=spec.default, **common)
-
-
-class KmsConfigForm(forms.Form):
-    """A vendor-provided key: a name, a rate limit, and the fields the provider declares."""
-
-    name = forms.CharField(
-        max_length=120, required=False, label="Name", help_text="Optional; shown in the key history."
-    )
-    rate_limit = forms.IntegerField(
-        min_value=0, initial=0, required=False, label="Requests per second for rekey jobs", help_text="0 = no limit."
-    )
-
-    def __init__(self, *args, provider_cls, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.provider_cls = provider_cls
-        self.setting_names: list[str] = []
-        self.secret_names: list[str] = []
-        for spec in provider_cls.fields:
-            self.fields[spec.name] = _setting_field(spec)
-            (self.secret_names if spec.secret else self.setting_names).append(spec.name)
-
-    def provider_values(self) -> tuple[dict, dict]:
-        """(settings, secrets) as the provider's ``clean`` takes them."""
-        data = self.cleaned_data
-        settings = {n: data[n] for n in self.setting_names if data.get(n) not in (None, "")}
-        secrets = {n: data[n] for n in self.secret_names if data.get(n)}
-        return settings, secrets
 
 
 # --- staff and API keys -------------------------------------------------------------------

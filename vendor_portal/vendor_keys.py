@@ -21,7 +21,8 @@ from keycore.providers.registry import get_provider_class, provider_choices
 from keycore.roles import Cap
 from keycore.services import jobs, keyring, vendor_keys
 from keycore.services.audit import Actor
-from vendor_portal.forms import KmsConfigForm, ProviderChoiceForm, add_service_error
+from keycore.ui.forms import CONFIG_NAME, CONFIG_RATE_LIMIT, KmsConfigForm, apply_service_errors
+from vendor_portal.forms import ProviderChoiceForm
 from vendor_portal.templatetags.vendor_caps import caps_of
 from vendor_portal.views import vendor_action
 
@@ -73,22 +74,22 @@ def vendor_key_create(request):
     """Add a named vendor key in any provider the vendor may use; saved only once a wrap and unwrap succeed."""
     name, cls = _provider(request)
     form = KmsConfigForm(request.POST or None, provider_cls=cls)
-    form.fields["name"].required = True
-    form.fields["name"].help_text = 'What your staff call it: "EU AWS key", "US HSM".'
+    form.fields[CONFIG_NAME].required = True
+    form.fields[CONFIG_NAME].help_text = 'What your staff call it: "EU AWS key", "US HSM".'
     if request.method == "POST" and form.is_valid():
         settings_, secrets = form.provider_values()
         try:
             vendor_key = vendor_keys.vendor_key_create(
-                name=form.cleaned_data["name"],
+                name=form.cleaned_data[CONFIG_NAME],
                 provider=name,
                 settings_=settings_,
                 secrets=secrets,
-                rate_limit=form.cleaned_data["rate_limit"] or 0,
+                rate_limit=form.cleaned_data[CONFIG_RATE_LIMIT] or 0,
                 make_default=request.POST.get("make_default") == "on",
                 actor=Actor.from_request(request),
             )
         except errors.KeyCoreError as exc:
-            add_service_error(form, exc)
+            apply_service_errors(form, exc, field_map=form.field_map)
         else:
             messages.success(request, f"Added {vendor_key.name}. Assign tenants to it, or make it the default.")
             return redirect("vendor:vendor_key", uid=vendor_key.uid)

@@ -1,5 +1,10 @@
 """The vendor portal (/vendor/): thin views over keycore's selectors and services.
 
+This module holds what every page uses (``vendor_action``, ``render_page``, the pager)
+and the dashboard, tenants, invitations and audit trail; vendor-provided keys are in
+``keys.py``, rekey jobs in ``jobs.py``, staff and API keys in ``staff.py``, security
+events in ``events.py``.
+
 Each view parses its input, calls one service or selector, and renders. Who may do
 what is decided by ``vendor_view(cap)`` alone; destructive and empowering actions (retire, offboard,
 shred and its dual control, create, rotate or revoke an API key, invite, promote or deactivate staff)
@@ -22,31 +27,30 @@ from django.views.decorators.http import require_GET, require_POST
 
 from keycore import errors, selectors
 from keycore.access import vendor_view
-from keycore.filtersets import KEY_STATUS_FILTER_CHOICES, AuditEventFilterSet, RekeyJobFilterSet, TenantFilterSet
-from keycore.models import ApiKey, Invitation, KmsConfig, RekeyJob, Tenant, VendorStaff
+from keycore.filtersets import KEY_STATUS_FILTER_CHOICES, AuditEventFilterSet, TenantFilterSet
+from keycore.key_rules import kms_config_allowed_actions
+from keycore.models import Invitation, Tenant
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.models.tenants import KeyOwnership, TenantStatus
 from keycore.pagination import Sort, keyset_iterate, keyset_page
-from keycore.providers.registry import get_provider_class, provider_choices
-from keycore.roles import Cap, TenantRole, VendorRole
-from keycore.services import apikeys, jobs, keyring, keys, sovereignty, tenants
+from keycore.providers.registry import provider_choices
+from keycore.roles import Cap, TenantRole
+from keycore.services import sovereignty, tenants
 from keycore.services.audit import Actor
-from vendor_portal import charts, onboarding
+from keycore.ui import charts
+from keycore.ui.changes import change_rows
+from keycore.ui.forms import apply_service_errors
+from keycore.ui.kms import kind_and_place
+from vendor_portal import onboarding
 from vendor_portal.forms import (
     AdminInviteFormSet,
-    ApiKeyForm,
     CsvConfirmForm,
     CsvUploadForm,
     InvitationForm,
-    KmsConfigForm,
-    ProviderChoiceForm,
     ShredForm,
-    StaffInviteForm,
-    StaffRoleForm,
     StatusForm,
     TenantCreateForm,
-    add_service_error,
 )
 from vendor_portal.templatetags.vendor_caps import caps_of
 
@@ -87,20 +91,20 @@ def vendor_action(cap: str = Cap.WRITE, *, reauthenticate=False):
     return decorator
 
 
-def _page(request, template: str, context: dict, *, status: int = 200):
+def render_page(request, template: str, context: dict, *, status: int = 200):
     """Render with what every vendor page needs: the role's capabilities, for showing only usable actions."""
     context["can"] = caps_of(request.staff.role)
     return render(request, template, context, status=status)
 
 
-def _tenant(external_id: str) -> Tenant:
+def tenant_or_404(external_id: str) -> Tenant:
     try:
         return selectors.tenant_by_external_id(external_id)
     except errors.TenantNotFound as exc:
         raise Http404(exc.detail) from None
 
 
-def _is_htmx(request) -> bool:
+def is_htmx(request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
@@ -113,23 +117,12 @@ def _next_params(request, **changes) -> str:
     return params.urlencode()
 
 
-def _pager(request, page) -> dict:
+def pager_links(request, page) -> dict:
     return {
         "next_url": f"?{_next_params(request, cursor=page.next_cursor)}" if page.next_cursor else "",
         "previous_url": f"?{_next_params(request, cursor=page.previous_cursor)}" if page.previous_cursor else "",
         "first_url": f"?{_next_params(request, cursor='')}" if request.GET.get("cursor") else "",
     }
-
-
-def _change_rows(event) -> list[tuple[str, object, object]]:
-    """An audit event's changes as (field, before, after); scrubbed secrets read "(changed)"."""
-    rows = []
-    for name, value in (event.changes or {}).items():
-        if isinstance(value, list | tuple) and len(value) == 2:
-            rows.append((name, value[0], value[1]))
-        else:
-            rows.append((name, None, value))
-    return rows
 
 
 # --- dashboard ------------------------------------------------------------------------------
@@ -166,7 +159,7 @@ def dashboard(request):
     weekly = selectors.vendor_tenants_per_week(12)
     growth = charts.columns("New tenants per week", [(f"{day:%d %b}", n) for day, n in weekly])
     events = selectors.vendor_recent_activity(10)
-    return _page(
+    return render_page(
         request,
         "vendor_portal/dashboard.html",
         {
@@ -179,7 +172,7 @@ def dashboard(request):
             "attention": selectors.vendor_tenants_needing_attention(),
             "active_jobs": selectors.vendor_jobs(ACTIVE_JOB_STATES),
             "failed_jobs": selectors.vendor_jobs([JobState.FAILED]),
-            "events": [(e, _change_rows(e)) for e in events],
+            "events": [(e, change_rows(e)) for e in events],
         },
     )
 
@@ -220,7 +213,7 @@ def tenant_list(request):
     }
     if not filterset.is_valid():
         context.update(page=None, pager={})
-        return _page(request, "vendor_portal/tenant_list.html", context, status=400)
+        return render_page(request, "vendor_portal/tenant_list.html", context, status=400)
     page = keyset_page(
         filterset.qs,
         scope="tenants",
@@ -233,12 +226,12 @@ def tenant_list(request):
         messages.warning(request, "That page link is no longer valid; showing the first page.")
     context.update(
         page=page,
-        pager=_pager(request, page),
-        oob=_is_htmx(request),
+        pager=pager_links(request, page),
+        oob=is_htmx(request),
         tenant_url=reverse("vendor:tenants"),  # + "<external id>/" is each tenant's page
     )
-    template = "vendor_portal/partials/tenant_results.html" if _is_htmx(request) else "vendor_portal/tenant_list.html"
-    return _page(request, template, context)
+    template = "vendor_portal/partials/tenant_results.html" if is_htmx(request) else "vendor_portal/tenant_list.html"
+    return render_page(request, template, context)
 
 
 class _Echo:
@@ -299,13 +292,13 @@ def tenant_create(request):
                 vendor_key=form.cleaned_data.get("vendor_key"),
             )
         except errors.KeyCoreError as exc:
-            add_service_error(form, exc)
+            apply_service_errors(form, exc)
         else:
             invited = f" and invited {len(invites)} admin(s)" if invites else ""
             messages.success(request, f"Created {tenant.name} with its own vendor-provided key{invited}.")
             return redirect("vendor:tenant", external_id=tenant.external_id)
     status = 400 if request.method == "POST" else 200
-    return _page(
+    return render_page(
         request, "vendor_portal/tenant_create.html", {"nav": "tenants", "form": form, "admins": admins}, status=status
     )
 
@@ -323,8 +316,10 @@ def tenant_import(request):
             form.add_error("file", str(exc))
         else:
             context.update(plan=plan, confirm=CsvConfirmForm(initial={"payload": onboarding.seal_payload(text)}))
-            return _page(request, "vendor_portal/tenant_import.html", context)
-    return _page(request, "vendor_portal/tenant_import.html", context, status=400 if request.method == "POST" else 200)
+            return render_page(request, "vendor_portal/tenant_import.html", context)
+    return render_page(
+        request, "vendor_portal/tenant_import.html", context, status=400 if request.method == "POST" else 200
+    )
 
 
 @vendor_action(Cap.WRITE)
@@ -338,24 +333,15 @@ def tenant_import_confirm(request):
         plan = onboarding.plan_import(onboarding.open_payload(form.cleaned_data["payload"]))
     except onboarding.FileProblem as exc:
         context["problem"] = str(exc)
-        return _page(request, "vendor_portal/tenant_import.html", context, status=400)
+        return render_page(request, "vendor_portal/tenant_import.html", context, status=400)
     outcomes = onboarding.apply_plan(plan, actor=Actor.from_request(request))
     context.update(plan=plan, outcomes=outcomes, created=sum(1 for o in outcomes if o.created))
-    return _page(request, "vendor_portal/tenant_import.html", context)
-
-
-def _where(config: KmsConfig) -> str:
-    """Which kind of KMS, and where the key lives in it (nothing secret: settings only)."""
-    try:
-        label = get_provider_class(config.provider).label
-    except errors.KeyCoreError:
-        return config.provider
-    return f"{label}: {keyring.describe_config(config)}" if config.settings or config.vendor_key_id else label
+    return render_page(request, "vendor_portal/tenant_import.html", context)
 
 
 def _tenant_context(request, tenant: Tenant, **extra) -> dict:
     overview = selectors.tenant_overview(tenant)
-    primary = overview["primary"]
+    actor, memo = Actor.from_request(request), {}
     audit = keyset_page(
         selectors.audit_event_list(tenant=tenant), scope="tenant-audit", sort=NEWEST, cursor=None, size=10
     )
@@ -373,17 +359,19 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
         "nav": "tenants",
         "tenant": tenant,
         **overview,
-        "config_rows": [(c, _where(c)) for c in overview["configs"]],
+        # each configuration with what this actor may do to it: the page offers exactly that (keycore/key_rules.py)
+        "config_rows": [
+            (c, kind_and_place(c), kms_config_allowed_actions(c, actor, memo=memo)) for c in overview["configs"]
+        ],
         "members": members,
         "invitations": invitations,
         "has_owner": has_owner,
-        "events": [(e, _change_rows(e)) for e in audit.rows],
+        "events": [(e, change_rows(e)) for e in audit.rows],
         "more_events": bool(audit.next_cursor),
         "invite_form": InvitationForm(initial={"role": TenantRole.ADMIN if has_owner else TenantRole.OWNER}),
         "status_form": StatusForm(),
         "shred_form": ShredForm(external_id=tenant.external_id),
-        "tenant_key_is_primary": primary is not None and primary.owner == ConfigOwner.TENANT,
-        "vendor_may_replace_primary": not sovereignty.tenant_owns_key(tenant),
+        "replacement_refusal": sovereignty.vendor_key_replacement_refusal(tenant),
         "grace_days": settings.KEYCORE_OFFBOARD_GRACE_DAYS,
         "shred": shred,
         "grace_over": shred["grace_over"],
@@ -398,14 +386,14 @@ def _tenant_context(request, tenant: Tenant, **extra) -> dict:
 @require_GET
 @vendor_view(Cap.READ)
 def tenant_detail(request, external_id: str):
-    tenant = _tenant(external_id)
-    return _page(request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant))
+    tenant = tenant_or_404(external_id)
+    return render_page(request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant))
 
 
 @require_GET
 @vendor_view(Cap.READ)
 def tenant_audit(request, external_id: str):
-    tenant = _tenant(external_id)
+    tenant = tenant_or_404(external_id)
     page = keyset_page(
         selectors.audit_event_list(tenant=tenant),
         scope=f"tenant-audit:{tenant.pk}",
@@ -413,14 +401,14 @@ def tenant_audit(request, external_id: str):
         cursor=request.GET.get("cursor"),
         size=PAGE_SIZE,
     )
-    return _page(
+    return render_page(
         request,
         "vendor_portal/tenant_audit.html",
         {
             "nav": "tenants",
             "tenant": tenant,
-            "events": [(e, _change_rows(e)) for e in page.rows],
-            "pager": _pager(request, page),
+            "events": [(e, change_rows(e)) for e in page.rows],
+            "pager": pager_links(request, page),
         },
     )
 
@@ -432,7 +420,7 @@ def _wants_offboard(request) -> bool:
 @vendor_action(Cap.WRITE, reauthenticate=_wants_offboard)
 def tenant_status(request, external_id: str):
     """Suspend or reactivate (confirmed in the browser), or offboard (confirmed, and after a password re-entry)."""
-    tenant = _tenant(external_id)
+    tenant = tenant_or_404(external_id)
     form = StatusForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose suspend, reactivate or offboard.")
@@ -461,10 +449,10 @@ def tenant_status(request, external_id: str):
 @vendor_action(Cap.SHRED, reauthenticate=True)
 def tenant_shred(request, external_id: str):
     """Crypto-shred an offboarded tenant's vendor-provided keys, typed, once the grace period is over."""
-    tenant = _tenant(external_id)
+    tenant = tenant_or_404(external_id)
     form = ShredForm(request.POST, external_id=tenant.external_id)
     if not form.is_valid():
-        return _page(
+        return render_page(
             request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant, shred_form=form), status=400
         )
     try:
@@ -483,7 +471,7 @@ def tenant_shred(request, external_id: str):
 @vendor_action(Cap.SHRED, reauthenticate=True)
 def tenant_shred_request(request, external_id: str):
     """Ask to end the grace period now: dual control, another administrator must approve."""
-    tenant = _tenant(external_id)
+    tenant = tenant_or_404(external_id)
     try:
         tenants.tenant_shred_early_request(
             tenant=tenant, actor=Actor.from_request(request), reason=request.POST.get("reason", "")[:300]
@@ -500,7 +488,7 @@ def tenant_shred_request(request, external_id: str):
 @vendor_action(Cap.SHRED, reauthenticate=True)
 def tenant_shred_approve(request, external_id: str):
     """Approve another administrator's request: the grace period ends now (the shred itself is a next step)."""
-    tenant = _tenant(external_id)
+    tenant = tenant_or_404(external_id)
     try:
         tenants.tenant_shred_early_approve(tenant=tenant, actor=Actor.from_request(request))
     except errors.KeyCoreError as exc:
@@ -515,7 +503,7 @@ def tenant_shred_approve(request, external_id: str):
 
 @vendor_action(Cap.WRITE)
 def invitation_create(request, external_id: str):
-    tenant = _tenant(external_id)
+    tenant = tenant_or_404(external_id)
     form = InvitationForm(request.POST)
     if form.is_valid():
         try:
@@ -526,7 +514,7 @@ def invitation_create(request, external_id: str):
                 actor=Actor.from_request(request),
             )
         except errors.KeyCoreError as exc:
-            add_service_error(form, exc)
+            apply_service_errors(form, exc)
         else:
             if invitation.awaiting_approval:
                 messages.info(
@@ -541,7 +529,7 @@ def invitation_create(request, external_id: str):
                 f"{settings.KEYCORE_INVITATION_TTL_HOURS} hours.",
             )
             return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#members")
-    return _page(
+    return render_page(
         request, "vendor_portal/tenant_detail.html", _tenant_context(request, tenant, invite_form=form), status=400
     )
 
@@ -557,7 +545,7 @@ def _after_invitation(tenant: Tenant | None):
     return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#members")
 
 
-def _invitation_action(request, tenant: Tenant | None, uid, action: str):
+def invitation_action(request, tenant: Tenant | None, uid, action: str):
     invitation = _invitation(tenant, uid)
     actor = Actor.from_request(request)
     try:
@@ -574,370 +562,12 @@ def _invitation_action(request, tenant: Tenant | None, uid, action: str):
 
 @vendor_action(Cap.WRITE)
 def invitation_resend(request, external_id: str, uid):
-    return _invitation_action(request, _tenant(external_id), uid, "resend")
+    return invitation_action(request, tenant_or_404(external_id), uid, "resend")
 
 
 @vendor_action(Cap.WRITE)
 def invitation_revoke(request, external_id: str, uid):
-    return _invitation_action(request, _tenant(external_id), uid, "revoke")
-
-
-# --- vendor-provided keys ---------------------------------------------------------------------------
-
-
-def _vendor_config(tenant: Tenant, uid) -> KmsConfig:
-    """One of the tenant's vendor-owned configurations; a tenant-owned one is not the vendor's to touch (404)."""
-    return get_object_or_404(KmsConfig.objects.for_tenant(tenant).filter(owner=ConfigOwner.VENDOR), uid=uid)
-
-
-def _provider(request) -> tuple[str, type]:
-    names = dict(provider_choices(for_tenant=False))
-    name = request.POST.get("provider") or request.GET.get("provider") or "local"
-    if name not in names:
-        raise Http404("No such provider.")
-    return name, get_provider_class(name)
-
-
-def _setup_help(cls, tenant: Tenant) -> str:
-    kwargs = {
-        "tenant_external_id": tenant.external_id,
-        "vendor_principal": settings.KEYCORE_VENDOR_PRINCIPAL,
-        "tenant_uid": tenant.uid.hex,
-    }
-    try:
-        return cls.setup_help(**kwargs)
-    except TypeError:
-        # a provider plug-in written before setup_help took the tenant's uid
-        del kwargs["tenant_uid"]
-        return cls.setup_help(**kwargs)
-
-
-@vendor_view(Cap.WRITE)
-def key_create(request, external_id: str):
-    """Add a vendor-provided key: KeyCore's own (local) or in the vendor's own KMS, from the provider's fields."""
-    tenant = _tenant(external_id)
-    name, cls = _provider(request)
-    form = KmsConfigForm(request.POST or None, provider_cls=cls)
-    if request.method == "POST" and form.is_valid():
-        settings_, secrets = form.provider_values()
-        try:
-            config = keys.kms_config_create(
-                tenant=tenant,
-                owner=ConfigOwner.VENDOR,
-                data=keys.ConfigInput(
-                    provider=name,
-                    name=form.cleaned_data["name"],
-                    settings=settings_,
-                    secrets=secrets,
-                    rate_limit=form.cleaned_data["rate_limit"] or 0,
-                ),
-                actor=Actor.from_request(request),
-            )
-        except errors.KeyCoreError as exc:
-            add_service_error(form, exc)
-        else:
-            messages.success(request, f"Added {config.name}. Make it primary to move {tenant.name}'s keys under it.")
-            return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
-    return _page(
-        request,
-        "vendor_portal/key_create.html",
-        {
-            "nav": "tenants",
-            "tenant": tenant,
-            "provider": name,
-            # not the class itself: templates call callables, and a provider class is one
-            "provider_label": cls.label,
-            "provider_has_fields": bool(cls.fields),
-            "provider_form": ProviderChoiceForm(initial={"provider": name}, choices=provider_choices(for_tenant=False)),
-            "form": form,
-            "setup_help": _setup_help(cls, tenant),
-        },
-        status=400 if request.method == "POST" else 200,
-    )
-
-
-@vendor_action(Cap.WRITE)
-def key_test(request, external_id: str):
-    """htmx: test a configuration before saving it (wrap and unwrap a probe); the result replaces a live region."""
-    tenant = _tenant(external_id)
-    name, cls = _provider(request)
-    form = KmsConfigForm(request.POST, provider_cls=cls)
-    result = None
-    problems: list[str] = []
-    if form.is_valid():
-        settings_, secrets = form.provider_values()
-        try:
-            result = keys.kms_config_test_connection(
-                tenant=tenant, provider=name, settings_=settings_, secrets=secrets, owner=ConfigOwner.VENDOR
-            )
-        except errors.KeyCoreError as exc:
-            problems = [f"{field}: {m}" for field, ms in exc.field_errors.items() for m in ms] or [exc.detail]
-    else:
-        problems = [
-            f"{form.fields[f].label if f in form.fields else 'Form'}: {m}" for f, ms in form.errors.items() for m in ms
-        ]
-    return render(request, "vendor_portal/partials/key_test_result.html", {"result": result, "problems": problems})
-
-
-@vendor_action(Cap.WRITE)
-def key_make_primary(request, external_id: str, uid):
-    tenant = _tenant(external_id)
-    config = _vendor_config(tenant, uid)
-    try:
-        job = keys.kms_config_make_primary(config=config, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-        return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
-    messages.success(
-        request, f"{config.name} is now {tenant.name}'s primary key; this job moves its tenant keys under it."
-    )
-    return redirect("vendor:job", uid=job.uid)
-
-
-@vendor_action(Cap.WRITE)
-def key_decrypt_only(request, external_id: str, uid):
-    tenant = _tenant(external_id)
-    config = _vendor_config(tenant, uid)
-    try:
-        keys.kms_config_decrypt_only(config=config, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        messages.success(
-            request, f"{config.name} is decrypt-only: it still opens old tenant keys, never wraps new ones."
-        )
-    return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
-
-
-@vendor_action(Cap.WRITE, reauthenticate=True)
-def key_retire(request, external_id: str, uid):
-    tenant = _tenant(external_id)
-    config = _vendor_config(tenant, uid)
-    try:
-        keys.kms_config_retire(config=config, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        messages.success(request, f"Retired {config.name}: no tenant key is wrapped under it any more.")
-    return redirect(reverse("vendor:tenant", args=[tenant.external_id]) + "#keys")
-
-
-# --- rekey jobs -------------------------------------------------------------------------------------
-
-
-@require_GET
-@vendor_view(Cap.READ)
-def job_list(request):
-    filterset = RekeyJobFilterSet(request.GET, queryset=selectors.rekey_job_list())
-    context = {"nav": "jobs", "filterset": filterset, "page": None, "pager": {}}
-    if not filterset.is_valid():
-        return _page(request, "vendor_portal/job_list.html", context, status=400)
-    page = keyset_page(filterset.qs, scope="jobs", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE)
-    context.update(page=page, pager=_pager(request, page))
-    return _page(request, "vendor_portal/job_list.html", context)
-
-
-def _job(uid) -> RekeyJob:
-    return get_object_or_404(selectors.rekey_job_list(), uid=uid)
-
-
-@require_GET
-@vendor_view(Cap.READ)
-def job_detail(request, uid):
-    job = _job(uid)
-    return _page(request, "vendor_portal/job_detail.html", {"nav": "jobs", "job": job})
-
-
-@require_GET
-@vendor_view(Cap.READ)
-def job_progress(request, uid):
-    """htmx polls this while the job is active; the partial it returns stops polling once the job is over."""
-    job = _job(uid)
-    return _page(request, "vendor_portal/partials/job_progress.html", {"job": job})
-
-
-@vendor_action(Cap.WRITE)
-def job_retry(request, uid):
-    job = _job(uid)
-    try:
-        jobs.job_retry(job=job, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        messages.success(request, "The job starts again where it stopped.")
-    return redirect("vendor:job", uid=job.uid)
-
-
-@vendor_action(Cap.WRITE)
-def job_cancel(request, uid):
-    job = _job(uid)
-    try:
-        jobs.job_cancel(job=job, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        messages.success(request, "The job is cancelled; what it finished stays done.")
-    return redirect("vendor:job", uid=job.uid)
-
-
-# --- staff ----------------------------------------------------------------------------------------
-
-
-def _staff_page(request, *, invite_form=None, status=200):
-    return _page(
-        request,
-        "vendor_portal/staff.html",
-        {
-            "nav": "staff",
-            "staff": selectors.vendor_staff_list(),
-            "invitations": selectors.vendor_staff_invitations(),
-            "invite_form": invite_form or StaffInviteForm(),
-            "role_form": StaffRoleForm(),
-        },
-        status=status,
-    )
-
-
-@require_GET
-@vendor_view(Cap.MANAGE_STAFF)
-def staff_list(request):
-    return _staff_page(request)
-
-
-@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
-def staff_invite(request):
-    form = StaffInviteForm(request.POST)
-    if form.is_valid():
-        try:
-            tenants.invitation_create(
-                tenant=None,
-                email=form.cleaned_data["email"],
-                role=form.cleaned_data["role"],
-                actor=Actor.from_request(request),
-            )
-        except errors.KeyCoreError as exc:
-            add_service_error(form, exc)
-        else:
-            messages.success(request, f"Invited {form.cleaned_data['email']} to the vendor's staff.")
-            return redirect("vendor:staff")
-    return _staff_page(request, invite_form=form, status=400)
-
-
-@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
-def staff_role(request, pk: int):
-    staff = get_object_or_404(VendorStaff.objects.select_related("user"), pk=pk)
-    form = StaffRoleForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Choose a role.")
-        return redirect("vendor:staff")
-    try:
-        tenants.staff_set_role(staff=staff, role=form.cleaned_data["role"], actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        role = VendorRole(form.cleaned_data["role"]).label.lower()
-        messages.success(request, f"{staff.user.email} is now {role}.")
-    return redirect("vendor:staff")
-
-
-@vendor_action(Cap.MANAGE_STAFF, reauthenticate=True)
-def staff_deactivate(request, pk: int):
-    staff = get_object_or_404(VendorStaff.objects.select_related("user"), pk=pk)
-    try:
-        tenants.staff_deactivate(staff=staff, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        messages.success(request, f"{staff.user.email} can no longer use the vendor portal.")
-    return redirect("vendor:staff")
-
-
-@vendor_action(Cap.MANAGE_STAFF)
-def staff_invitation_resend(request, uid):
-    return _invitation_action(request, None, uid, "resend")
-
-
-@vendor_action(Cap.MANAGE_STAFF)
-def staff_invitation_revoke(request, uid):
-    return _invitation_action(request, None, uid, "revoke")
-
-
-# --- API keys ---------------------------------------------------------------------------------------
-
-
-def _api_keys_page(request, *, form=None, secret=None, secret_key=None, status=200):
-    """The keys list; right after a create or rotate, the secret too — in this response only, never stored."""
-    page = keyset_page(
-        selectors.vendor_api_keys(), scope="api-keys", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE
-    )
-    return _page(
-        request,
-        "vendor_portal/api_keys.html",
-        {
-            "nav": "api_keys",
-            "page": page,
-            "pager": _pager(request, page),
-            "form": form or ApiKeyForm(),
-            "secret": secret,
-            "secret_key": secret_key,
-            "now": timezone.now(),
-        },
-        status=status,
-    )
-
-
-@require_GET
-@vendor_view(Cap.MANAGE_API_KEYS)
-def api_key_list(request):
-    return _api_keys_page(request)
-
-
-@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
-def api_key_create(request):
-    form = ApiKeyForm(request.POST)
-    if form.is_valid():
-        wanted = form.cleaned_data["tenants"]
-        found = {t.external_id: t for t in Tenant.objects.filter(external_id__in=wanted)}
-        unknown = [t for t in wanted if t not in found]
-        if unknown:
-            form.add_error("tenants", f"No tenant has the external id {', '.join(unknown)}.")
-        else:
-            try:
-                key, secret = apikeys.api_key_create(
-                    name=form.cleaned_data["name"],
-                    scopes=form.cleaned_data["scopes"],
-                    tenants=[found[t] for t in wanted] or None,
-                    expires_at=form.cleaned_data["expires_on"],
-                    actor=Actor.from_request(request),
-                )
-            except errors.KeyCoreError as exc:
-                add_service_error(form, exc, field_map={"expires_at": "expires_on"})
-            else:
-                return _api_keys_page(request, secret=secret, secret_key=key)
-    return _api_keys_page(request, form=form, status=400)
-
-
-@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
-def api_key_rotate(request, uid):
-    key = get_object_or_404(ApiKey, uid=uid)
-    try:
-        new, secret = apikeys.api_key_rotate(key=key, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-        return redirect("vendor:api_keys")
-    return _api_keys_page(request, secret=secret, secret_key=new)
-
-
-@vendor_action(Cap.MANAGE_API_KEYS, reauthenticate=True)
-def api_key_revoke(request, uid):
-    key = get_object_or_404(ApiKey, uid=uid)
-    try:
-        apikeys.api_key_revoke(key=key, actor=Actor.from_request(request))
-    except errors.KeyCoreError as exc:
-        messages.error(request, exc.detail)
-    else:
-        messages.success(request, f"Revoked {key.name} ({key.prefix}…): requests with it are refused from now on.")
-    return redirect("vendor:api_keys")
+    return invitation_action(request, tenant_or_404(external_id), uid, "revoke")
 
 
 # --- audit trail ---------------------------------------------------------------------------------
@@ -949,7 +579,7 @@ def audit_list(request):
     filterset = AuditEventFilterSet(request.GET, queryset=selectors.audit_event_list())
     context = {"nav": "audit", "filterset": filterset, "events": [], "pager": {}}
     if not filterset.is_valid():
-        return _page(request, "vendor_portal/audit_list.html", context, status=400)
+        return render_page(request, "vendor_portal/audit_list.html", context, status=400)
     page = keyset_page(filterset.qs, scope="audit", sort=NEWEST, cursor=request.GET.get("cursor"), size=PAGE_SIZE)
-    context.update(events=[(e, _change_rows(e)) for e in page.rows], pager=_pager(request, page))
-    return _page(request, "vendor_portal/audit_list.html", context)
+    context.update(events=[(e, change_rows(e)) for e in page.rows], pager=pager_links(request, page))
+    return render_page(request, "vendor_portal/audit_list.html", context)

@@ -106,6 +106,12 @@ CONFIG_VALUE = {
     "is_primary": True,
     "settings": {},
     "secret_fields_set": ["kek"],
+    "allowed_actions": [],
+    "refused_actions": {
+        "make_primary": "Vendor-provided key is already the primary key.",
+        "decrypt_only": "The primary key cannot be decrypt-only; make another key primary first.",
+        "retire": "The primary key cannot be retired; make another key primary first.",
+    },
     "rate_limit": 0,
     "health": "ok",
     "health_detail": "Wrap and unwrap succeeded (KeyCore local key 1a2b3c4d5e6f7a8b).",
@@ -127,6 +133,13 @@ CONFIG_PAGE = OpenApiExample(
         "provider": "aws",
         "settings": {"key_id": "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
         "secret_fields_set": [],
+        "allowed_actions": [],
+        "refused_actions": {
+            "make_primary": "Acme's AWS key is the tenant's own key: only the tenant's administrators can make it "
+            "primary.",
+            "decrypt_only": "Acme's AWS key is the tenant's own key: only the tenant's administrators can demote it.",
+            "retire": "Only vendor-provided keys can be retired; the tenant disables or revokes its own.",
+        },
     },
     response_only=True,
 )

@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
+from keycore.key_rules import DECRYPT_ONLY, MAKE_PRIMARY, RETIRE, ConfigActions, kms_config_allowed_actions
 from keycore.key_status import describe
 from keycore.models import (
     AuditEvent,
@@ -26,6 +27,7 @@ from keycore.models import (
 )
 from keycore.models.tenants import EXTERNAL_ID_PATTERN, Health, KeyStatus
 from keycore.roles import TenantRole
+from keycore.services.audit import Actor
 from keycore.services.events import detail_operations
 
 # --- tenants ------------------------------------------------------------------------------
@@ -187,9 +189,35 @@ class InvitationCreateSerializer(serializers.Serializer):
 # --- KMS configurations --------------------------------------------------------------------------
 
 
+#: the actions on a KMS configuration this API offers (keycore/api/urls.py), as keycore/key_rules.py names them
+API_ACTIONS = (MAKE_PRIMARY, DECRYPT_ONLY, RETIRE)
+
+
+def _actions(serializer: serializers.Serializer, config: KmsConfig) -> ConfigActions:
+    """The caller's actions on ``config`` (keycore/key_rules.py), asked once per configuration and response."""
+    context = serializer.context
+    if "actor" not in context:
+        request = context.get("request")
+        context["actor"] = Actor.from_request(request) if request is not None else Actor(label="anonymous")
+    answers = context.setdefault("config_actions", {})
+    if config.pk not in answers:
+        answers[config.pk] = kms_config_allowed_actions(
+            config, context["actor"], memo=context.setdefault("key_rules_memo", {})
+        )
+    return answers[config.pk]
+
+
 class KmsConfigSerializer(serializers.ModelSerializer):
     secret_fields_set = serializers.ListField(
         child=serializers.CharField(), read_only=True, help_text="Names of the secrets that are set; never values."
+    )
+    allowed_actions = serializers.SerializerMethodField(
+        help_text="Which of this API's actions on the configuration (`make_primary`, `decrypt_only`, `retire`) "
+        "the caller may take now, given the configuration's owner and state and the tenant's sovereignty: the "
+        "rule the services enforce and the portals show."
+    )
+    refused_actions = serializers.SerializerMethodField(
+        help_text="Each of those actions the caller may not take now, with the reason a request would be refused."
     )
 
     class Meta:
@@ -203,6 +231,8 @@ class KmsConfigSerializer(serializers.ModelSerializer):
             "is_primary",
             "settings",
             "secret_fields_set",
+            "allowed_actions",
+            "refused_actions",
             "rate_limit",
             "health",
             "health_detail",
@@ -214,6 +244,16 @@ class KmsConfigSerializer(serializers.ModelSerializer):
             "state_changed_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=API_ACTIONS)))
+    def get_allowed_actions(self, config: KmsConfig) -> list[str]:
+        actions = _actions(self, config)
+        return [a for a in API_ACTIONS if a in actions]
+
+    @extend_schema_field(serializers.DictField(child=serializers.CharField()))
+    def get_refused_actions(self, config: KmsConfig) -> dict[str, str]:
+        reasons = _actions(self, config).reasons
+        return {a: reasons[a] for a in API_ACTIONS if a in reasons}
 
 
 class KmsConfigCreateSerializer(serializers.Serializer):

@@ -25,6 +25,7 @@ from keycore import errors, selectors
 from keycore.api import examples as ex
 from keycore.api.idempotency import idempotent
 from keycore.api.pagination import HistoryPagination, NewestFirstByTime, OldestFirstPagination
+from keycore.api.problems import _flatten, error_body
 from keycore.api.serializers import (
     AuditEventSerializer,
     BulkResultSerializer,
@@ -375,7 +376,7 @@ class KmsConfigListView(TenantScoped, generics.ListAPIView):
             )
         except errors.InvalidInput as exc:
             raise _placed(exc, data) from None
-        return Response(KmsConfigSerializer(config).data, status=status.HTTP_201_CREATED)
+        return Response(KmsConfigSerializer(config, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 def _placed(exc: errors.InvalidInput, data: dict) -> errors.InvalidInput:
@@ -421,7 +422,7 @@ class KmsConfigDetailView(KmsConfigScoped, APIView):
     required_scope = READ
 
     def get(self, request, external_id: str, uid):
-        return Response(KmsConfigSerializer(self.config()).data)
+        return Response(KmsConfigSerializer(self.config(), context={"request": request}).data)
 
 
 @_on("post")(
@@ -450,7 +451,7 @@ class KmsConfigStateView(KmsConfigScoped, APIView):
 
     def post(self, request, external_id: str, uid):
         config = type(self).service(config=self.vendor_config(), actor=actor(request))
-        return Response(KmsConfigSerializer(config).data)
+        return Response(KmsConfigSerializer(config, context={"request": request}).data)
 
 
 def _config_state_view(name: str, service, summary: str, description: str):
@@ -662,8 +663,6 @@ def _vendor_key(data: dict):
 
 def _valid(serializer_class, data) -> dict:
     """Validated data, or InvalidInput with field errors (a problem with ``errors``)."""
-    from keycore.api.problems import _flatten
-
     if data is None or not hasattr(data, "get"):
         raise errors.InvalidInput("The body must be a JSON object.", field_errors={"__all__": ["Expected an object."]})
     serializer = serializer_class(data=data)

@@ -6,8 +6,10 @@ Rules that live here and nowhere else:
   enforces "at most one"; these services never leave "none");
 * a tenant key is wrapped under the primary configuration when created, and may
   carry wraps under several configurations during a transition;
-* a vendor may not make a vendor-provided key primary while the tenant's own key
-  is primary, unless the tenant is suspended or offboarding;
+* which action a configuration allows in which state, and to whom, is asked of
+  :func:`keycore.key_rules.kms_config_allowed_actions` (the portals and the API ask
+  the same function before they show an action); a vendor's attempt that tenant
+  sovereignty refuses is recorded on the tenant's chain first (``vendor.refused``);
 * every change that must empty key caches bumps the revocation epoch in the same
   transaction (:mod:`keycore.services.keyring`, which also reaches the keys).
 """
@@ -25,8 +27,20 @@ from django.utils import timezone
 from keycore import errors
 from keycore.crypto.envelope import key_check_value, new_tenant_key
 from keycore.egress import check_tenant_egress
+from keycore.key_rules import (
+    CHECK,
+    DECRYPT_ONLY,
+    DESTROY,
+    DISABLE,
+    MAKE_PRIMARY,
+    REENABLE,
+    REPLACE_SECRETS,
+    RETIRE,
+    REVOKE,
+    kms_config_allowed_actions,
+)
 from keycore.models import KmsConfig, Tenant, TenantKey, TenantKeyWrap
-from keycore.models.keys import BLOCKING_STATES, UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction, TenantKeyState
+from keycore.models.keys import UNWRAP_STATES, ConfigOwner, ConfigState, HistoryAction, TenantKeyState
 from keycore.models.tenants import Health, TenantStatus
 from keycore.providers.base import HealthResult, WrapContext
 from keycore.providers.registry import get_provider_class
@@ -42,12 +56,7 @@ from keycore.services.keyring import (
     wrap_context,
 )
 from keycore.services.kms_quota import kms_acquire
-from keycore.services.sovereignty import (
-    guard,
-    is_vendor,
-    vendor_config_change_refusal,
-    vendor_key_replacement_refusal,
-)
+from keycore.services.sovereignty import guard, refuse, vendor_key_replacement_refusal
 from keycore.services.summary import tenant_summary_sync
 
 # --- configurations --------------------------------------------------------------------
@@ -183,13 +192,7 @@ def kms_config_create(
 
 def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], actor: Actor) -> KmsConfig:
     """Replace credentials (write-only: the old ones are never shown, only overwritten) after a test."""
-    guard(
-        actor=actor,
-        tenant=config.tenant,
-        attempted="kms_config.secrets_replaced",
-        reason=vendor_config_change_refusal(config, "change the credentials of"),
-        target=config,
-    )
+    _refuse_the_vendor(config, actor, REPLACE_SECRETS, "kms_config.secrets_replaced")
     if config.vendor_key_id:
         raise errors.Conflict(
             f"{config.name} uses a shared vendor key: replace the credentials of the vendor key itself."
@@ -222,6 +225,14 @@ def kms_config_replace_secrets(*, config: KmsConfig, secrets: dict[str, str], ac
     return config
 
 
+def _refuse_the_vendor(config: KmsConfig, actor: Actor, action: str, attempted: str) -> None:
+    """Before the service's own transaction: a refusal by tenant sovereignty is recorded on the tenant's chain
+    (committed, so the tenant sees the attempt) and raised. Every other refusal is raised under lock."""
+    refusal = kms_config_allowed_actions(config, actor).refusal(action)
+    if refusal is not None and refusal.sovereignty:
+        raise refuse(actor=actor, tenant=config.tenant, attempted=attempted, reason=refusal.reason, target=config)
+
+
 def _set_state(config: KmsConfig, state: str, actor: Actor, action: str, history: str, detail: str = "") -> KmsConfig:
     before = config.state
     config.state = state
@@ -248,24 +259,13 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor):
     put its key in place of the tenant's (keycore/services/sovereignty.py).
     Returns the started rekey job.
     """
-    guard(
-        actor=actor,
-        tenant=config.tenant,
-        attempted="kms_config.make_primary",
-        reason=vendor_config_change_refusal(config, "make primary"),
-        target=config,
-    )
+    _refuse_the_vendor(config, actor, MAKE_PRIMARY, "kms_config.make_primary")
     with transaction.atomic():
         config = _locked(config)
         tenant = config.tenant
-        if config.is_primary:
-            raise errors.Conflict(f"{config.name} is already the primary key.")
-        if config.state not in (ConfigState.ACTIVE, ConfigState.DECRYPT_ONLY):
-            raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}; re-enable it first.")
         old = KmsConfig.objects.select_for_update(no_key=True).filter(tenant=tenant, is_primary=True).first()
-        refusal = vendor_config_change_refusal(config, "make primary")
-        if refusal and is_vendor(actor, tenant):  # the tenant brought its key since the check above
-            raise errors.TenantSovereignty(refusal)
+        # again under lock: the state may have changed, and the tenant may have brought its key since the check above
+        kms_config_allowed_actions(config, actor).enforce(MAKE_PRIMARY)
         if old is not None:
             old.is_primary = False
             if old.state == ConfigState.ACTIVE:
@@ -294,36 +294,20 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor):
 
 
 def kms_config_decrypt_only(*, config: KmsConfig, actor: Actor) -> KmsConfig:
-    guard(
-        actor=actor,
-        tenant=config.tenant,
-        attempted="kms_config.decrypt_only",
-        reason=vendor_config_change_refusal(config, "demote"),
-        target=config,
-    )
+    _refuse_the_vendor(config, actor, DECRYPT_ONLY, "kms_config.decrypt_only")
     with transaction.atomic():
         config = _locked(config)
-        if config.is_primary:
-            raise errors.Conflict("The primary key cannot be decrypt-only; make another key primary first.")
-        if config.state != ConfigState.ACTIVE:
-            raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}.")
+        kms_config_allowed_actions(config, actor).enforce(DECRYPT_ONLY)
         return _set_state(
             config, ConfigState.DECRYPT_ONLY, actor, "kms_config.decrypt_only", HistoryAction.DECRYPT_ONLY
         )
 
 
 def kms_config_disable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
-    guard(
-        actor=actor,
-        tenant=config.tenant,
-        attempted="kms_config.disable",
-        reason=vendor_config_change_refusal(config, "disable"),
-        target=config,
-    )
+    _refuse_the_vendor(config, actor, DISABLE, "kms_config.disable")
     with transaction.atomic():
         config = _locked(config)
-        if config.state not in UNWRAP_STATES:
-            raise errors.Conflict(f"{config.name} is {config.get_state_display().lower()}.")
+        kms_config_allowed_actions(config, actor).enforce(DISABLE)
         return _set_state(
             config,
             ConfigState.DISABLED,
@@ -336,17 +320,10 @@ def kms_config_disable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
 
 def kms_config_revoke(*, config: KmsConfig, actor: Actor) -> KmsConfig:
     """The kill switch: every tenant key wrapped under this key stops working everywhere within seconds."""
-    guard(
-        actor=actor,
-        tenant=config.tenant,
-        attempted="kms_config.revoke",
-        reason=vendor_config_change_refusal(config, "revoke"),
-        target=config,
-    )
+    _refuse_the_vendor(config, actor, REVOKE, "kms_config.revoke")
     with transaction.atomic():
         config = _locked(config)
-        if config.state in (ConfigState.REVOKED, ConfigState.DESTROYED):
-            raise errors.Conflict(f"{config.name} is already {config.get_state_display().lower()}.")
+        kms_config_allowed_actions(config, actor).enforce(REVOKE)
         return _set_state(
             config,
             ConfigState.REVOKED,
@@ -359,17 +336,10 @@ def kms_config_revoke(*, config: KmsConfig, actor: Actor) -> KmsConfig:
 
 def kms_config_reenable(*, config: KmsConfig, actor: Actor) -> KmsConfig:
     """Undo disable/revoke. The primary key comes back active; any other comes back decrypt-only."""
-    guard(
-        actor=actor,
-        tenant=config.tenant,
-        attempted="kms_config.reenable",
-        reason=vendor_config_change_refusal(config, "re-enable"),
-        target=config,
-    )
+    _refuse_the_vendor(config, actor, REENABLE, "kms_config.reenable")
     with transaction.atomic():
         config = _locked(config)
-        if config.state not in BLOCKING_STATES:
-            raise errors.Conflict(f"{config.name} is not disabled or revoked.")
+        kms_config_allowed_actions(config, actor).enforce(REENABLE)
         state = ConfigState.ACTIVE if config.is_primary else ConfigState.DECRYPT_ONLY
         return _set_state(config, state, actor, "kms_config.reenabled", HistoryAction.REENABLED)
 
@@ -378,14 +348,7 @@ def kms_config_retire(*, config: KmsConfig, actor: Actor) -> KmsConfig:
     """Stop using a vendor-provided key for good: only once no tenant key depends on it alone."""
     with transaction.atomic():
         config = _locked(config)
-        if config.owner != ConfigOwner.VENDOR:
-            raise errors.PermissionDenied(
-                "Only vendor-provided keys can be retired; the tenant disables or revokes its own."
-            )
-        if config.is_primary:
-            raise errors.Conflict("The primary key cannot be retired; make another key primary first.")
-        if config.state in (ConfigState.RETIRED, ConfigState.DESTROYED):
-            raise errors.Conflict(f"{config.name} is already {config.get_state_display().lower()}.")
+        kms_config_allowed_actions(config, actor).enforce(RETIRE)
         sole = _keys_wrapped_only_under(config)
         if sole:
             raise errors.Conflict(
@@ -404,11 +367,8 @@ def kms_config_destroy(*, config: KmsConfig, actor: Actor) -> KmsConfig:
     """
     with transaction.atomic():
         config = _locked(config)
-        if config.owner != ConfigOwner.VENDOR:
-            raise errors.PermissionDenied("KeyCore cannot destroy a tenant's own key; the tenant does that in its KMS.")
+        kms_config_allowed_actions(config, actor).enforce(DESTROY)
         leaving = config.tenant.status in (TenantStatus.OFFBOARDING, TenantStatus.OFFBOARDED)
-        if config.is_primary and not leaving:
-            raise errors.Conflict("The primary key of an active tenant cannot be destroyed.")
         orphaned = _keys_wrapped_only_under(config)
         if orphaned and not leaving:
             raise errors.Conflict(
@@ -495,8 +455,13 @@ def kms_config_record_health(*, config: KmsConfig, result: HealthResult) -> None
             )
 
 
-def kms_config_check(*, config: KmsConfig) -> HealthResult:
-    """Run a health check now (wrap and unwrap a probe through the KMS) and record it."""
+def kms_config_check(*, config: KmsConfig, actor: Actor | None = None) -> HealthResult:
+    """Run a health check now (wrap and unwrap a probe through the KMS) and record it.
+
+    A retired or destroyed configuration has nothing left to check (Conflict). ``actor``
+    defaults to KeyCore's own schedule.
+    """
+    kms_config_allowed_actions(config, actor or Actor.system("health-check")).enforce(CHECK)
     try:
         provider = provider_for(config)
         result = provider.check(wrap_context(config, config.tenant))

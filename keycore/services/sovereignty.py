@@ -23,6 +23,10 @@ when it is a signed-in member of that tenant; KeyCore's own jobs and schedules
 vendor API keys, the operator's commands — is the vendor. The capability of a
 member's role (who may manage keys, members, settings) is ``keycore/roles.py``'s.
 
+What the vendor may do to each KMS configuration is decided with everything else about
+configurations in :func:`keycore.key_rules.kms_config_allowed_actions`, which asks
+:func:`is_vendor` and :func:`vendor_key_replacement_refusal` here.
+
 Every refusal raises :class:`keycore.errors.TenantSovereignty` (403) saying why, and
 is first written to the tenant's own audit chain as ``vendor.refused`` in a
 transaction of its own, so the tenant sees the attempt even though nothing changed.
@@ -96,20 +100,12 @@ def tenant_has_owner(tenant: Tenant) -> bool:
 # --- the rules: a reason the vendor may not, or None ------------------------------------------------
 
 
-def vendor_config_change_refusal(config: KmsConfig, action: str) -> str | None:
-    """Why the vendor may not ``action`` (make primary, disable, …) this configuration, or None."""
-    if config.owner == ConfigOwner.TENANT:
-        return f"{config.name} is the tenant's own key: only the tenant's administrators can {action} it."
-    if action == "make primary":
-        return vendor_key_replacement_refusal(config.tenant)
-    return None
-
-
 def vendor_key_replacement_refusal(tenant: Tenant) -> str | None:
     """Why no vendor-provided key may become this tenant's primary key on the vendor's word, or None."""
     if tenant_owns_key(tenant):
         return (
-            f"{tenant.name} uses its own key: a vendor-provided key can never replace it. "
+            f"{tenant.name} uses its own key: a vendor-provided key can never replace it, whatever the tenant's "
+            "status. "
             "Only the tenant can go back to a vendor-provided key."
         )
     return None

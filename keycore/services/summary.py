@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Mod
 
@@ -153,7 +153,26 @@ def tenant_counts_add(rows: Iterable[Mapping[str, object]]) -> None:
         for dimension in COUNTED:
             deltas[(dimension, str(values[dimension]), slot)] += 1
     with transaction.atomic():
-        _apply(deltas)
+        _add_many(deltas)
+
+
+def _add_many(deltas: Mapping[tuple[str, str, int], int]) -> None:
+    """Add many deltas in a few statements (an upsert per 500 rows, in the same sorted order as :func:`_apply`).
+
+    A batch of 2,000 tenants created over two years touches some 1,700 (week, slot) rows: one UPDATE
+    each would cost more than creating the tenants.
+    """
+    rows = [(d, v, slot, n) for (d, v, slot), n in sorted(deltas.items()) if n]
+    table = connection.ops.quote_name(TenantCount._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            marks = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} (dimension, value, slot, count) VALUES {marks} "  # noqa: S608 - the model's table
+                f"ON CONFLICT (dimension, value, slot) DO UPDATE SET count = {table}.count + excluded.count",
+                [item for row in chunk for item in row],
+            )
 
 
 def tenant_counts() -> dict[str, dict[str, int]]:

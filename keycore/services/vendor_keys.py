@@ -35,6 +35,7 @@ from keycore.providers.registry import get_provider_class
 from keycore.sealing import seal_secrets, unseal_secrets
 from keycore.services.audit import Actor, audit_record
 from keycore.services.keyring import build_provider, bump_epoch, provider_for_vendor_key
+from keycore.services.summary import tenant_summary_sync
 
 #: the tenant named in a vendor key's probes: no tenant has this uid, so a probe wrap opens no tenant's data
 PROBE_TENANT = uuid.UUID(int=0)
@@ -255,15 +256,11 @@ def vendor_key_record_health(*, vendor_key: VendorKey, result: HealthResult) -> 
             state__in=[ConfigState.RETIRED, ConfigState.DESTROYED]
         )
         configs.update(**fields)
-        # the tenants list's summary column: failing as soon as a key in use fails, ok once none does
-        served = Tenant.objects.filter(kms_configs__in=configs).distinct()
-        if result.ok:
-            still_failing = KmsConfig.objects.filter(health=Health.FAILING).exclude(
-                state__in=[ConfigState.RETIRED, ConfigState.DESTROYED]
-            )
-            served.exclude(kms_configs__in=still_failing).update(health=Health.OK)
-        else:
-            served.update(health=Health.FAILING)
+        if before != fields["health"]:
+            # each served tenant's summary (KMS health, key status) and the dashboard's counts, by the one rule;
+            # only on a change of health: a check that confirms what is stored moves nothing
+            for served in Tenant.objects.filter(kms_configs__in=configs).distinct().only("pk").iterator():
+                tenant_summary_sync(tenant=served)
         if before is not None and before != fields["health"]:
             audit_record(
                 actor=Actor.system("health-check"),

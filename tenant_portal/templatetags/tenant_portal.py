@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django import template
 
-from keycore import errors
-from keycore.providers.registry import get_provider_class
 from keycore.roles import tenant_can
+from keycore.ui.kms import provider_label
 
 register = template.Library()
 
@@ -17,9 +16,4 @@ def can(membership, cap: str) -> bool:
     return membership is not None and tenant_can(membership.role, cap)
 
 
-@register.filter
-def provider_label(name: str) -> str:
-    try:
-        return get_provider_class(name).label
-    except errors.KeyCoreError:
-        return name
+register.filter("provider_label", provider_label)

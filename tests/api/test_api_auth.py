@@ -78,6 +78,34 @@ ROUTES = [
         "crypto",
         {"items": [{"tenant": "acme", "edek": "", "fields": {}}], "requesting_id": "t"},
     ),
+    # the in-process SDK's API and deterministic encryption (docs/sdk.md)
+    ("POST", "/api/v1/crypto/leases", "crypto", {"tenant": "acme", "process": "p"}),
+    (
+        "POST",
+        "/api/v1/crypto/leases/derive",
+        "crypto",
+        {"tenant": "acme", "process": "p", "key_version": 1, "lease_id": "AAAAAAAAAAAAAAAAAAAAAA=="},
+    ),
+    ("GET", "/api/v1/crypto/epoch", "crypto", None),
+    ("POST", "/api/v1/crypto/usage", "crypto", {"reports": [{"tenant": "acme", "operation": "encrypt", "count": 1}]}),
+    (
+        "POST",
+        "/api/v1/crypto/deterministic/encrypt",
+        "crypto",
+        {"tenant": "acme", "field": "email", "value": "eA==", "requesting_id": "t"},
+    ),
+    (
+        "POST",
+        "/api/v1/crypto/deterministic/decrypt",
+        "crypto",
+        {"tenant": "acme", "field": "email", "ciphertext": "eA==", "requesting_id": "t"},
+    ),
+    (
+        "POST",
+        "/api/v1/crypto/search-terms",
+        "crypto",
+        {"tenant": "acme", "field": "email", "value": "eA==", "requesting_id": "t"},
+    ),
 ]
 
 

@@ -134,3 +134,30 @@ def test_decrypt_only_and_retire_wait_until_no_key_depends_on_the_config(api, te
     assert retired.status == 200 and retired.json["state"] == "retired"
     assert KeyHistoryEntry.objects.filter(tenant=tenant, action="retired").exists()
     assert api.post("/api/v1/crypto/encrypt", {"tenant": "acme", "fields": {}, "requesting_id": "t"}).status == 200
+
+
+def test_each_configuration_says_which_of_the_apis_actions_the_caller_may_take_and_why_not(api, tenant, moto):
+    second = api.post("/api/v1/tenants/acme/kms-configs/", {"provider": "local", "name": "K2"}).json
+    assert second["allowed_actions"] == ["make_primary", "decrypt_only", "retire"] and second["refused_actions"] == {}
+    primary = _configs(api)["Vendor-provided key"]
+    assert primary["allowed_actions"] == []
+    assert primary["refused_actions"]["retire"] == "The primary key cannot be retired; make another key primary first."
+    # what it says is what happens: a refused action is refused with the same reason
+    refused = api.post(f"/api/v1/tenants/acme/kms-configs/{primary['uid']}/retire/")
+    assert refused.status == 409 and refused.json["detail"] == primary["refused_actions"]["retire"]
+
+    settings, secrets = moto.provider_settings(moto.create_key())
+    kms_config_create(
+        tenant=tenant,
+        owner=ConfigOwner.TENANT,
+        data=ConfigInput(provider="aws", name="Acme's AWS key", settings=settings, secrets=secrets),
+        actor=Actor.system("tenant-portal"),
+    )
+    configs = _configs(api)
+    own = configs["Acme's AWS key"]
+    assert own["allowed_actions"] == [] and "the tenant's own key" in own["refused_actions"]["make_primary"]
+    now = configs["K2"]
+    assert now["allowed_actions"] == ["decrypt_only", "retire"]
+    assert "can never replace it" in now["refused_actions"]["make_primary"]
+    answer = api.post(f"/api/v1/tenants/acme/kms-configs/{second['uid']}/make-primary/")
+    assert answer.status == 403 and answer.json["detail"] == now["refused_actions"]["make_primary"]

@@ -90,7 +90,7 @@ def test_staff_find_a_tenant_invite_its_admin_and_move_it_to_a_new_key(page, ven
     # add a vendor-provided key, then make it primary; the rekey job runs on the Celery worker
     page.get_by_role("button", name="Add a vendor-provided key").click()
     page.wait_for_url("**/keys/new/")
-    page.fill("#id_name", "Second vendor key")
+    page.fill("#id_config_name", "Second vendor key")
     shot(page, "key-create")
     page.get_by_role("button", name="Save key").click()
     page.wait_for_load_state("networkidle")

@@ -17,14 +17,13 @@ from django.urls import reverse
 
 from keycore.models import AuditEvent, ChainVerification, EventChain, KeyUseEvent
 from keycore.services.audit import chain_key
+from keycore.services.event_export import ExportFilter, export_with_head
 from keycore.services.events import (
-    ExportFilter,
     anchor_parse,
     chain_anchor,
     chain_verification_run,
     chain_verify,
     events_prune,
-    export_with_head,
 )
 from keycore.services.forwarding import deliver_pending, destination_create
 from keycore.services.tenants import tenant_update

@@ -20,16 +20,8 @@ from keycore.models import ApiKey, AuditEvent, KeyUseEvent
 from keycore.services.apikeys import api_key_create
 from keycore.services.audit import GENESIS_HASH, Actor, chain_key, chain_sign, event_digest
 from keycore.services.crypto import CallMeta, crypto_decrypt, crypto_encrypt
-from keycore.services.events import (
-    ExportFilter,
-    chain_verify,
-    detail_operations,
-    export_csv,
-    export_documents,
-    export_querysets,
-    keyuse_append,
-    keyuse_payload,
-)
+from keycore.services.event_export import ExportFilter, export_csv, export_documents, export_querysets
+from keycore.services.events import chain_verify, detail_operations, keyuse_append, keyuse_payload
 from keycore.services.forwarding import deliver_pending, destination_create
 from keycore.services.keyring import read_epoch
 from keycore.services.keyuse import KeyUseRecorder, attribution

@@ -23,7 +23,7 @@ from keycore.models import (
     VendorStaff,
 )
 from keycore.models.keys import ConfigOwner
-from keycore.services import apikeys, events, forwarding, jobs, keyring, keys, tenants, vendor_keys
+from keycore.services import apikeys, event_export, forwarding, jobs, keyring, keys, tenants, vendor_keys
 from keycore.services.audit import Actor
 from keycore.services.keys import ConfigInput
 
@@ -424,7 +424,9 @@ CASES: dict[str, Case] = {
     "dead_letters_replay": Case("event_destination.replay_requested", _replayed),
     "events_export": Case(
         "events.exported",
-        lambda w: events.events_export_record(tenant=w.tenant, actor=w.actor, fmt="csv", f=events.ExportFilter()),
+        lambda w: event_export.events_export_record(
+            tenant=w.tenant, actor=w.actor, fmt="csv", f=event_export.ExportFilter()
+        ),
         target_type="event_chain",
     ),
 }

@@ -12,8 +12,8 @@ import pytest
 from django.urls import reverse
 
 from keycore.models import AuditEvent, KeyUseEvent
-from keycore.services import events as event_services
-from keycore.services.events import ExportFilter, export_csv, export_documents, export_jsonl
+from keycore.services import event_export as event_services
+from keycore.services.event_export import ExportFilter, export_csv, export_documents, export_jsonl
 from tests.events.conftest import use_keys
 
 pytestmark = pytest.mark.django_db

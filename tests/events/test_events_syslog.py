@@ -13,7 +13,8 @@ from django.utils import timezone
 from keycore import errors
 from keycore.models import EventChain
 from keycore.services.audit import chain_key
-from keycore.services.forwarding import deliver_pending, destination_create, destination_test, syslog_message
+from keycore.services.forwarding import deliver_pending, destination_create, destination_test
+from keycore.services.siem_wire import syslog_message
 from tests.events.conftest import use_keys
 from tests.events.receivers import SyslogListener, make_tls_material
 from tests.workers import wait_for

@@ -32,6 +32,7 @@ def main() -> int:
 
     totals = {"encrypt": 0, "decrypt": 0, "refused": 0}
     state = None
+    last_refusal_said = 0.0
     lease_seen = None
     while not stop.is_set():
         try:
@@ -44,8 +45,10 @@ def main() -> int:
                 say(ok=True)
         except KeyCoreAPIError as exc:
             totals["refused"] += 1
-            if state != exc.code:
+            now = time.time()
+            if state != exc.code or now - last_refusal_said >= 0.2:  # a refusal at least every 0.2 s while refused
                 state = exc.code
+                last_refusal_said = now
                 say(ok=False, error=exc.code, kind=type(exc).__name__, detail=exc.detail[:300])
         lease = sdk._leases.get(tenant)
         if lease is not None and lease is not lease_seen:

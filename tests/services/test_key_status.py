@@ -7,6 +7,7 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from keycore.key_status import DARK, ConfigFacts, KeyStatus, describe, key_status_of
 from keycore.models import KmsConfig, Tenant, TenantCount
@@ -178,7 +179,8 @@ def test_tenant_status_changes_move_key_status_and_counts(tenant, other_tenant):
     tenants.tenant_set_status(tenant=tenant, transition="offboard", actor=SYSTEM)
     assert _status(tenant) == KeyStatus.OFFBOARDED
     assert tenant_counts()["status"] == {"active": 1, "offboarding": 1}
-    tenants.tenant_shred(tenant=tenant, actor=SYSTEM, force=True)
+    Tenant.objects.filter(pk=tenant.pk).update(shred_after=timezone.now())  # the grace period is over
+    tenants.tenant_shred(tenant=tenant, actor=SYSTEM)
     tenant.refresh_from_db()
     assert (tenant.status, tenant.key_status) == ("offboarded", KeyStatus.SHREDDED)
     assert tenant_counts()["status"] == {"active": 1, "offboarded": 1}

@@ -5,9 +5,10 @@ SoftHSM2, OpenBao) is in tests/providers/test_vendor_key_binding.py."""
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from keycore import errors, selectors
-from keycore.models import AuditEvent, KmsConfig, RekeyJob, TenantKeyWrap, VendorKey
+from keycore.models import AuditEvent, KmsConfig, RekeyJob, Tenant, TenantKeyWrap, VendorKey
 from keycore.models.jobs import JobKind, JobState
 from keycore.models.keys import ConfigOwner, ConfigState
 from keycore.roles import VendorRole
@@ -220,7 +221,8 @@ def test_shredding_one_tenant_under_a_shared_key_leaves_the_others_readable(vend
     gone = crypto_encrypt(tenant="leaving", fields={"f": b"x"}, meta=META)
     kept = crypto_encrypt(tenant="staying", fields={"f": b"y"}, meta=META)
     tenant_set_status(tenant=leaving, transition="offboard", actor=vendor)
-    tenant_shred(tenant=leaving, actor=vendor, force=True)
+    Tenant.objects.filter(pk=leaving.pk).update(shred_after=timezone.now())  # the grace period is over
+    tenant_shred(tenant=leaving, actor=vendor)
     keyring.clear_caches()
     assert not TenantKeyWrap.objects.filter(tenant_key__tenant=leaving).exists()
     assert crypto_decrypt(tenant="staying", edek=kept.edek, fields=kept.fields, meta=META) == {"f": b"y"}

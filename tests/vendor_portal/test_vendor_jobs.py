@@ -86,7 +86,7 @@ def test_the_jobs_list_needs_no_more_queries_for_more_rows(as_admin, monkeypatch
         _start_job(t)
     counts = []
     for size in (2, 6):
-        monkeypatch.setattr("vendor_portal.views.PAGE_SIZE", size)
+        monkeypatch.setattr("vendor_portal.jobs.PAGE_SIZE", size)
         with CaptureQueriesContext(connection) as queries:
             response = as_admin.get(reverse("vendor:jobs"))
         assert len(response.context["page"].rows) == size

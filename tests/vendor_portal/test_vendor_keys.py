@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 def _aws_form(moto, **overrides):
     settings_, secrets = moto.provider_settings(moto.create_key())
-    data = {"provider": "aws", "name": "Vendor AWS key", "rate_limit": "50", **settings_, **secrets}
+    data = {"provider": "aws", "config_name": "Vendor AWS key", "config_rate_limit": "50", **settings_, **secrets}
     data.update(overrides)
     return data
 
@@ -33,7 +33,9 @@ def test_the_form_comes_from_the_providers_fields_with_write_only_secrets(as_adm
 
 
 def test_it_adds_a_local_vendor_key_without_making_it_primary(as_operator, tenant, vendor_operator):
-    response = as_operator.post(reverse("vendor:key_create", args=["acme"]), {"provider": "local", "name": "Spare"})
+    response = as_operator.post(
+        reverse("vendor:key_create", args=["acme"]), {"provider": "local", "config_name": "Spare"}
+    )
     assert response.status_code == 302
     config = KmsConfig.objects.get(tenant=tenant, name="Spare")
     assert config.owner == "vendor" and not config.is_primary and config.secret_fields_set == ["kek"]
@@ -152,7 +154,7 @@ def test_a_vendor_key_never_replaces_the_tenants_own_key(as_admin, tenant, tenan
         tenant_set_status(tenant=tenant, transition="suspend", actor=Actor.system("t"))
     vendor_key = KmsConfig.objects.get(tenant=tenant, owner="vendor")
     page = as_admin.get(reverse("vendor:tenant", args=["acme"])).content.decode()
-    assert "a vendor-provided key can never replace it, whatever the tenant's status" in page
+    assert "a vendor-provided key can never replace it, whatever the tenant&#x27;s status" in page
     assert 'disabled aria-describedby="primary-rule"' in page
     response = as_admin.post(reverse("vendor:key_make_primary", args=["acme", vendor_key.uid]), follow=True)
     assert "can never replace it" in response.content.decode()

@@ -161,7 +161,7 @@ def test_the_key_list_needs_no_more_queries_for_more_keys(as_admin, tenant, monk
         api_key_create(name=f"k{i}", scopes=["crypto"], tenants=[tenant], actor=Actor.system("t"))
     counts = []
     for size in (2, 6):
-        monkeypatch.setattr("vendor_portal.views.PAGE_SIZE", size)
+        monkeypatch.setattr("vendor_portal.staff.PAGE_SIZE", size)
         with CaptureQueriesContext(connection) as queries:
             response = as_admin.get(reverse("vendor:api_keys"))
         assert len(response.context["page"].rows) == size

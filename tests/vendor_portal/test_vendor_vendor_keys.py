@@ -25,7 +25,7 @@ def _local(name, **kwargs):
 
 def test_a_vendor_key_in_the_vendors_aws_kms_is_tested_then_saved(as_admin, moto, vendor_admin):
     settings_, secrets = moto.provider_settings(moto.create_key())
-    form = {"provider": "aws", "name": "EU AWS key", "rate_limit": "0", **settings_, **secrets}
+    form = {"provider": "aws", "config_name": "EU AWS key", "config_rate_limit": "0", **settings_, **secrets}
     tested = as_admin.post(reverse("vendor:vendor_key_test"), form, headers={"HX-Request": "true"})
     assert b"Connected" in tested.content and not VendorKey.objects.exists()
     saved = as_admin.post(reverse("vendor:vendor_key_create") + "?provider=aws", {**form, "make_default": "on"})

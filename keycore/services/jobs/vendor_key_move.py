@@ -28,7 +28,6 @@ from keycore import errors
 from keycore.models import KmsConfig, RekeyJob, Tenant, TenantKey, TenantKeyWrap, VendorKey
 from keycore.models.jobs import ACTIVE_JOB_STATES, JobKind, JobState
 from keycore.models.keys import ConfigOwner, ConfigState, HistoryAction, TenantKeyState, VendorKeyState
-from keycore.models.tenants import Health, KeyOwnership
 from keycore.providers.registry import get_provider_class
 from keycore.services.audit import Actor, audit_record
 from keycore.services.jobs.engine import (
@@ -56,6 +55,7 @@ from keycore.services.sovereignty import (
     tenants_owning_keys,
     vendor_key_replacement_refusal,
 )
+from keycore.services.summary import tenant_summary_sync
 from keycore.services.vendor_keys import vendor_key_config_for
 
 SUBJECT = "tenant"
@@ -288,14 +288,7 @@ class VendorKeyMove(JobKindRunner):
             previous.state, previous.state_changed_at = ConfigState.RETIRED, now
             previous.save(update_fields=["state", "state_changed_at", "updated_at"])
             key_history_record(tenant, previous, HistoryAction.RETIRED, actor, f"replaced by {vendor_key.name}")
-        failing = KmsConfig.objects.filter(tenant=tenant, health=Health.FAILING).exclude(
-            state__in=[ConfigState.RETIRED, ConfigState.DESTROYED]
-        )
-        Tenant.objects.filter(pk=tenant.pk).update(
-            key_ownership=KeyOwnership.VENDOR,
-            primary_provider=vendor_key.provider,
-            health=Health.FAILING if failing.exists() else config.health,
-        )
+        tenant_summary_sync(tenant=tenant)  # key ownership, provider, health, key status and the counts
         audit_record(
             actor=actor,
             action="vendor_key.assigned",

@@ -24,7 +24,7 @@ def bind(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keycore", "0012_job_kind_labels_for_people"),
+        ("keycore", "0013_vendor_keys"),
         ("mfa", "0003_authenticator_type_uniq"),
     ]
 

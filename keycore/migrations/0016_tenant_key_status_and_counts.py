@@ -89,7 +89,7 @@ def compute_key_status(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keycore', '0012_job_kind_labels_for_people'),
+        ('keycore', '0015_shred_early_dual_control'),
     ]
 
     operations = [

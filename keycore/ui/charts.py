@@ -1,8 +1,12 @@
-"""Server-rendered SVG bar charts of key use: geometry here, markup in tenant_portal/_chart.svg.html.
+"""Charts drawn on the server as SVG geometry, for both portals; templates only place the shapes.
 
-No chart library and no script: the page's CSP allows neither inline scripts nor
-inline styles, so each bar is a ``<rect>`` with its coordinates as attributes and
-a class that keycore.css colours; hovering shows the SVG ``<title>``.
+No chart library and no script: the pages' CSP allows neither inline scripts nor
+inline styles, so each bar is a ``<rect>`` with its coordinates as attributes and a
+class that keycore.css colours; hovering shows the SVG ``<title>``. Two kinds:
+labelled bars and columns (:func:`horizontal_bars`, :func:`columns`: the vendor's
+dashboard, templates/includes/chart_bars.html and chart_columns.html), and bars per
+day stacked by series (:func:`key_use_charts`: the tenant's overview,
+templates/tenant_portal/_chart.html).
 """
 
 from __future__ import annotations
@@ -11,6 +15,100 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
+
+# --- labelled bars and columns ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    x: float
+    y: float
+    width: float
+    height: float
+    css: str = ""
+    href: str = ""
+    #: where the value's text goes
+    text_x: float = 0
+    text_y: float = 0
+    #: where the label goes (horizontal bars: left of the bar, right-aligned)
+    label_x: float = 0
+
+
+@dataclass(frozen=True)
+class BarChart:
+    width: int
+    height: int
+    bars: list[Bar]
+    title: str
+
+    @property
+    def description(self) -> str:
+        return "; ".join(f"{b.label}: {b.value}" for b in self.bars)
+
+
+def horizontal_bars(
+    title: str,
+    items: list[tuple[str, int, str, str]],
+    *,
+    width: int = 300,
+    label_width: int = 110,
+    bar_height: int = 18,
+    gap: int = 8,
+) -> BarChart:
+    """One labelled bar per (label, value, css class, link), longest bar = the largest value."""
+    top = max((value for _, value, _, _ in items), default=0) or 1
+    room = width - label_width - 60
+    bars = []
+    for i, (label, value, css, href) in enumerate(items):
+        y = i * (bar_height + gap)
+        length = max(2.0, room * value / top) if value else 0.0
+        bars.append(
+            Bar(
+                label,
+                value,
+                label_width,
+                y,
+                round(length, 1),
+                bar_height,
+                css,
+                href,
+                round(label_width + length + 6, 1),
+                y + bar_height * 0.72,
+                label_width - 8,
+            )
+        )
+    height = max(bar_height, len(items) * (bar_height + gap) - gap)
+    return BarChart(width, height, bars, title)
+
+
+def columns(title: str, items: list[tuple[str, int]], *, width: int = 360, height: int = 90, gap: int = 4) -> BarChart:
+    """A column per (label, value), e.g. one per week; the tallest column = the largest value."""
+    top = max((value for _, value in items), default=0) or 1
+    plot = height - 14  # room for the value labels above the columns
+    step = width / max(1, len(items))
+    bars = []
+    for i, (label, value) in enumerate(items):
+        h = max(1.0, plot * value / top) if value else 0.0
+        x = i * step + gap / 2
+        bar_width = step - gap
+        bars.append(
+            Bar(
+                label,
+                value,
+                round(x, 1),
+                round(height - h, 1),
+                round(bar_width, 1),
+                round(h, 1),
+                text_x=round(x + bar_width / 2, 1),
+                text_y=round(max(10.0, height - h - 3), 1),
+            )
+        )
+    return BarChart(width, height, bars, title)
+
+
+# --- bars per day, stacked by series --------------------------------------------------------------
 
 WIDTH = 420  # drawn about this wide: three charts side by side on a laptop screen
 HEIGHT = 200
@@ -36,7 +134,7 @@ class Segment:
 
 
 @dataclass
-class Chart:
+class StackedChart:
     title: str
     total: int
     peak: int
@@ -86,7 +184,7 @@ def series_order(rows: list[dict], *, key: str) -> list[str]:
     return names
 
 
-def stacked_daily(title: str, days: list[date], rows: list[dict], *, key: str, series: list[str]) -> Chart:
+def stacked_daily(title: str, days: list[date], rows: list[dict], *, key: str, series: list[str]) -> StackedChart:
     """One bar per day, stacked by ``series`` (values of ``rows[i][key]``; unknown ones go to OTHER)."""
     index = {name: i for i, name in enumerate(series)}
     per_day: dict[date, dict[int, int]] = {day: defaultdict(int) for day in days}
@@ -101,7 +199,7 @@ def stacked_daily(title: str, days: list[date], rows: list[dict], *, key: str, s
     day_totals = {day: sum(counts.values()) for day, counts in per_day.items()}
     peak = max(day_totals.values(), default=0)
     scale_top = _nice_ceiling(peak)
-    chart = Chart(title=title, total=sum(day_totals.values()), peak=peak)
+    chart = StackedChart(title=title, total=sum(day_totals.values()), peak=peak)
     plot_height = chart.baseline - TOP
     slot_width = (chart.plot_right - chart.plot_left) / max(1, len(days))
     bar_width = slot_width * BAR_FILL

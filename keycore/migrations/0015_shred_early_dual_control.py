@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keycore', '0013_bind_mfa_secrets_to_their_authenticator'),
+        ('keycore', '0014_bind_mfa_secrets_to_their_authenticator'),
     ]
 
     operations = [
