@@ -18,6 +18,7 @@ from __future__ import annotations
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -200,8 +201,6 @@ tenant_offboard = _status_view(
 
 
 def _bulk_failure(index: int, external_id: str | None, exc: errors.KeyCoreError) -> dict:
-    from keycore.api.problems import error_body
-
     return {"index": index, "external_id": external_id, "status": exc.http_status, "error": error_body(exc)}
 
 
@@ -674,10 +673,6 @@ def _valid(serializer_class, data) -> dict:
 def _valid_with(serializer, data) -> dict:
     """What :func:`_valid` does, with one serializer instance reused for many bodies (its fields are built once:
     building them is most of a ModelSerializer's or nested serializer's cost)."""
-    from rest_framework.exceptions import ValidationError
-
-    from keycore.api.problems import _flatten
-
     if data is None or not hasattr(data, "get"):
         raise errors.InvalidInput("The body must be a JSON object.", field_errors={"__all__": ["Expected an object."]})
     try:
