@@ -61,7 +61,6 @@ def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str
 
     setup_django(keep=folder)
     (folder / "static").mkdir(exist_ok=True)
-    from django.conf import settings
 
     from keycore.services.apikeys import api_key_create
     from keycore.services.audit import Actor
@@ -74,8 +73,16 @@ def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str
 
         tenant_update(tenant=tenant, actor=actor, detailed_events=True)
     _key, raw = api_key_create(name="bench", scopes=["crypto"], actor=actor)
+    return raw, server_env(folder)
+
+
+def server_env(folder: Path) -> dict[str, str]:
+    """The environment of a production-settings server on the database Django is set up with."""
+    from django.conf import settings
+
     database = settings.DATABASES["default"]
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{database['NAME']}"
+    (folder / "static").mkdir(exist_ok=True)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -90,7 +97,7 @@ def prepare(folder: Path, *, detailed: bool = False) -> tuple[str, dict[str, str
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
-    return raw, env
+    return env
 
 
 #: the deployed gunicorn config: metrics in multi-process mode, gc.freeze() once a worker has loaded Django
@@ -193,6 +200,18 @@ class WorkerClock:
             return [int(p) for p in Path(f"/proc/{self.master}/task/{self.master}/children").read_text().split()]
         except OSError:
             return []
+
+    def peak_rss_mib(self) -> float | None:
+        """The largest peak resident set (VmHWM) of any worker so far (Linux /proc)."""
+        peaks = []
+        for pid in self._workers():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        return round(max(peaks), 1) if peaks else None
 
     def seconds(self) -> float | None:
         total = 0
@@ -382,6 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
         single = bench_single(port, key, args.requests, args.field_size, clock, object_ids=object_ids)
         batch_one = bench_batch(port, key, args.batches, args.items, args.field_size, 1, clock, object_ids=object_ids)
         batch_two = bench_batch(port, key, args.batches, args.items, args.field_size, 2, clock, object_ids=object_ids)
+        peak_rss = clock.peak_rss_mib()
         reference.append(reference_rate())
     finally:
         if process is not None:
@@ -406,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
         "single": single,
         "batch_1_connection": batch_one,
         "batch_2_connections": batch_two,
+        "worker_peak_rss_mib": peak_rss,
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -436,6 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"  server CPU per batch: {batch['server_cpu_ms_per_request']:.1f} ms, i.e. "
                     f"{batch['fields_per_s_two_free_cores']:,.0f} fields/s for two workers on two free cores"
                 )
+        print(f"peak resident memory of one web worker (VmHWM): {peak_rss} MiB")
     return figures
 
 

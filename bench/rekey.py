@@ -56,6 +56,7 @@ class Figure:
     worker_cpu_s: float
     database_cpu_s: float | None
     note: str = ""
+    worker_peak_rss_mib: float | None = None
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -122,6 +123,18 @@ class Workers:
 
     def cpu(self) -> float:
         return sum(_cpu_seconds(proc.pid) for proc in self.procs)
+
+    def peak_rss_mib(self) -> float | None:
+        """The largest peak resident set (VmHWM) of any worker since it started (Linux /proc)."""
+        peaks = []
+        for proc in self.procs:
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        return round(max(peaks), 1) if peaks else None
 
     def output(self) -> str:
         return "\n".join(log.read_text(errors="replace")[-3000:] for log in self.logs if log.exists())
@@ -235,6 +248,7 @@ def _kek_rotation(name: str, tenants: int, keys: int, workers: Workers) -> Figur
         None if db.used() is None else round(db.used(), 1),
         f"{job.done} tenant KEKs rotated, {wraps} tenant keys rewrapped, {job.chunks_total} chunks, "
         f"{tenants} audit events",
+        workers.peak_rss_mib(),
     )
 
 
@@ -349,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         db = "" if f.database_cpu_s is None else f", database {f.database_cpu_s} s"
         print(
             f"{f.name:<34} {f.items:>8} {f.unit:<8} in {f.seconds:>7.2f} s = {f.per_second:>7} /s"
-            f"   (CPU: workers {f.worker_cpu_s} s{db})"
+            f"   (CPU: workers {f.worker_cpu_s} s{db}; worker peak RSS {f.worker_peak_rss_mib} MiB)"
         )
         if f.note:
             print(f"{'':34} {f.note}")

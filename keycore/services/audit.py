@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -29,7 +30,17 @@ from keycore.models.audit import GENESIS_HASH
 from keycore.sealing import root_keyring
 from keycore.services.bulk_writes import insert_rows, update_rows
 
-__all__ = ["GENESIS_HASH", "Actor", "audit_record", "audit_record_many", "chain_key", "diff", "event_digest", "scrub"]
+__all__ = [
+    "GENESIS_HASH",
+    "Actor",
+    "audit_record",
+    "audit_record_many",
+    "audit_record_rows",
+    "chain_key",
+    "diff",
+    "event_digest",
+    "scrub",
+]
 #: field names whose values never enter an audit event, whatever a caller passes
 SECRET_FIELD_MARKERS = (
     "secret",
@@ -128,9 +139,12 @@ def scrub(changes: dict[str, Any] | None) -> dict[str, Any]:
     return {name: _scrub_value(name, value) for name, value in (changes or {}).items()}
 
 
+#: any marker anywhere in a name, in one pass (scrub runs on every event's every key)
+_SECRET_NAME = re.compile("|".join(re.escape(marker) for marker in SECRET_FIELD_MARKERS))
+
+
 def _is_secret_name(name: Any) -> bool:
-    lowered = str(name).lower()
-    return any(marker in lowered for marker in SECRET_FIELD_MARKERS)
+    return _SECRET_NAME.search(str(name).lower()) is not None
 
 
 def _scrub_value(name: Any, value: Any) -> Any:
@@ -311,8 +325,44 @@ def audit_record_many(*, actor: Actor, action: str, rows: list[tuple[int, str, s
     sample = rows[0][4]
     if scrub(sample) != sample or json.loads(json.dumps(sample)) != sample:
         raise errors.InvalidInput("Set-based audit events take plain, secret-free changes only.")
+    _append_many(actor, [(tenant_id, action, *rest) for tenant_id, *rest in rows])
+
+
+def audit_record_rows(
+    *, actor: Actor, rows: list[tuple[int, str, str, str, str, dict[str, Any]]], new_chains: bool = False
+) -> None:
+    """Append (tenant id, action, target type, target id, target repr, changes) events, set-based.
+
+    Like :func:`audit_record` for each row — changes scrubbed of secrets and compacted, every one —
+    and like :func:`audit_record_many` in its writes; a tenant's rows keep their order on its chain.
+
+    ``new_chains``: the tenants were created in the caller's transaction, so none has a chain yet and no
+    one else can append to one before it commits; their heads are written once, signed, at their final
+    position (no lock, no empty head first and then an update).
+    """
+    if rows:
+        _append_many(
+            actor,
+            [(*row[:5], json.loads(json.dumps(compact(scrub(row[5])), default=str))) for row in rows],
+            new_chains=new_chains,
+        )
+
+
+def _append_many(
+    actor: Actor, rows: list[tuple[int, str, str, str, str, dict[str, Any]]], *, new_chains: bool = False
+) -> None:
     now = timezone.now()
     keys = sorted({chain_key(tenant_id) for tenant_id, *_ in rows})
+    if new_chains:
+        heads = {key: [None, 0, GENESIS_HASH] for key in keys}
+        _append_events(actor, rows, heads, now)
+        defaults = {f.attname: f.get_default() for f in EventChain._meta.concrete_fields if not f.primary_key}
+        new = []
+        for key, (_pk, seq, last) in heads.items():
+            signer, mac = chain_sign("head", key, seq, last)
+            new.append({**defaults, "key": key, "seq": seq, "last_hash": last, "head_key_id": signer, "head_mac": mac})
+        insert_rows(EventChain, new)  # a chain that exists already makes this fail: the caller's promise was wrong
+        return
 
     def lock(wanted):
         chains = EventChain.objects.select_for_update(no_key=True).filter(key__in=wanted)
@@ -324,8 +374,18 @@ def audit_record_many(*, actor: Actor, action: str, rows: list[tuple[int, str, s
     if len(heads) < len(keys):  # a tenant without any event yet
         EventChain.objects.bulk_create([EventChain(key=k) for k in keys if k not in heads], ignore_conflicts=True)
         heads.update(lock([k for k in keys if k not in heads]))
+    _append_events(actor, rows, heads, now)
+    moved = []
+    for key, (pk, seq, last) in heads.items():  # what advance_head does, for many heads in one statement
+        moved.append((pk, seq, last, *chain_sign("head", key, seq, last)))
+    update_rows(
+        EventChain, [("seq", "int8"), ("last_hash", "text"), ("head_key_id", "text"), ("head_mac", "text")], moved
+    )
+
+
+def _append_events(actor: Actor, rows, heads: dict[str, list], now) -> None:
+    """Chain ``rows`` onto ``heads`` (key → [pk, seq, last hash], moved in place) and insert them."""
     common = {
-        "action": action,
         "actor_user_id": actor.user.pk if actor.user is not None and actor.user.pk else None,
         "actor_api_key_id": actor.api_key.pk if actor.api_key is not None else None,
         "actor_label": actor.label[:200],
@@ -334,7 +394,7 @@ def audit_record_many(*, actor: Actor, action: str, rows: list[tuple[int, str, s
         "created_at": now,
     }
     events = []
-    for tenant_id, target_type, target_id, target_repr, changes in sorted(rows, key=lambda row: row[0]):
+    for tenant_id, action, target_type, target_id, target_repr, changes in sorted(rows, key=lambda row: row[0]):
         key = chain_key(tenant_id)
         head = heads[key]
         head[1] += 1
@@ -344,6 +404,7 @@ def audit_record_many(*, actor: Actor, action: str, rows: list[tuple[int, str, s
             chain=key,
             seq=head[1],
             prev_hash=head[2],
+            action=action,
             target_type=target_type[:40],
             target_id=target_id[:64],
             target_repr=target_repr[:300],
@@ -352,12 +413,6 @@ def audit_record_many(*, actor: Actor, action: str, rows: list[tuple[int, str, s
         event["hash"] = head[2] = event_digest(head[2], audit_payload(event))
         events.append(event)
     insert_rows(AuditEvent, events)
-    moved = []
-    for key, (pk, seq, last) in heads.items():  # what advance_head does, for many heads in one statement
-        moved.append((pk, seq, last, *chain_sign("head", key, seq, last)))
-    update_rows(
-        EventChain, [("seq", "int8"), ("last_hash", "text"), ("head_key_id", "text"), ("head_mac", "text")], moved
-    )
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:

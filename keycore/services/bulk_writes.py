@@ -49,11 +49,61 @@ def update_rows(model, columns: list[tuple[str, str]], rows: list[tuple], match:
         return cursor.rowcount
 
 
-def insert_rows(model, rows: list[dict[str, Any]]) -> None:
+def field_defaults(model, now) -> dict[str, Any]:
+    """attname → the value a new row of ``model`` gets when not given one: its default, ``now`` for ``auto_now``."""
+    values: dict[str, Any] = {}
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            values[f.attname] = now
+        elif f.has_default():
+            values[f.attname] = f.get_default()
+        else:
+            values[f.attname] = None
+    return values
+
+
+def allocate_ids(model, count: int) -> list[int] | None:
+    """``count`` fresh primary keys from the table's sequence (PostgreSQL); None where there is none (SQLite)."""
+    if connection.vendor != "postgresql" or not count:
+        return None
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [quote(model._meta.db_table), model._meta.pk.column, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def insert_rows_with_ids(model, rows: list[dict[str, Any]]) -> None:
+    """Insert rows and set each one's ``id``: ids from the sequence and COPY on PostgreSQL, one INSERT … RETURNING
+    per row elsewhere (SQLite: in-process, so cheap)."""
+    if not rows:
+        return
+    ids = allocate_ids(model, len(rows))
+    if ids is not None:
+        for row, pk in zip(rows, ids, strict=True):
+            row["id"] = pk
+        insert_rows(model, rows, with_pk=True)
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    statement = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({marks}) RETURNING id"  # noqa: S608
+    with connection.cursor() as cursor:
+        for row in rows:
+            cursor.execute(statement, [f.get_db_prep_save(row.get(f.attname), connection) for f in fields])
+            row["id"] = cursor.fetchone()[0]
+
+
+def insert_rows(model, rows: list[dict[str, Any]], *, with_pk: bool = False) -> None:
     """Insert rows (attname → value) of ``model`` at once: COPY on PostgreSQL, executemany elsewhere."""
     if not rows:
         return
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    fields = [f for f in model._meta.concrete_fields if with_pk or not f.primary_key]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     if connection.vendor == "postgresql":

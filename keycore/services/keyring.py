@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings
@@ -71,8 +72,11 @@ def bump_epoch() -> None:
 _caches_lock = threading.Lock()
 _key_cache: TenantKeyCache | None = None
 _tenant_cache: TenantKeyCache | None = None
-#: by ("config", pk) or ("vendor_key", pk): every tenant served by a vendor key shares its one instance
-_providers: dict[tuple[str, int], tuple[Any, KeyProvider]] = {}
+#: built providers by ("config", pk) or ("vendor_key", pk), least recently used first (every tenant served by
+#: a vendor key shares its one instance); bounded like the key cache, because a process that touches every
+#: tenant would otherwise keep every configuration's provider (a local one holds its KEK in the clear) for as
+#: long as it lives
+_providers: OrderedDict[tuple[str, int], tuple[Any, KeyProvider]] = OrderedDict()
 
 
 def _epoch_cache(ttl: float) -> TenantKeyCache:
@@ -163,24 +167,46 @@ def provider_for(config: KmsConfig) -> KeyProvider:
     if config.vendor_key_id:
         return provider_for_vendor_key(config.vendor_key)
     stamp = (config.updated_at, bytes(config.sealed_secrets or b""))
-    cached = _providers.get(("config", config.pk))
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    provider = build_provider(config.provider, config.owner, config.settings, unseal_secrets(config))
-    with _caches_lock:
-        _providers[("config", config.pk)] = (stamp, provider)
-    return provider
+    return _cached_provider(
+        ("config", config.pk),
+        stamp,
+        lambda: build_provider(config.provider, config.owner, config.settings, unseal_secrets(config)),
+    )
 
 
 def provider_for_vendor_key(vendor_key: VendorKey) -> KeyProvider:
     """The provider instance of a shared vendor key, built once per process and key version."""
     stamp = (vendor_key.updated_at, bytes(vendor_key.sealed_secrets or b""))
-    cached = _providers.get(("vendor_key", vendor_key.pk))
+    return _cached_provider(
+        ("vendor_key", vendor_key.pk),
+        stamp,
+        lambda: build_provider(
+            vendor_key.provider, ConfigOwner.VENDOR, vendor_key.settings, unseal_secrets(vendor_key)
+        ),
+    )
+
+
+def _cached_provider(key: tuple[str, int], stamp, build) -> KeyProvider:
+    """The cached instance under ``key`` if it was built from the same version, else a new one (evicting
+    the least recently used past ``KEYCORE_KEY_CACHE_SIZE`` and closing what it evicts)."""
+    cached = _providers.get(key)
     if cached is not None and cached[0] == stamp:
+        with _caches_lock:
+            if key in _providers:
+                _providers.move_to_end(key)
         return cached[1]
-    provider = build_provider(vendor_key.provider, ConfigOwner.VENDOR, vendor_key.settings, unseal_secrets(vendor_key))
+    provider = build()
+    evicted = []
     with _caches_lock:
-        _providers[("vendor_key", vendor_key.pk)] = (stamp, provider)
+        _providers[key] = (stamp, provider)
+        _providers.move_to_end(key)
+        while len(_providers) > settings.KEYCORE_KEY_CACHE_SIZE:
+            evicted.append(_providers.popitem(last=False)[1][1])
+    for old in evicted:
+        try:
+            old.close()
+        except Exception:
+            log.debug("closing a provider failed", exc_info=True)
     return provider
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,12 +19,29 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keycore import errors
-from keycore.models import Invitation, KmsConfig, Membership, Tenant, User, VendorKey, VendorStaff
+from keycore.crypto.envelope import key_check_value, new_tenant_key
+from keycore.key_status import ConfigFacts, key_status_of
+from keycore.models import (
+    Invitation,
+    KeyHistoryEntry,
+    KmsConfig,
+    Membership,
+    Tenant,
+    TenantKey,
+    TenantKeyWrap,
+    User,
+    VendorKey,
+    VendorStaff,
+)
 from keycore.models.keys import ConfigOwner, ConfigState, HistoryAction, VendorKeyState
-from keycore.models.tenants import InvitationAudience, KeyOwnership, TenantStatus, external_id_validator
+from keycore.models.tenants import Health, InvitationAudience, KeyOwnership, TenantStatus, external_id_validator
+from keycore.providers.base import WrapContext
+from keycore.providers.registry import get_provider_class
 from keycore.roles import Cap, TenantRole, VendorRole, tenant_role_may_grant, vendor_can
-from keycore.services.audit import Actor, audit_record, diff
-from keycore.services.keyring import bump_epoch, key_history_record
+from keycore.sealing import seal_secrets
+from keycore.services.audit import Actor, audit_record, audit_record_rows, diff
+from keycore.services.bulk_writes import field_defaults, insert_rows, insert_rows_with_ids
+from keycore.services.keyring import build_provider, bump_epoch, key_history_record, provider_for_vendor_key
 from keycore.services.keys import ConfigInput, kms_config_create, kms_config_destroy, tenant_key_create
 from keycore.services.sovereignty import (
     TENANT_SETTINGS,
@@ -33,7 +51,7 @@ from keycore.services.sovereignty import (
     vendor_members_refusal,
     vendor_settings_refusal,
 )
-from keycore.services.summary import tenant_summary_sync
+from keycore.services.summary import tenant_counts_add, tenant_summary_sync
 from keycore.services.vendor_keys import vendor_key_config_for, vendor_key_default
 
 # --- tenants ---------------------------------------------------------------------------
@@ -83,10 +101,7 @@ def tenant_create(
     external_id = validate_external_id(external_id)
     name = validate_name(name)
     vendor_key = vendor_key or vendor_key_default()
-    if vendor_key is not None and vendor_key.state != VendorKeyState.ACTIVE:
-        raise errors.InvalidInput(
-            f"{vendor_key.name} is retired.", field_errors={"vendor_key": ["No such active vendor key."]}
-        )
+    _require_active(vendor_key)
     for invite in admins:
         _validate_invite(invite.email, invite.role, audience=InvitationAudience.TENANT)
     try:
@@ -104,9 +119,7 @@ def tenant_create(
                 config = vendor_key_config_for(tenant=tenant, vendor_key=vendor_key, actor=actor)
                 key_history_record(tenant, config, HistoryAction.CREATED, actor, f"shared vendor key {vendor_key.name}")
                 key_history_record(tenant, config, HistoryAction.MADE_PRIMARY, actor, "first configuration")
-                Tenant.objects.filter(pk=tenant.pk).update(
-                    key_ownership=KeyOwnership.VENDOR, primary_provider=config.provider, health=config.health
-                )
+                tenant_summary_sync(tenant=tenant)  # its key status and counts move off "disabled" (no key yet)
             else:
                 config = kms_config_create(
                     tenant=tenant,
@@ -126,6 +139,308 @@ def tenant_create(
         raise
     tenant.refresh_from_db()
     return tenant
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    external_id: str
+    name: str
+    admins: tuple[AdminInvite, ...] = ()
+    #: the shared vendor key to place the tenant under; None: the default vendor key, else a KEK of its own
+    vendor_key: VendorKey | None = None
+
+
+def tenant_create_many(
+    *, items: list[NewTenant], actor: Actor, send: bool = True
+) -> list[Tenant | errors.KeyCoreError]:
+    """Create many tenants at once, each exactly as :func:`tenant_create` leaves it; one result per item, in order.
+
+    Each valid item gets what ``tenant_create`` gives it — the tenant; its vendor-provided configuration,
+    primary: under the item's vendor key, else the default vendor key (no KEK of its own, no KMS call),
+    else a local one with a KEK of its own sealed under the root key and tested by a wrap and unwrap;
+    tenant key v1 wrapped under it, the two key-history entries, the ``tenant.created``,
+    ``kms_config.created`` and ``tenant_key.created`` events on the tenant's own chain, its summary columns
+    and key status, its place in the dashboard's counts, and invitations for its first admins — but
+    set-based: a few statements per table for the whole batch, in one transaction, one update of the
+    counts and one move of the revocation epoch instead of one per tenant. An invalid item, a retired
+    vendor key, or an external id already taken (or repeated in the batch), is that item's typed error;
+    the others are created.
+    """
+    results: list[Tenant | errors.KeyCoreError | None] = [None] * len(items)
+    wanted: list[tuple[int, str, str, tuple[AdminInvite, ...], VendorKey | None]] = []
+    seen: set[str] = set()
+    default = vendor_key_default() if any(item.vendor_key is None for item in items) else None
+    for index, item in enumerate(items):
+        vendor_key = item.vendor_key or default
+        try:
+            external_id = validate_external_id(item.external_id)
+            name = validate_name(item.name)
+            _require_active(vendor_key)
+            for invite in item.admins:
+                _validate_invite(invite.email, invite.role, audience=InvitationAudience.TENANT)
+        except errors.KeyCoreError as exc:
+            results[index] = exc
+            continue
+        if external_id in seen:
+            results[index] = _taken(external_id)
+            continue
+        seen.add(external_id)
+        wanted.append((index, external_id, name, tuple(item.admins), vendor_key))
+    taken = _taken_ids(seen)
+    for index, external_id, *_rest in wanted:
+        if external_id in taken:
+            results[index] = _taken(external_id)
+    wanted = [w for w in wanted if w[1] not in taken]
+    if not wanted:
+        return results
+    try:
+        with transaction.atomic():
+            created = _create_set(wanted, actor, send)
+    except IntegrityError:
+        # another request took one of the ids meanwhile: each item on its own, as tenant_create decides
+        created = {}
+        for index, external_id, name, admins, vendor_key in wanted:
+            try:
+                created[index] = tenant_create(
+                    external_id=external_id,
+                    name=name,
+                    admins=list(admins),
+                    actor=actor,
+                    send=send,
+                    vendor_key=vendor_key,
+                )
+            except errors.KeyCoreError as exc:
+                created[index] = exc
+    for index, outcome in created.items():
+        results[index] = outcome
+    return results
+
+
+def _require_active(vendor_key: VendorKey | None) -> None:
+    """A retired vendor key places no new tenant (the refusal ``tenant_create`` gives)."""
+    if vendor_key is not None and vendor_key.state != VendorKeyState.ACTIVE:
+        raise errors.InvalidInput(
+            f"{vendor_key.name} is retired.", field_errors={"vendor_key": ["No such active vendor key."]}
+        )
+
+
+def _taken_ids(external_ids: set[str]) -> set[str]:
+    """Which of these external ids are in use (as of now: another request may take one before we insert)."""
+    return set(Tenant.objects.filter(external_id__in=list(external_ids)).values_list("external_id", flat=True))
+
+
+def _taken(external_id: str) -> errors.Conflict:
+    return errors.Conflict(
+        f"A tenant with external id {external_id!r} already exists.", field_errors={"external_id": ["Already in use."]}
+    )
+
+
+def _summary(vendor_key: VendorKey | None) -> dict[str, str]:
+    """A new tenant's summary columns, by the rule ``tenant_summary_sync`` applies: its one configuration is
+    primary, active, vendor-owned, and as healthy as the vendor key (a local one was just tested: ok)."""
+    health = vendor_key.health if vendor_key is not None else Health.OK.value
+    facts = ConfigFacts(owner=ConfigOwner.VENDOR, state=ConfigState.ACTIVE, health=health, is_primary=True)
+    return {
+        "key_ownership": KeyOwnership.VENDOR.value,
+        "primary_provider": vendor_key.provider if vendor_key is not None else VENDOR_PROVIDER,
+        "health": health,
+        "key_status": key_status_of(tenant_status=TenantStatus.ACTIVE, configs=[facts]).value,
+    }
+
+
+def _create_set(wanted, actor: Actor, send: bool) -> dict[int, Tenant]:
+    """The rows of :func:`tenant_create_many`, in the caller's transaction."""
+    now = timezone.now()
+    # enum members' .value costs a property lookup each time: once here, not once per tenant
+    vendor, active = ConfigOwner.VENDOR.value, ConfigState.ACTIVE.value
+    created_action, primary_action = HistoryAction.CREATED.value, HistoryAction.MADE_PRIMARY.value
+    created_by = actor.user.pk if actor.user is not None and actor.user.pk else None
+    summaries = {None: _summary(None)}
+    for *_rest, vendor_key in wanted:
+        if vendor_key is not None and vendor_key.pk not in summaries:
+            summaries[vendor_key.pk] = _summary(vendor_key)
+    tenant_defaults = field_defaults(Tenant, now)
+    tenants = [
+        {
+            **tenant_defaults,
+            "uid": uuid.uuid4(),
+            "external_id": external_id,
+            "name": name,
+            **summaries[vendor_key.pk if vendor_key is not None else None],
+            "created_at": now,
+            "status_changed_at": now,
+        }
+        for _index, external_id, name, _admins, vendor_key in wanted
+    ]
+    insert_rows_with_ids(Tenant, tenants)
+    config_defaults = field_defaults(KmsConfig, now)
+    configs, raws, descriptions, providers = [], [], [], []
+    cls = get_provider_class(VENDOR_PROVIDER)
+    for tenant, (*_rest, vendor_key) in zip(tenants, wanted, strict=True):
+        row = {
+            **config_defaults,
+            "uid": uuid.uuid4(),
+            "tenant_id": tenant["id"],
+            "owner": vendor,
+            "created_by_id": created_by,
+            "state": active,
+            "is_primary": True,
+            "created_at": now,
+        }
+        if vendor_key is not None:
+            # what vendor_key_config_for writes: the shared key's settings and health, no secret of its own and
+            # no KMS call (the vendor key was tested when it was made and is health-checked since)
+            row.update(
+                provider=vendor_key.provider,
+                name=vendor_key.name,
+                settings=vendor_key.settings,
+                vendor_key_id=vendor_key.pk,
+                rate_limit=vendor_key.rate_limit,
+                health=vendor_key.health,
+                health_detail=vendor_key.health_detail,
+                health_checked_at=vendor_key.health_checked_at,
+            )
+            configs.append(row)
+            providers.append(provider_for_vendor_key(vendor_key))
+            descriptions.append(f"shared vendor key {vendor_key.name}")
+            continue
+        clean_settings, clean_secrets = cls.clean({}, {})
+        clean_secrets = {**cls.generate_secrets(), **clean_secrets}
+        row.update(provider=VENDOR_PROVIDER, name=VENDOR_CONFIG_NAME, settings=clean_settings)
+        instance = build_provider(VENDOR_PROVIDER, vendor, clean_settings, clean_secrets)
+        result = instance.check(WrapContext(tenant["uid"].hex, tenant["external_id"], row["uid"].hex, 0))
+        if not result.ok:
+            raise errors.InvalidInput(f"Test connection failed: {result.detail}", code_hint=result.error_code)
+        row.update(
+            health=Health.OK.value,
+            health_detail=result.detail[:500],
+            health_checked_at=now,
+            last_success_at=now,
+            health_latency_ms=result.latency_ms,
+        )
+        sealed = _Sealed(row["uid"])
+        seal_secrets(sealed, clean_secrets)
+        row["sealed_secrets"], row["secret_fields_set"] = sealed.sealed_secrets, sealed.secret_fields_set
+        configs.append(row)
+        providers.append(instance)
+        descriptions.append(instance.describe())
+    insert_rows_with_ids(KmsConfig, configs)
+    key_defaults = field_defaults(TenantKey, now)
+    keys = []
+    for tenant in tenants:
+        raw = new_tenant_key()
+        raws.append(raw)
+        keys.append(
+            {
+                **key_defaults,
+                "tenant_id": tenant["id"],
+                "version": 1,
+                "check_value": key_check_value(raw),
+                "vendor_held": True,
+                "created_at": now,
+            }
+        )
+    insert_rows_with_ids(TenantKey, keys)
+    wrap_defaults = field_defaults(TenantKeyWrap, now)
+    history_defaults = field_defaults(KeyHistoryEntry, now)
+    wraps, history, events = [], [], []
+    for tenant, config, key, raw, provider, description in zip(
+        tenants, configs, keys, raws, providers, descriptions, strict=True
+    ):
+        context = WrapContext(tenant["uid"].hex, tenant["external_id"], config["uid"].hex, 1)
+        wraps.append(
+            {
+                **wrap_defaults,
+                "tenant_key_id": key["id"],
+                "kms_config_id": config["id"],
+                "wrapped": provider.wrap(raw, context),
+                "created_at": now,
+                "verified_at": now,
+            }
+        )
+        shared = config["vendor_key_id"] is not None
+        common = {
+            **history_defaults,
+            "tenant_id": tenant["id"],
+            "kms_config_id": config["id"],
+            "config_name": config["name"],
+            "config_owner": vendor,
+            "config_provider": config["provider"],
+            "actor_label": actor.label[:200],
+            "at": now,
+        }
+        history.append({**common, "action": created_action, "detail": description[:300]})
+        first = "first configuration" if shared else "first configuration of the tenant"  # as each path words it
+        history.append({**common, "action": primary_action, "detail": first})
+        ext, name = tenant["external_id"], tenant["name"]
+        if shared:
+            config_changes = {
+                "provider": [None, config["provider"]],
+                "owner": [None, vendor],
+                "vendor_key": [None, config["name"]],
+            }
+        else:
+            config_changes = {
+                "provider": [None, config["provider"]],
+                "owner": [None, vendor],
+                "settings": [None, config["settings"]],
+                "secrets": [None, "(set)" if config["secret_fields_set"] else "(none)"],
+            }
+        events += [
+            (
+                tenant["id"],
+                "tenant.created",
+                "tenant",
+                str(tenant["uid"]),
+                f"{name} ({ext})",
+                {"external_id": [None, ext], "name": [None, name]},
+            ),
+            (
+                tenant["id"],
+                "kms_config.created",
+                "kmsconfig",
+                str(config["uid"]),
+                f"{config['name']} ({config['provider']}, {active})",
+                config_changes,
+            ),
+            (
+                tenant["id"],
+                "tenant_key.created",
+                "tenantkey",
+                str(key["id"]),
+                "tenant key v1",
+                {"version": [None, 1]},
+            ),
+        ]
+    insert_rows(TenantKeyWrap, wraps)
+    insert_rows(KeyHistoryEntry, history)
+    audit_record_rows(actor=actor, rows=events, new_chains=True)  # the tenants are this transaction's own
+    tenant_counts_add(tenants)  # the dashboard's counts: one update per counted value for the whole call
+    bump_epoch()
+    created: dict[int, Tenant] = {}
+    for (index, _external_id, _name, admins, _vendor_key), row in zip(wanted, tenants, strict=True):
+        tenant = Tenant(**row)
+        tenant._state.adding = False
+        for invite in admins:
+            invitation_create(tenant=tenant, email=invite.email, role=invite.role, actor=actor, send=send)
+        created[index] = tenant
+    return created
+
+
+class _Sealed:
+    """What ``seal_secrets`` needs of a configuration row: its uid, its kind (a tenant's configuration: the
+    purpose its secrets are sealed for), and room for the sealed blob."""
+
+    _meta = KmsConfig._meta
+
+    def __init__(self, uid) -> None:
+        self.uid = uid
+        self.sealed_secrets = None
+        self.secret_fields_set = None
+
+
+#: the provider and name of the vendor-provided configuration every new tenant starts with
+VENDOR_PROVIDER, VENDOR_CONFIG_NAME = "local", "Vendor-provided key"
 
 
 def tenant_update(*, tenant: Tenant, actor: Actor, **changes) -> Tenant:

@@ -94,6 +94,38 @@ def test_bulk_creates_the_valid_tenants_and_reports_the_others_in_order(api, ten
     assert Invitation.objects.get(email="root@five.example").role == "admin"
 
 
+def test_bulk_places_each_tenant_under_the_call_or_item_vendor_key_and_counts_it(api, tenant):
+    from keycore.services.summary import tenant_counts, tenant_counts_recompute
+
+    us = api.post("/api/v1/vendor-keys/", {"provider": "local", "name": "US key"}).json
+    api.post("/api/v1/vendor-keys/", {"provider": "local", "name": "EU key"})
+    answer = api.post(
+        "/api/v1/tenants/bulk/",
+        {
+            "vendor_key": us["uid"],
+            "tenants": [
+                {"external_id": "u-1", "name": "U1"},
+                {"external_id": "e-1", "name": "E1", "vendor_key": "EU key"},
+                {"external_id": "m-1", "name": "M1", "vendor_key": "Mars key"},
+                {"external_id": "u-2", "name": "U2"},
+            ],
+        },
+    )
+    assert answer.status == 200
+    results = answer.json["results"]
+    assert [r["status"] for r in results] == [201, 201, 400, 201]
+    assert "vendor_key" in results[2]["error"]["errors"]
+    assert all(results[i]["tenant"]["key_status"] == "healthy" for i in (0, 1, 3))
+
+    def served(external_id):
+        return KmsConfig.objects.get(tenant__external_id=external_id, is_primary=True).vendor_key.name
+
+    assert [served(x) for x in ("u-1", "e-1", "u-2")] == ["US key", "EU key", "US key"]
+    assert not Tenant.objects.filter(external_id="m-1").exists()
+    assert tenant_counts()["key_status"]["healthy"] == 4  # acme and the three new ones
+    assert tenant_counts_recompute() == []
+
+
 def test_bulk_takes_at_most_a_thousand(api):
     answer = api.post(
         "/api/v1/tenants/bulk/", {"tenants": [{"external_id": f"t{i}", "name": "T"} for i in range(1001)]}

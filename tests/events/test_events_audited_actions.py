@@ -212,6 +212,16 @@ CASES: dict[str, Case] = {
         on_tenant=False,
         also=("kms_config.created", "tenant_key.created", "invitation.created"),
     ),
+    "tenant_create_many": Case(
+        "tenant.created",
+        lambda w: tenants.tenant_create_many(
+            items=[tenants.NewTenant("initech", "Initech", (tenants.AdminInvite("boss@initech.example"),))],
+            actor=w.actor,
+            send=False,
+        )[0],
+        on_tenant=False,
+        also=("kms_config.created", "tenant_key.created", "invitation.created"),
+    ),
     "tenant_update": Case(
         "tenant.updated", lambda w: tenants.tenant_update(tenant=w.tenant, actor=w.actor, name="Acme")
     ),
@@ -445,7 +455,7 @@ def test_every_audited_action_writes_exactly_one_event_with_the_right_actor_and_
     assert event.actor_label == world.owner.email
     assert (event.source_ip, event.user_agent) == (IP, AGENT)
     expected_tenant = world.tenant.pk if case.on_tenant else None
-    if name == "tenant_create":
+    if name in ("tenant_create", "tenant_create_many"):
         expected_tenant = target.pk  # a new tenant's first event starts its own chain
     assert event.tenant_id == expected_tenant
     assert event.chain == (f"tenant:{expected_tenant}" if expected_tenant else "vendor")
@@ -550,6 +560,7 @@ def test_the_table_covers_every_public_service_that_changes_something():
     covered = {
         "tenants": {
             "tenant_create",
+            "tenant_create_many",
             "tenant_update",
             "tenant_set_status",
             "tenant_shred",
