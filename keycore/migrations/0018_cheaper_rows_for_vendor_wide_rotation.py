@@ -29,7 +29,7 @@ def reset_fillfactor(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keycore", "0012_job_kind_labels_for_people"),
+        ("keycore", "0017_vendor_key_health_says_reachable"),
     ]
 
     operations = [
