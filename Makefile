@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+# the suite in parallel (pytest-xdist: one test process per core, at most four); PYTEST_ARGS= for one process
+PYTEST_ARGS ?= -n auto --maxprocesses 4
 ARGS ?=
 BENCH_ARGS ?=
 
