@@ -282,7 +282,7 @@ def kms_config_make_primary(*, config: KmsConfig, actor: Actor):
             action="kms_config.made_primary",
             tenant=tenant,
             target=config,
-            changes={"primary": [str(old.uid) if old else None, str(config.uid)]},
+            changes={"primary": [old.name if old else None, config.name]},  # names: the trail is read by people
         )
         tenant_summary_sync(tenant=tenant)
         bump_epoch()

@@ -21,6 +21,15 @@ def _signed_in(page, user) -> None:
     sign_in(page, user.email, PASSWORD, user.totp_secret)
 
 
+def _create_key_confirming_it_is_me(page) -> None:
+    """Create the API key the form holds; creating one asks for the password again first (then does it)."""
+    page.get_by_role("button", name="Create key").click()
+    page.wait_for_url("**/accounts/reauthenticate/**")
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
+    page.locator("#new-secret").wait_for()
+
+
 def test_the_new_tenant_form_suggests_an_external_id_and_points_at_the_first_error(page, vendor_admin):
     make_tenant("acme-corp", "Acme Corp (the first)")
     _signed_in(page, vendor_admin)
@@ -48,7 +57,7 @@ def test_a_new_api_key_has_a_copy_button_and_stays_selectable_without_it(page, v
     page.goto("/vendor/api-keys/")
     page.fill("#id_name", "billing-service")
     page.check("input[value=crypto]")
-    page.get_by_role("button", name="Create key").click()
+    _create_key_confirming_it_is_me(page)
     secret = page.locator("#new-secret").inner_text()
     copy = page.locator("button[data-copy=new-secret]")
     page.bring_to_front()  # the clipboard answers a focused page only
@@ -65,8 +74,7 @@ def test_without_javascript_there_is_no_dead_copy_button(browser, live_server, v
         page.goto("/vendor/api-keys/")
         page.fill("#id_name", "billing-service")
         page.check("input[value=crypto]")
-        page.get_by_role("button", name="Create key").click()
-        page.wait_for_load_state()
+        _create_key_confirming_it_is_me(page)
         assert page.locator("#new-secret").is_visible()  # the key, to select by hand
         assert not page.get_by_role("button", name="Copy the new API key").is_visible()
     finally:
